@@ -1,0 +1,141 @@
+/**
+ * The build model: its fields, its statuses and the transitions between them, and validation of what
+ * callers submit. Storage-free: both stores and every interface (library, CLI, HTTP) share it.
+ */
+import { z } from "zod";
+import { PayloadTooLargeError, ValidationError } from "./errors.js";
+import { PRIORITY_MAX, PRIORITY_MIN } from "./score.js";
+
+export const BUILD_STATUSES = ["queued", "running", "stopping", "completed", "failed", "stopped"] as const;
+export type BuildStatus = (typeof BUILD_STATUSES)[number];
+export const FINAL_STATUSES: readonly BuildStatus[] = ["completed", "failed", "stopped"];
+
+/** Allowed status changes (DESIGN.md "Shape"). */
+export const TRANSITIONS: Readonly<Record<BuildStatus, readonly BuildStatus[]>> = {
+  queued: ["running", "stopped"],
+  running: ["completed", "failed", "stopped", "stopping", "queued"],
+  stopping: ["stopped", "completed", "failed"],
+  completed: [],
+  failed: [],
+  stopped: [],
+};
+
+export function canTransition(from: BuildStatus, to: BuildStatus): boolean {
+  return TRANSITIONS[from].includes(to);
+}
+
+export interface Build {
+  id: string;
+  strategyId: string;
+  params: Record<string, unknown>;
+  priority: number;
+  /** Submit order; kept across requeues so a requeued build returns to the front of its priority. */
+  seq: number;
+  status: BuildStatus;
+  phase: string | null;
+  retryCount: number;
+  maxRetries: number;
+  /** Fencing token: bumped by every claim and requeue; every worker write must carry the current one. */
+  lease: number;
+  workerId: string | null;
+  idempotencyKey: string | null;
+  lastError: string | null;
+  result: unknown;
+  createdAt: Date;
+  updatedAt: Date;
+  /** When a queued build becomes claimable (later than now while it waits out a retry backoff). */
+  runAt: Date;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+}
+
+/** A build handed to a worker: the lease is what it must present for every later write. */
+export interface ClaimedBuild extends Build {
+  status: "running";
+  workerId: string;
+}
+
+export const DEFAULT_MAX_RETRIES = 3;
+export const MAX_RETRIES_LIMIT = 100;
+/** Largest `params` accepted, as serialized JSON. Builds carry configuration, not data sets. */
+export const MAX_PARAMS_BYTES = 256 * 1024;
+export const MAX_BATCH_SIZE = 10_000;
+
+const submitSchema = z.strictObject({
+  strategyId: z
+    .string({ error: "is required and must be a string" })
+    .min(1, "must not be empty")
+    .max(200, "must be at most 200 characters"),
+  priority: z
+    .number({ error: "must be a number" })
+    .int("must be an integer")
+    .min(PRIORITY_MIN, `must be at least ${PRIORITY_MIN}`)
+    .max(PRIORITY_MAX, `must be at most ${PRIORITY_MAX}`)
+    .default(0),
+  params: z.record(z.string(), z.unknown(), { error: "must be a JSON object" }).default({}),
+  maxRetries: z
+    .number({ error: "must be a number" })
+    .int("must be an integer")
+    .min(0, "must be at least 0")
+    .max(MAX_RETRIES_LIMIT, `must be at most ${MAX_RETRIES_LIMIT}`)
+    .default(DEFAULT_MAX_RETRIES),
+  idempotencyKey: z
+    .string({ error: "must be a string" })
+    .min(1, "must not be empty")
+    .max(200, "must be at most 200 characters")
+    .optional(),
+});
+
+export type SubmitInput = z.input<typeof submitSchema>;
+export type SubmitRequest = z.output<typeof submitSchema>;
+
+/** Validates one submit request; throws ValidationError naming the field, or PayloadTooLargeError. */
+export function parseSubmit(input: unknown, fieldPrefix = ""): SubmitRequest {
+  const parsed = submitSchema.safeParse(input);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const path = issue?.path.length ? issue.path.join(".") : "(body)";
+    const reason =
+      issue?.code === "unrecognized_keys"
+        ? `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.join(", ")}`
+        : (issue?.message ?? "is invalid");
+    const field = issue?.code === "unrecognized_keys" ? (issue.keys[0] ?? path) : path;
+    throw new ValidationError(`${fieldPrefix}${field}`, reason);
+  }
+  const size = Buffer.byteLength(JSON.stringify(parsed.data.params));
+  if (size > MAX_PARAMS_BYTES) throw new PayloadTooLargeError(`${fieldPrefix}params`, size, MAX_PARAMS_BYTES);
+  return parsed.data;
+}
+
+export function parseSubmitMany(inputs: unknown): SubmitRequest[] {
+  if (!Array.isArray(inputs)) throw new ValidationError("builds", "must be an array");
+  if (inputs.length === 0) throw new ValidationError("builds", "must not be empty");
+  if (inputs.length > MAX_BATCH_SIZE) {
+    throw new ValidationError("builds", `at most ${MAX_BATCH_SIZE} builds per call`);
+  }
+  return inputs.map((input, index) => parseSubmit(input, `builds[${index}].`));
+}
+
+const BUILD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Build ids are UUIDs; anything else cannot name a build. */
+export function parseBuildId(id: unknown, field = "id"): string {
+  if (typeof id !== "string" || !BUILD_ID.test(id)) {
+    throw new ValidationError(field, "must be a build id (a UUID)");
+  }
+  return id;
+}
+
+export function parseWorkerId(id: unknown, field = "workerId"): string {
+  if (typeof id !== "string" || id.length === 0 || id.length > 200) {
+    throw new ValidationError(field, "must be a non-empty string of at most 200 characters");
+  }
+  return id;
+}
+
+export function parseLease(lease: unknown, field = "lease"): number {
+  if (typeof lease !== "number" || !Number.isSafeInteger(lease) || lease < 1) {
+    throw new ValidationError(field, "must be a positive integer (the lease returned by the claim)");
+  }
+  return lease;
+}

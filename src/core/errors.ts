@@ -1,0 +1,94 @@
+/**
+ * Every error the queue raises on purpose, as a typed code. Callers (library, CLI, HTTP) switch on
+ * `code`; the HTTP layer maps `httpStatus` directly. Nothing else in the code base invents codes.
+ */
+export type ErrorCode =
+  | "invalid_input"
+  | "payload_too_large"
+  | "not_found"
+  | "invalid_state"
+  | "stale_lease"
+  | "config_invalid"
+  | "store_unavailable";
+
+export class OculusError extends Error {
+  readonly code: ErrorCode;
+  readonly httpStatus: number;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, httpStatus: number, message: string, details: Record<string, unknown> = {}) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+    this.httpStatus = httpStatus;
+    this.details = details;
+  }
+}
+
+/** Bad input: names the field and the reason. Nothing was written. */
+export class ValidationError extends OculusError {
+  readonly field: string;
+  readonly reason: string;
+  constructor(field: string, reason: string) {
+    super("invalid_input", 400, `${field}: ${reason}`, { field, reason });
+    this.field = field;
+    this.reason = reason;
+  }
+}
+
+export class PayloadTooLargeError extends OculusError {
+  constructor(field: string, size: number, limit: number) {
+    super("payload_too_large", 413, `${field}: ${size} bytes is over the limit of ${limit} bytes`, {
+      field,
+      size,
+      limit,
+    });
+  }
+}
+
+export class BuildNotFoundError extends OculusError {
+  constructor(id: string) {
+    super("not_found", 404, `build ${id} does not exist`, { id });
+  }
+}
+
+/** The build exists but is not in a state that allows the operation (e.g. removing a running build). */
+export class InvalidStateError extends OculusError {
+  constructor(id: string, status: string, operation: string, allowed: readonly string[]) {
+    super(
+      "invalid_state",
+      409,
+      `cannot ${operation} build ${id}: it is ${status} (allowed only when ${allowed.join(" or ")})`,
+      { id, status, operation, allowed },
+    );
+  }
+}
+
+/**
+ * The caller's lease is not the build's current lease: the build was requeued or claimed again since
+ * this caller claimed it. The caller must abandon the build; nothing was changed.
+ */
+export class StaleLeaseError extends OculusError {
+  constructor(id: string, lease: number, currentLease: number, status: string) {
+    super(
+      "stale_lease",
+      409,
+      `lease ${lease} of build ${id} is stale (current lease ${currentLease}, status ${status})`,
+      { id, lease, currentLease, status },
+    );
+  }
+}
+
+export class ConfigError extends OculusError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super("config_invalid", 1, message, details);
+  }
+}
+
+/** Neither store can take the operation right now (PostgreSQL, the record, is unreachable). */
+export class StoreUnavailableError extends OculusError {
+  constructor(message: string, cause?: unknown) {
+    super("store_unavailable", 503, message);
+    if (cause !== undefined) this.cause = cause;
+  }
+}

@@ -1,0 +1,15 @@
+export * from "./core/build.js";
+export { type Config, loadConfig } from "./core/config.js";
+export * from "./core/errors.js";
+export { decodeScore, encodeScore, PRIORITY_MAX, PRIORITY_MIN, SEQ_MAX } from "./core/score.js";
+export { migrate } from "./postgres/migrate.js";
+export {
+  BuildQueue,
+  type BuildQueueOptions,
+  type QueueMode,
+  type SubmitOneResult,
+  type SubmitResult,
+} from "./queue/build-queue.js";
+export type { ReconcileReport } from "./queue/reconciler.js";
+export { redisKeys } from "./redis/keys.js";
+export { type BuildHandler, runClaimLoop } from "./worker/claim-loop.js";

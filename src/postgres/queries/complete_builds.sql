@@ -1,0 +1,22 @@
+-- complete_builds: record results of many builds in one statement (group commit).
+-- Fenced: a row changes only if the caller's lease is the current one and the build is running or
+-- stopping. Rows whose lease is stale are left alone and absent from the result.
+-- $1 jsonb: array of {id, lease, result}
+WITH input AS (
+  SELECT r.id, r.lease, r.result
+  FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, lease bigint, result jsonb)
+),
+done AS (
+  UPDATE builds b
+  SET status = 'completed', result = input.result, finished_at = now(), updated_at = now()
+  FROM input
+  WHERE b.id = input.id AND b.lease = input.lease AND b.status IN ('running', 'stopping')
+  RETURNING b.*
+),
+events AS (
+  INSERT INTO build_events (build_id, type, from_status, to_status, actor, data)
+  SELECT id, 'completed', 'running', 'completed', coalesce(worker_id, 'unknown'),
+         jsonb_build_object('lease', lease)
+  FROM done
+)
+SELECT * FROM done

@@ -1,0 +1,43 @@
+-- fail_builds: record failures of many builds in one statement. While retries remain (and the failure
+-- is retryable) the build goes back to 'queued' with the same sequence number (front of its
+-- priority), retry_count + 1, a new lease (so the failed run can write nothing more) and run_at after
+-- an exponential backoff: min(max_delay, base_delay * 2^retry_count). Otherwise it ends 'failed'.
+-- Fenced like complete_builds: stale leases change nothing and are absent from the result.
+-- $1 jsonb:    array of {id, lease, error, retryable}
+-- $2 integer:  backoff base delay, milliseconds
+-- $3 integer:  backoff maximum delay, milliseconds
+WITH input AS (
+  SELECT r.id, r.lease, r.error, r.retryable
+  FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, lease bigint, error text, retryable boolean)
+),
+old AS (
+  SELECT b.id, b.status AS from_status, b.worker_id AS old_worker,
+         (input.retryable AND b.retry_count < b.max_retries) AS will_retry
+  FROM builds b JOIN input ON b.id = input.id AND b.lease = input.lease
+  WHERE b.status IN ('running', 'stopping')
+  FOR UPDATE OF b
+),
+changed AS (
+  UPDATE builds b
+  SET status      = CASE WHEN old.will_retry THEN 'queued' ELSE 'failed' END,
+      retry_count = CASE WHEN old.will_retry THEN b.retry_count + 1 ELSE b.retry_count END,
+      lease       = CASE WHEN old.will_retry THEN b.lease + 1 ELSE b.lease END,
+      worker_id   = CASE WHEN old.will_retry THEN NULL ELSE b.worker_id END,
+      run_at      = CASE WHEN old.will_retry
+                      THEN now() + make_interval(secs => least($3::float8, $2::float8 * power(2, b.retry_count)) / 1000)
+                      ELSE b.run_at END,
+      finished_at = CASE WHEN old.will_retry THEN NULL ELSE now() END,
+      last_error  = input.error,
+      updated_at  = now()
+  FROM old, input
+  WHERE b.id = old.id AND input.id = old.id
+  RETURNING b.*, old.from_status, old.old_worker, (EXTRACT(EPOCH FROM b.run_at) * 1000)::float8 AS run_at_ms
+),
+events AS (
+  INSERT INTO build_events (build_id, type, from_status, to_status, actor, data)
+  SELECT id, CASE WHEN status = 'queued' THEN 'retry_scheduled' ELSE 'failed' END, from_status, status,
+         coalesce(old_worker, 'unknown'),
+         jsonb_build_object('error', last_error, 'retryCount', retry_count, 'runAt', run_at)
+  FROM changed
+)
+SELECT * FROM changed

@@ -1,0 +1,35 @@
+-- insert_builds: submit many builds in one statement, with their "submitted" events.
+-- $1 jsonb: array of {strategyId, priority, params, maxRetries, idempotencyKey|null}, in submit order
+-- $2 text:  actor
+-- Returns one row per new build (created = true) plus, for an idempotency key seen before, the
+-- existing build (created = false); "ord" is the 1-based index of the input. An input whose key was
+-- inserted concurrently (or twice in this batch) returns no row: the caller reads it by key.
+-- Sequence numbers are drawn in input order (the ordered subquery feeds nextval row by row), and the
+-- CTE is materialized (referenced twice), so each input draws exactly one.
+WITH input AS (
+  SELECT e.ord, r."strategyId", r.priority, r.params, r."maxRetries", r."idempotencyKey"
+  FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(doc, ord),
+       jsonb_to_record(e.doc) AS r("strategyId" text, priority integer, params jsonb,
+                                   "maxRetries" integer, "idempotencyKey" text)
+  ORDER BY e.ord
+),
+numbered AS (
+  SELECT input.*, nextval('build_seq') AS seq FROM input
+),
+inserted AS (
+  INSERT INTO builds (strategy_id, params, priority, seq, status, max_retries, idempotency_key)
+  SELECT "strategyId", params, priority, seq, 'queued', "maxRetries", "idempotencyKey"
+  FROM numbered ORDER BY ord
+  ON CONFLICT (idempotency_key) DO NOTHING
+  RETURNING *
+),
+events AS (
+  INSERT INTO build_events (build_id, type, to_status, actor, data)
+  SELECT id, 'submitted', 'queued', $2, jsonb_build_object('priority', priority, 'seq', seq) FROM inserted
+)
+SELECT n.ord, true AS created, i.*
+FROM inserted i JOIN numbered n ON n.seq = i.seq
+UNION ALL
+SELECT input.ord, false AS created, b.*
+FROM input JOIN builds b ON b.idempotency_key = input."idempotencyKey"
+ORDER BY ord

@@ -1,0 +1,3 @@
+-- select_build: one build by id.
+-- $1 uuid: build id
+SELECT * FROM builds WHERE id = $1

@@ -1,0 +1,231 @@
+/**
+ * The PostgreSQL record: every build and every state change. One method per query file in
+ * `queries/` (embedded at build time); rows are mapped to the build model here and nowhere else.
+ */
+import type { Build, BuildStatus, SubmitRequest } from "../core/build.js";
+import { queries } from "../generated/assets.js";
+import type { Db, Queryable } from "./db.js";
+
+export interface BuildRow {
+  id: string;
+  strategy_id: string;
+  params: Record<string, unknown>;
+  priority: number;
+  seq: number;
+  status: BuildStatus;
+  phase: string | null;
+  retry_count: number;
+  max_retries: number;
+  lease: number;
+  worker_id: string | null;
+  idempotency_key: string | null;
+  last_error: string | null;
+  result: unknown;
+  created_at: Date;
+  updated_at: Date;
+  run_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+export function toBuild(row: BuildRow): Build {
+  return {
+    id: row.id,
+    strategyId: row.strategy_id,
+    params: row.params,
+    priority: row.priority,
+    seq: Number(row.seq),
+    status: row.status,
+    phase: row.phase,
+    retryCount: row.retry_count,
+    maxRetries: row.max_retries,
+    lease: Number(row.lease),
+    workerId: row.worker_id,
+    idempotencyKey: row.idempotency_key,
+    lastError: row.last_error,
+    result: row.result ?? null,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    runAt: row.run_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+  };
+}
+
+export interface InsertedBuild {
+  build: Build;
+  created: boolean;
+}
+
+export interface CompletionInput {
+  id: string;
+  lease: number;
+  result: unknown;
+}
+
+export interface FailureInput {
+  id: string;
+  lease: number;
+  error: string;
+  retryable: boolean;
+}
+
+/** A failed build as recorded: requeued (status queued, with its run time) or failed for good. */
+export interface RecordedFailure {
+  build: Build;
+  runAtMs: number;
+}
+
+export interface IndexEntry {
+  id: string;
+  priority: number;
+  seq: number;
+  runAtMs: number;
+}
+
+export interface BackoffPolicy {
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+
+export class BuildStore {
+  constructor(
+    readonly db: Db,
+    readonly wakeChannel: string,
+  ) {}
+
+  /**
+   * Inserts builds (one statement). Returns, in input order, each new or already-submitted build
+   * (idempotency key). Inputs whose key raced with another submit are read back by key.
+   */
+  async insert(requests: SubmitRequest[], actor: string): Promise<InsertedBuild[]> {
+    const payload = requests.map((r) => ({
+      strategyId: r.strategyId,
+      priority: r.priority,
+      params: r.params,
+      maxRetries: r.maxRetries,
+      idempotencyKey: r.idempotencyKey ?? null,
+    }));
+    const res = await this.db.query<BuildRow & { ord: number; created: boolean }>(queries.insert_builds, [
+      JSON.stringify(payload),
+      actor,
+    ]);
+    const out: (InsertedBuild | undefined)[] = new Array(requests.length);
+    for (const row of res.rows) out[Number(row.ord) - 1] ??= { build: toBuild(row), created: row.created };
+    const missing = requests.filter((_, i) => out[i] === undefined);
+    if (missing.length > 0) {
+      const byKey = await this.selectByIdempotencyKeys(missing.map((r) => r.idempotencyKey ?? ""));
+      requests.forEach((r, i) => {
+        if (out[i]) return;
+        const build = byKey.get(r.idempotencyKey ?? "");
+        if (!build) throw new Error(`build for idempotency key ${r.idempotencyKey} vanished during submit`);
+        out[i] = { build, created: false };
+      });
+    }
+    return out as InsertedBuild[];
+  }
+
+  private async selectByIdempotencyKeys(keys: string[]): Promise<Map<string, Build>> {
+    const res = await this.db.query<BuildRow>(queries.select_by_idempotency_keys, [JSON.stringify(keys)]);
+    return new Map(res.rows.map((row) => [row.idempotency_key ?? "", toBuild(row)]));
+  }
+
+  async get(id: string, q: Queryable = this.db): Promise<Build | undefined> {
+    const res = await q.query<BuildRow>(queries.select_build, [id]);
+    return res.rows[0] ? toBuild(res.rows[0]) : undefined;
+  }
+
+  async getMany(ids: string[]): Promise<Map<string, Build>> {
+    if (ids.length === 0) return new Map();
+    const res = await this.db.query<BuildRow>(queries.select_builds, [JSON.stringify(ids)]);
+    return new Map(res.rows.map((row) => [row.id, toBuild(row)]));
+  }
+
+  /** Claims those of `ids` that are still queued (the Redis path's arbitration). */
+  async claimByIds(ids: string[], workerId: string): Promise<Build[]> {
+    if (ids.length === 0) return [];
+    const res = await this.db.query<BuildRow>(queries.claim_by_ids, [JSON.stringify(ids), workerId]);
+    return res.rows.map(toBuild);
+  }
+
+  /** Claims the next `count` ready builds in dispatch order (the PostgreSQL path). */
+  async claimNext(count: number, workerId: string): Promise<Build[]> {
+    const res = await this.db.query<BuildRow>(queries.claim_next, [count, workerId]);
+    return res.rows.map(toBuild);
+  }
+
+  /** Records results; returns the builds that changed (the others had a stale lease or a wrong state). */
+  async complete(inputs: CompletionInput[]): Promise<Build[]> {
+    const payload = inputs.map((c) => ({ id: c.id, lease: c.lease, result: c.result ?? null }));
+    const res = await this.db.query<BuildRow>(queries.complete_builds, [JSON.stringify(payload)]);
+    return res.rows.map(toBuild);
+  }
+
+  async fail(inputs: FailureInput[], backoff: BackoffPolicy): Promise<RecordedFailure[]> {
+    const res = await this.db.query<BuildRow & { run_at_ms: number }>(queries.fail_builds, [
+      JSON.stringify(inputs),
+      backoff.baseDelayMs,
+      backoff.maxDelayMs,
+    ]);
+    return res.rows.map((row) => ({ build: toBuild(row), runAtMs: Number(row.run_at_ms) }));
+  }
+
+  async removeQueued(id: string, actor: string, reason: string | null): Promise<Build | undefined> {
+    const res = await this.db.query<BuildRow>(queries.remove_queued, [id, actor, reason]);
+    return res.rows[0] ? toBuild(res.rows[0]) : undefined;
+  }
+
+  async position(priority: number, seq: number): Promise<number> {
+    const res = await this.db.query<{ position: number }>(queries.queue_position, [priority, seq]);
+    return Number(res.rows[0]?.position ?? 1);
+  }
+
+  async length(): Promise<{ ready: number; delayed: number }> {
+    const res = await this.db.query<{ ready: number; delayed: number }>(queries.queue_length);
+    return { ready: Number(res.rows[0]?.ready ?? 0), delayed: Number(res.rows[0]?.delayed ?? 0) };
+  }
+
+  async countQueued(): Promise<number> {
+    const res = await this.db.query<{ n: number }>(queries.count_queued);
+    return Number(res.rows[0]?.n ?? 0);
+  }
+
+  async listQueued(limit: number, offset: number): Promise<Build[]> {
+    const res = await this.db.query<BuildRow>(queries.list_queued, [limit, offset]);
+    return res.rows.map(toBuild);
+  }
+
+  /** One page of queued builds for the reconciler, after sequence number `afterSeq`. */
+  async queuedIndexPage(
+    afterSeq: number,
+    pageSize: number,
+  ): Promise<{ entries: IndexEntry[]; nowMs: number }> {
+    const res = await this.db.query<{
+      id: string;
+      priority: number;
+      seq: number;
+      run_at_ms: number;
+      now_ms: number;
+    }>(queries.queued_index_page, [afterSeq, pageSize]);
+    return {
+      entries: res.rows.map((r) => ({
+        id: r.id,
+        priority: r.priority,
+        seq: Number(r.seq),
+        runAtMs: Number(r.run_at_ms),
+      })),
+      nowMs: Number(res.rows[0]?.now_ms ?? Date.now()),
+    };
+  }
+
+  async queuedAmong(ids: string[]): Promise<Set<string>> {
+    if (ids.length === 0) return new Set();
+    const res = await this.db.query<{ id: string }>(queries.queued_among, [JSON.stringify(ids)]);
+    return new Set(res.rows.map((r) => r.id));
+  }
+
+  /** Wakes idle claimers on the PostgreSQL path (LISTEN/NOTIFY). */
+  async notifyWork(): Promise<void> {
+    await this.db.query(queries.notify, [this.wakeChannel, ""]);
+  }
+}

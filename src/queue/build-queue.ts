@@ -1,0 +1,524 @@
+/**
+ * The BuildQueue: the library's one entry point. PostgreSQL is the record (every call that changes
+ * something returns after its commit); Redis, when configured and healthy, is the fast dispatch index.
+ * When Redis is unreachable or erroring, every operation runs on PostgreSQL instead, with no
+ * caller-visible error; when it returns, the reconciler makes the index equal to PostgreSQL before the
+ * fast path resumes. The current mode is `queue.mode`, announced by a "mode" event and a log line.
+ */
+import { EventEmitter } from "node:events";
+import type { RedisOptions } from "ioredis";
+import {
+  type Build,
+  type ClaimedBuild,
+  parseBuildId,
+  parseLease,
+  parseSubmit,
+  parseSubmitMany,
+  parseWorkerId,
+  type SubmitInput,
+} from "../core/build.js";
+import { type Config, loadConfig, redactUrl } from "../core/config.js";
+import { BuildNotFoundError, InvalidStateError, StaleLeaseError, ValidationError } from "../core/errors.js";
+import { type Logger, silentLogger } from "../core/logger.js";
+import { encodeScore } from "../core/score.js";
+import { type Db, openPglite, openPostgres } from "../postgres/db.js";
+import { migrate } from "../postgres/migrate.js";
+import {
+  type BackoffPolicy,
+  BuildStore,
+  type CompletionInput,
+  type FailureInput,
+} from "../postgres/store.js";
+import { connectRedis, RedisIndex } from "../redis/index-client.js";
+import { Batcher } from "./batcher.js";
+import { type ReconcileReport, reconcileIndex } from "./reconciler.js";
+import { asStoreError } from "./store-errors.js";
+import { WakeSignal } from "./wake.js";
+
+export type QueueMode = "redis" | "postgres";
+/** absent: no Redis configured. down: unreachable. recovering: back, the reconciler is running. */
+type RedisState = "absent" | "down" | "recovering" | "up";
+
+export interface BuildQueueOptions extends Partial<Config> {
+  logger?: Logger;
+  /** Retry backoff: min(maxDelayMs, baseDelayMs * 2^retryCount). Default 1 s, at most 5 min. */
+  backoff?: BackoffPolicy;
+  /** Apply migrations on open (default true). */
+  migrate?: boolean;
+  /** Extra ioredis options (Sentinel, TLS, timeouts). */
+  redisOptions?: RedisOptions;
+  /** PostgreSQL pool size (default 10). */
+  poolSize?: number;
+}
+
+export interface SubmitResult {
+  build: Build;
+  /** false when the idempotency key was seen before and this is the earlier build. */
+  created: boolean;
+}
+
+export interface SubmitOneResult extends SubmitResult {
+  /** 1-based queue position, null once the build is no longer waiting. */
+  position: number | null;
+}
+
+export interface ActorOptions {
+  /** Who asks (recorded in the build's events). */
+  actor?: string;
+}
+
+export interface FailOptions {
+  /** false: fail for good even if retries remain (a permanent error). Default true. */
+  retryable?: boolean;
+}
+
+const DEFAULT_BACKOFF: BackoffPolicy = { baseDelayMs: 1000, maxDelayMs: 300_000 };
+const REDIS_PROBE_INTERVAL_MS = 500;
+const MAX_CLAIM = 1000;
+
+export class BuildQueue extends EventEmitter {
+  private redisState: RedisState;
+  private readonly completions: Batcher<CompletionInput, Build | undefined>;
+  private readonly failures: Batcher<FailureInput, Build | undefined>;
+  private readonly wake: WakeSignal;
+  private timers: NodeJS.Timeout[] = [];
+  private recovery: Promise<void> | undefined;
+  private reconciling: Promise<ReconcileReport> | undefined;
+  private driftSeen = false;
+  private closed = false;
+
+  private constructor(
+    readonly store: BuildStore,
+    private readonly index: RedisIndex | undefined,
+    private readonly logger: Logger,
+    private readonly backoff: BackoffPolicy,
+    private readonly reconcileIntervalMs: number,
+  ) {
+    super();
+    this.redisState = index ? "down" : "absent";
+    this.completions = new Batcher((items) => this.flushCompletions(items));
+    this.failures = new Batcher((items) => this.flushFailures(items));
+    this.wake = new WakeSignal(logger);
+  }
+
+  /**
+   * Opens the queue: PostgreSQL (DATABASE_URL, else the embedded PGlite store under dataDir), the
+   * migrations, and Redis when configured (REDIS_URL). Starts in PostgreSQL mode and switches to Redis
+   * after the first reconcile, so the index is right before it serves a claim.
+   */
+  static async open(options: BuildQueueOptions = {}): Promise<BuildQueue> {
+    // The library takes its settings from `options` only (the CLI reads the environment).
+    const config = loadConfig(
+      {
+        databaseUrl: options.databaseUrl,
+        redisUrl: options.redisUrl,
+        prefix: options.prefix,
+        schema: options.schema,
+        dataDir: options.dataDir,
+        reconcileIntervalMs: options.reconcileIntervalMs,
+      },
+      {},
+    );
+    const logger = options.logger ?? silentLogger();
+    const db: Db = config.databaseUrl
+      ? await openPostgres(config.databaseUrl, config.schema, logger, options.poolSize)
+      : await openPglite(config.dataDir, config.schema);
+    try {
+      if (options.migrate !== false) await migrate(db);
+    } catch (err) {
+      await db.close();
+      throw asStoreError(err);
+    }
+    const store = new BuildStore(db, `oculus_wake:${config.schema}`);
+    const redis = config.redisUrl ? connectRedis(config.redisUrl, options.redisOptions) : undefined;
+    const index = redis ? new RedisIndex(redis, config.prefix) : undefined;
+    const queue = new BuildQueue(
+      store,
+      index,
+      logger,
+      options.backoff ?? DEFAULT_BACKOFF,
+      config.reconcileIntervalMs,
+    );
+    logger.info(
+      {
+        postgres: config.databaseUrl ? redactUrl(config.databaseUrl) : `embedded PGlite at ${config.dataDir}`,
+        redis: config.redisUrl ? redactUrl(config.redisUrl) : "none",
+        schema: config.schema,
+        prefix: config.prefix,
+      },
+      "build queue opening",
+    );
+    await queue.start();
+    return queue;
+  }
+
+  /** "redis": the Redis index dispatches. "postgres": PostgreSQL does everything. */
+  get mode(): QueueMode {
+    return this.redisState === "up" ? "redis" : "postgres";
+  }
+
+  /** True when Redis is configured (whether or not it is reachable now). */
+  get hasRedis(): boolean {
+    return this.index !== undefined;
+  }
+
+  private async start(): Promise<void> {
+    await this.wake.start(
+      this.store.db,
+      this.store.wakeChannel,
+      this.index?.redis,
+      this.index?.keys.wakeChannel ?? "",
+    );
+    if (!this.index) {
+      this.logger.info({ mode: this.mode }, "no Redis configured: PostgreSQL path only");
+      return;
+    }
+    const redis = this.index.redis;
+    redis.on("error", (err: Error) => this.logger.debug({ err: err.message }, "redis connection error"));
+    redis.on("close", () => this.redisDown(new Error("connection closed")));
+    redis.on("ready", () => this.startRecovery());
+    // A Redis that is down at start is not an error: the queue serves from PostgreSQL, and the
+    // "ready" event (ioredis keeps reconnecting) starts the recovery.
+    await redis
+      .connect()
+      .catch((err: Error) => this.logger.warn({ err: err.message }, "Redis unreachable at start"));
+    await this.recovery;
+    this.timers.push(setInterval(() => void this.checkIndex(), this.reconcileIntervalMs).unref());
+    this.timers.push(setInterval(() => this.probeRedis(), REDIS_PROBE_INTERVAL_MS).unref());
+  }
+
+  // ---------------------------------------------------------------- submit and read
+
+  /** Submits one build. Returns after the commit, with the build and its queue position. */
+  async submit(input: SubmitInput, options: ActorOptions = {}): Promise<SubmitOneResult> {
+    const request = parseSubmit(input);
+    const [result] = await this.insertAndIndex([request], options.actor ?? "api");
+    if (!result) throw new Error("submit returned no build");
+    const position = result.build.status === "queued" ? await this.position(result.build.id) : null;
+    return { ...result, position };
+  }
+
+  /** Submits many builds in one statement (all validated first: one bad input writes nothing). */
+  async submitMany(inputs: SubmitInput[], options: ActorOptions = {}): Promise<SubmitResult[]> {
+    return this.insertAndIndex(parseSubmitMany(inputs), options.actor ?? "api");
+  }
+
+  private async insertAndIndex(
+    requests: ReturnType<typeof parseSubmit>[],
+    actor: string,
+  ): Promise<SubmitResult[]> {
+    const results = await this.store.insert(requests, actor).catch((err) => {
+      throw asStoreError(err);
+    });
+    const created = results.filter((r) => r.created).map((r) => r.build);
+    if (created.length > 0) await this.indexBuilds(created);
+    return results;
+  }
+
+  /**
+   * After a commit: into the Redis index when Redis is up or recovering (the state is read after the
+   * commit, so a build committed while Redis was down is covered by the recovery's reconcile), else a
+   * PostgreSQL NOTIFY for idle claimers.
+   */
+  private async indexBuilds(builds: Build[]): Promise<void> {
+    const entries = builds.map((b) => ({
+      id: b.id,
+      score: encodeScore(b.priority, b.seq),
+      runAtMs: b.runAt.getTime(),
+    }));
+    const indexed = await this.tryRedis((index) => index.enqueue(entries), true);
+    if (!indexed.ok) await this.store.notifyWork().catch(() => undefined);
+  }
+
+  async get(id: string): Promise<Build> {
+    parseBuildId(id);
+    const build = await this.store.get(id).catch((err) => {
+      throw asStoreError(err);
+    });
+    if (!build) throw new BuildNotFoundError(id);
+    return build;
+  }
+
+  /**
+   * 1-based position among ready queued builds; null when the build is not waiting (running, finished,
+   * or waiting out a retry backoff). O(log n) on Redis (ZRANK).
+   */
+  async position(id: string): Promise<number | null> {
+    parseBuildId(id);
+    const fromRedis = await this.tryRedis((index) => index.position(id));
+    if (fromRedis.ok && fromRedis.value.position !== null) return fromRedis.value.position;
+    const build = await this.get(id);
+    if (build.status !== "queued") return null;
+    if (fromRedis.ok) return null; // queued but not in the ready index: delayed
+    if (build.runAt.getTime() > Date.now()) return null;
+    return this.store.position(build.priority, build.seq);
+  }
+
+  /** Ready queued builds (those with a position); O(1) on Redis (ZCARD). */
+  async length(): Promise<number> {
+    return (await this.counts()).ready;
+  }
+
+  /** Queued builds: ready to dispatch, and delayed (waiting out a retry backoff). */
+  async counts(): Promise<{ ready: number; delayed: number }> {
+    const fromRedis = await this.tryRedis((index) => index.length());
+    if (fromRedis.ok) return fromRedis.value;
+    return this.store.length().catch((err) => {
+      throw asStoreError(err);
+    });
+  }
+
+  /** Queued builds in dispatch order (ready first, then delayed retries), from the record. */
+  async listQueued(options: { limit?: number; offset?: number } = {}): Promise<Build[]> {
+    const limit = options.limit ?? 100;
+    const offset = options.offset ?? 0;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+      throw new ValidationError("limit", "must be an integer from 1 to 1000");
+    }
+    if (!Number.isInteger(offset) || offset < 0)
+      throw new ValidationError("offset", "must be an integer >= 0");
+    return this.store.listQueued(limit, offset).catch((err) => {
+      throw asStoreError(err);
+    });
+  }
+
+  /** Removes a queued build for good (status stopped). 404 if unknown, 409 if it is not queued. */
+  async remove(id: string, options: ActorOptions & { reason?: string } = {}): Promise<Build> {
+    parseBuildId(id);
+    const removed = await this.store
+      .removeQueued(id, options.actor ?? "api", options.reason ?? null)
+      .catch((err) => {
+        throw asStoreError(err);
+      });
+    if (!removed) {
+      const build = await this.get(id);
+      throw new InvalidStateError(id, build.status, "remove", ["queued"]);
+    }
+    await this.tryRedis((index) => index.remove([id]), true);
+    return removed;
+  }
+
+  // ---------------------------------------------------------------- claim and results
+
+  /**
+   * Claims up to `count` builds for a worker, in dispatch order. Each claimed build carries its lease:
+   * present it to complete() and fail(). Returns [] when nothing is ready.
+   */
+  async claim(workerId: string, count = 1): Promise<ClaimedBuild[]> {
+    parseWorkerId(workerId);
+    if (!Number.isInteger(count) || count < 1 || count > MAX_CLAIM) {
+      throw new ValidationError("count", `must be an integer from 1 to ${MAX_CLAIM}`);
+    }
+    try {
+      const viaRedis = await this.claimViaRedis(workerId, count);
+      if (viaRedis) return viaRedis;
+      return (await this.store.claimNext(count, workerId)) as ClaimedBuild[];
+    } catch (err) {
+      throw asStoreError(err);
+    }
+  }
+
+  /** undefined: Redis is not usable, claim on PostgreSQL instead. */
+  private async claimViaRedis(workerId: string, count: number): Promise<ClaimedBuild[] | undefined> {
+    const claimed: ClaimedBuild[] = [];
+    // A popped id that PostgreSQL refuses (no longer queued: a stale entry) is dropped; pop again.
+    for (let attempt = 0; attempt < 3 && claimed.length < count; attempt++) {
+      const want = count - claimed.length;
+      const popped = await this.tryRedis((index) => index.popForClaim(want));
+      if (!popped.ok) return claimed.length > 0 ? claimed : undefined;
+      if (popped.value.length === 0) break;
+      let builds: Build[];
+      try {
+        builds = await this.store.claimByIds(
+          popped.value.map((p) => p.id),
+          workerId,
+        );
+      } catch (err) {
+        // The claim did not commit: the rows are still queued. Put the proposals back.
+        const index = this.index;
+        if (index) {
+          await index.enqueue(popped.value.map((p) => ({ ...p, runAtMs: 0 }))).catch(() => undefined);
+        }
+        throw err;
+      }
+      claimed.push(...(builds as ClaimedBuild[]));
+      if (popped.value.length < want) break;
+    }
+    return claimed;
+  }
+
+  /**
+   * Records a build's success. Fenced: a stale lease is refused with StaleLeaseError and changes
+   * nothing. Repeating a completion that already committed returns the build.
+   */
+  async complete(id: string, lease: number, result: unknown = null): Promise<Build> {
+    parseBuildId(id);
+    parseLease(lease);
+    const done = await this.completions.run({ id, lease, result }).catch((err) => {
+      throw asStoreError(err);
+    });
+    return done ?? this.explainRefusal(id, lease, "complete", "completed");
+  }
+
+  /**
+   * Records a build's failure. While retries remain (and the error is retryable) the build is requeued
+   * with its original sequence number after an exponential backoff and a new lease; otherwise it ends
+   * failed. Fenced like complete().
+   */
+  async fail(id: string, lease: number, error: string, options: FailOptions = {}): Promise<Build> {
+    parseBuildId(id);
+    parseLease(lease);
+    if (typeof error !== "string") throw new ValidationError("error", "must be a string");
+    const input = { id, lease, error: error.slice(0, 10_000), retryable: options.retryable ?? true };
+    const failed = await this.failures.run(input).catch((err) => {
+      throw asStoreError(err);
+    });
+    return failed ?? this.explainRefusal(id, lease, "fail", "failed");
+  }
+
+  private async flushCompletions(items: CompletionInput[]): Promise<(Build | undefined)[]> {
+    const done = new Map((await this.store.complete(items)).map((b) => [b.id, b]));
+    return items.map((i) => done.get(i.id));
+  }
+
+  private async flushFailures(items: FailureInput[]): Promise<(Build | undefined)[]> {
+    const recorded = await this.store.fail(items, this.backoff);
+    const requeued = recorded.filter((r) => r.build.status === "queued").map((r) => r.build);
+    if (requeued.length > 0) await this.indexBuilds(requeued);
+    const byId = new Map(recorded.map((r) => [r.build.id, r.build]));
+    return items.map((i) => byId.get(i.id));
+  }
+
+  /** Why a fenced write changed nothing; an already-recorded identical write returns the build. */
+  private async explainRefusal(
+    id: string,
+    lease: number,
+    operation: string,
+    endStatus: string,
+  ): Promise<Build> {
+    const build = await this.get(id);
+    if (build.lease !== lease) throw new StaleLeaseError(id, lease, build.lease, build.status);
+    if (build.status === endStatus) return build;
+    throw new InvalidStateError(id, build.status, operation, ["running", "stopping"]);
+  }
+
+  /**
+   * Resolves when work may be ready (a submit or requeue was announced on Redis or PostgreSQL), after
+   * `timeoutMs`, or when `signal` aborts. Idle claimers call it between empty claims.
+   */
+  waitForWork(timeoutMs = 1000, signal?: AbortSignal): Promise<void> {
+    return this.wake.wait(timeoutMs, signal);
+  }
+
+  // ---------------------------------------------------------------- failover and reconcile
+
+  /**
+   * Runs `op` on Redis when the fast path may be used (`duringRecovery`: also while the reconciler is
+   * catching up, for writes that must reach the index). A Redis fault switches to PostgreSQL mode.
+   */
+  private async tryRedis<T>(
+    op: (index: RedisIndex) => Promise<T>,
+    duringRecovery = false,
+  ): Promise<{ ok: true; value: T } | { ok: false }> {
+    const usable = this.redisState === "up" || (duringRecovery && this.redisState === "recovering");
+    if (!this.index || !usable) return { ok: false };
+    try {
+      return { ok: true, value: await op(this.index) };
+    } catch (err) {
+      this.redisDown(err as Error);
+      return { ok: false };
+    }
+  }
+
+  private redisDown(err: Error): void {
+    if (this.closed || !this.index || this.redisState === "down") return;
+    const was = this.mode;
+    this.redisState = "down";
+    this.logger.warn({ err: err.message, mode: "postgres" }, "Redis unavailable: serving from PostgreSQL");
+    if (was !== "postgres") this.emit("mode", "postgres", err);
+    this.wake.wakeAll();
+  }
+
+  private probeRedis(): void {
+    if (this.redisState !== "down" || !this.index) return;
+    const redis = this.index.redis;
+    if (redis.status === "ready") this.startRecovery();
+  }
+
+  /** Redis answered again: rebuild the index from PostgreSQL, then resume the fast path. */
+  private startRecovery(): void {
+    if (this.closed || !this.index || this.recovery || this.redisState === "up") return;
+    this.recovery = (async () => {
+      try {
+        this.redisState = "recovering";
+        const report = await this.reconcile();
+        if (this.redisState !== "recovering") return;
+        this.redisState = "up";
+        this.logger.info(
+          { mode: "redis", ...report },
+          "Redis available: index reconciled, fast path resumed",
+        );
+        this.emit("mode", "redis");
+        this.wake.wakeAll();
+      } catch (err) {
+        this.redisDown(err as Error);
+      } finally {
+        this.recovery = undefined;
+      }
+    })();
+  }
+
+  /**
+   * Makes the Redis index equal to the queued builds in PostgreSQL (see reconciler.ts). Runs at start,
+   * on recovery, periodically when drift is seen, and on demand (`oculus reconcile`).
+   */
+  async reconcile(): Promise<ReconcileReport> {
+    const index = this.index;
+    if (!index)
+      throw new ValidationError("redis", "no Redis is configured (set REDIS_URL); nothing to reconcile");
+    this.reconciling ??= reconcileIndex(this.store, index)
+      .then((report) => {
+        if (report.lostData && report.queued > 0) {
+          this.logger.warn(
+            report,
+            "Redis had lost its data (index marker missing): index rebuilt from PostgreSQL",
+          );
+        }
+        this.emit("reconciled", report);
+        return report;
+      })
+      .finally(() => {
+        this.reconciling = undefined;
+      });
+    return this.reconciling;
+  }
+
+  /**
+   * Periodic drift check: a missing marker (Redis lost its data) triggers a rebuild at once; a count
+   * that differs from PostgreSQL on two checks in a row (a real difference, not a submit in flight)
+   * triggers a reconcile.
+   */
+  private async checkIndex(): Promise<void> {
+    if (this.redisState !== "up" || !this.index) return;
+    try {
+      const lost = !(await this.index.hasMarker());
+      const { ready, delayed } = await this.index.length();
+      const queued = await this.store.countQueued();
+      const drift = ready + delayed !== queued;
+      if (lost || (drift && this.driftSeen)) await this.reconcile();
+      this.driftSeen = drift && !lost && !this.driftSeen;
+    } catch (err) {
+      this.logger.debug({ err: (err as Error).message }, "index check failed");
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearInterval(t);
+    await this.recovery?.catch(() => undefined);
+    await this.wake.stop();
+    this.index?.redis.disconnect();
+    await this.store.db.close();
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * Wake-ups for idle claimers: a Redis pub/sub subscription (fast path) and a PostgreSQL LISTEN (the
+ * PostgreSQL path), both feeding one waiter list. Claimers also wake on a timeout, so a lost
+ * notification only costs latency.
+ */
+import type { Redis } from "ioredis";
+import type { Logger } from "../core/logger.js";
+import type { Db } from "../postgres/db.js";
+
+export class WakeSignal {
+  private waiters = new Set<() => void>();
+  private unlisten: (() => Promise<void>) | undefined;
+  private subscriber: Redis | undefined;
+
+  constructor(private readonly logger: Logger) {}
+
+  async start(db: Db, pgChannel: string, redis: Redis | undefined, redisChannel: string): Promise<void> {
+    this.unlisten = await db.listen(pgChannel, () => this.wakeAll());
+    if (!redis) return;
+    const subscriber = redis.duplicate({ enableOfflineQueue: true, lazyConnect: false });
+    this.subscriber = subscriber;
+    subscriber.on("error", () => undefined); // the main connection reports Redis faults
+    subscriber.on("message", () => this.wakeAll());
+    subscriber.subscribe(redisChannel).catch((err: Error) => {
+      this.logger.debug({ err: err.message }, "wake subscription pending; ioredis resubscribes on reconnect");
+    });
+  }
+
+  wakeAll(): void {
+    const waiters = this.waiters;
+    this.waiters = new Set();
+    for (const wake of waiters) wake();
+  }
+
+  /** Resolves on the next wake-up, after `timeoutMs`, or when `signal` aborts, whichever is first. */
+  wait(timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        signal?.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.waiters.add(done);
+      signal?.addEventListener("abort", done, { once: true });
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.wakeAll();
+    await this.unlisten?.().catch(() => undefined);
+    this.subscriber?.disconnect();
+  }
+}

@@ -1,0 +1,28 @@
+/**
+ * Every Redis key and channel name, in one place. With the default prefix the dispatch index is
+ * `oculus:build_queue`, the name the platform already uses. On Redis Cluster give a hash-tag prefix
+ * (`{oculus}`) so that all keys of one queue share a slot and every script can touch them together.
+ */
+export interface RedisKeys {
+  /** Sorted set: ready queued build ids, scored by encodeScore(priority, seq). */
+  buildQueue: string;
+  /** Sorted set: queued build ids waiting out a retry backoff, scored by run time (epoch ms). */
+  delayedQueue: string;
+  /** Hash: build id -> dispatch score, for the builds in delayedQueue (restored on promotion). */
+  delayedScores: string;
+  /** String: set by the reconciler after it made the index equal to PostgreSQL. Its absence means
+   * this Redis never had, or lost, its data. */
+  indexMarker: string;
+  /** Pub/sub channel: "there is work", published when builds enter the index. */
+  wakeChannel: string;
+}
+
+export function redisKeys(prefix: string): RedisKeys {
+  return {
+    buildQueue: `${prefix}:build_queue`,
+    delayedQueue: `${prefix}:build_delayed`,
+    delayedScores: `${prefix}:build_delayed_scores`,
+    indexMarker: `${prefix}:index_marker`,
+    wakeChannel: `${prefix}:wake`,
+  };
+}
