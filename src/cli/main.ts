@@ -27,15 +27,18 @@ const program = new Command("oculus")
   .addOption(new Option("--data-dir <dir>", "embedded store directory").env("OCULUS_DATA_DIR"))
   .showHelpAfterError();
 
+/** Flags given on the command line; loadConfig reads the environment itself, to name the source in errors. */
 function config(): Config {
   const o = program.opts();
+  const fromCli = (key: string) =>
+    program.getOptionValueSource(key) === "cli" ? (o[key] as string) : undefined;
   return loadConfig(
     {
-      databaseUrl: o.databaseUrl,
-      redisUrl: o.redisUrl,
-      prefix: o.prefix,
-      schema: o.schema,
-      dataDir: o.dataDir,
+      databaseUrl: fromCli("databaseUrl"),
+      redisUrl: fromCli("redisUrl"),
+      prefix: fromCli("prefix"),
+      schema: fromCli("schema"),
+      dataDir: fromCli("dataDir"),
     },
     process.env,
   );

@@ -129,7 +129,7 @@ export class BuildQueue extends EventEmitter {
       await db.close();
       throw asStoreError(err);
     }
-    const store = new BuildStore(db, `oculus_wake:${config.schema}`);
+    const store = new BuildStore(db, `oculus_wake_${config.schema}`);
     const redis = config.redisUrl ? connectRedis(config.redisUrl, options.redisOptions) : undefined;
     const index = redis ? new RedisIndex(redis, config.prefix) : undefined;
     const queue = new BuildQueue(

@@ -1,0 +1,32 @@
+/**
+ * Checks, before any test runs, that what the tests need is here, and says exactly what is missing:
+ * the redis-server binary (tests start private servers) and a reachable PostgreSQL.
+ */
+import { execFileSync } from "node:child_process";
+import pg from "pg";
+import { TEST_DATABASE_URL } from "./postgres.js";
+
+export default async function setup(): Promise<void> {
+  const missing: string[] = [];
+  try {
+    execFileSync("redis-server", ["--version"], { stdio: "pipe" });
+  } catch {
+    missing.push(
+      "redis-server is not installed or not on PATH: the tests start private Redis servers " +
+        "(Debian: apt-get install redis-server)",
+    );
+  }
+  const client = new pg.Client({ connectionString: TEST_DATABASE_URL, connectionTimeoutMillis: 5000 });
+  try {
+    await client.connect();
+    await client.query("SELECT 1");
+  } catch (err) {
+    missing.push(
+      `PostgreSQL is not reachable at ${TEST_DATABASE_URL.replace(/:[^:@/]*@/, ":***@")} ` +
+        `(${(err as Error).message}). Start it, or set DATABASE_URL to a server the tests may create schemas in.`,
+    );
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+  if (missing.length > 0) throw new Error(`The tests cannot run:\n- ${missing.join("\n- ")}`);
+}

@@ -1,0 +1,89 @@
+/**
+ * The `oculus` command as a user runs it: the built binary (npm test builds it first), real servers.
+ */
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BuildQueue } from "../../src/index.js";
+import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from "../helpers/postgres.js";
+import { RedisServer } from "../helpers/redis-server.js";
+
+const run = promisify(execFile);
+const BIN = path.resolve("dist/src/cli/main.js");
+
+async function oculus(args: string[], env: Record<string, string> = {}) {
+  try {
+    const { stdout, stderr } = await run("node", [BIN, ...args], {
+      env: { PATH: process.env.PATH ?? "", OCULUS_LOG_LEVEL: "warn", ...env },
+      timeout: 60_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe("oculus CLI", () => {
+  const schema = uniqueSchema("cli");
+  const dataDir = mkdtempSync(path.join(tmpdir(), "oculus-cli-"));
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await RedisServer.start({ appendonly: false });
+  });
+  afterAll(async () => {
+    await redis?.destroy();
+    await dropSchema(schema);
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("stops at a bad setting with a message naming it", async () => {
+    const res = await oculus(["migrate"], { DATABASE_URL: "mysql://nope" });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/invalid DATABASE_URL \(--database-url \/ DATABASE_URL\): must be a postgres/);
+    const flag = await oculus(["--prefix", "bad prefix!", "migrate"]);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toMatch(/invalid --prefix/);
+  });
+
+  it("migrates a PostgreSQL server and the embedded store", async () => {
+    const res = await oculus(["migrate"], { DATABASE_URL: TEST_DATABASE_URL, OCULUS_SCHEMA: schema });
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/applied 0001_builds/);
+    const again = await oculus(["migrate", "--database-url", TEST_DATABASE_URL, "--schema", schema]);
+    expect(again.stdout).not.toMatch(/applied/);
+    const embedded = await oculus(["migrate", "--data-dir", dataDir]);
+    expect(embedded.code).toBe(0);
+    expect(embedded.stdout).toMatch(/at migration 1/);
+  });
+
+  it("reconciles on demand and reports what it did", async () => {
+    const prefix = `cli${process.pid}`;
+    const queue = await BuildQueue.open({
+      databaseUrl: TEST_DATABASE_URL,
+      schema,
+      redisUrl: redis.url,
+      prefix,
+    });
+    await queue.submitMany([{ strategyId: "a" }, { strategyId: "b" }, { strategyId: "c" }]);
+    await queue.close();
+    await redis.client().flushall();
+    const env = {
+      DATABASE_URL: TEST_DATABASE_URL,
+      OCULUS_SCHEMA: schema,
+      REDIS_URL: redis.url,
+      OCULUS_PREFIX: prefix,
+    };
+    const res = await oculus(["reconcile", "--json"], env);
+    expect(res.code).toBe(0);
+    // Opening the queue already rebuilt the flushed index; the on-demand pass finds it equal.
+    expect(JSON.parse(res.stdout)).toMatchObject({ queued: 3, removed: 0 });
+    expect(await redis.client().zcard(`${prefix}:build_queue`)).toBe(3);
+    const noRedis = await oculus(["reconcile"], { DATABASE_URL: TEST_DATABASE_URL, OCULUS_SCHEMA: schema });
+    expect(noRedis.code).not.toBe(0);
+    expect(noRedis.stderr).toMatch(/needs Redis/);
+  });
+});

@@ -1,0 +1,42 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { silentLogger } from "../../src/core/logger.js";
+import { openPostgres } from "../../src/postgres/db.js";
+import { migrate } from "../../src/postgres/migrate.js";
+import { dropSchema, sql, TEST_DATABASE_URL, uniqueSchema } from "../helpers/postgres.js";
+
+describe("migrations", () => {
+  const schema = uniqueSchema("migrate");
+  afterAll(() => dropSchema(schema));
+
+  it("apply once when several processes start at the same time", async () => {
+    const dbs = await Promise.all(
+      Array.from({ length: 6 }, () => openPostgres(TEST_DATABASE_URL, schema, silentLogger(), 1)),
+    );
+    try {
+      const reports = await Promise.all(dbs.map((db) => migrate(db)));
+      const appliers = reports.filter((r) => r.applied.length > 0);
+      expect(appliers).toHaveLength(1);
+      expect(new Set(reports.map((r) => r.current)).size).toBe(1);
+      const rows = await sql<{ version: number }>(
+        schema,
+        "SELECT version FROM schema_migrations ORDER BY version",
+      );
+      expect(rows.map((r) => r.version)).toEqual(appliers[0]?.applied.map((a) => a.version));
+      // Running again is a no-op.
+      expect((await migrate(dbs[0] as (typeof dbs)[number])).applied).toEqual([]);
+    } finally {
+      await Promise.all(dbs.map((db) => db.close()));
+    }
+  });
+
+  it("refuses a database migrated by a newer version", async () => {
+    await sql(schema, "INSERT INTO schema_migrations (version, name) VALUES (9999, 'from_the_future')");
+    const db = await openPostgres(TEST_DATABASE_URL, schema, silentLogger(), 1);
+    try {
+      await expect(migrate(db)).rejects.toThrow(/newer than this version knows/);
+    } finally {
+      await db.close();
+      await sql(schema, "DELETE FROM schema_migrations WHERE version = 9999");
+    }
+  });
+});
