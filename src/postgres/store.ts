@@ -144,7 +144,7 @@ export class BuildStore {
   /** Claims those of `ids` that are still queued (the Redis path's arbitration). */
   async claimByIds(ids: string[], workerId: string): Promise<Build[]> {
     if (ids.length === 0) return [];
-    const res = await this.db.query<BuildRow>(queries.claim_by_ids, [JSON.stringify(ids), workerId]);
+    const res = await this.db.query<BuildRow>(queries.claim_by_ids, [ids, workerId]);
     return res.rows.map(toBuild);
   }
 
@@ -195,18 +195,21 @@ export class BuildStore {
     return res.rows.map(toBuild);
   }
 
-  /** One page of queued builds for the reconciler, after sequence number `afterSeq`. */
+  /**
+   * One page of queued builds for the reconciler, after sequence number `afterSeq`. Sorting is
+   * disabled for the page's statement: right after a burst of submits the planner's statistics count
+   * few queued rows and it preferred reading every queued row and sorting them to walking
+   * builds_queued_seq_idx, for every page (a rebuild of 10^6 builds took 90 s instead of 3 s).
+   */
   async queuedIndexPage(
     afterSeq: number,
     pageSize: number,
   ): Promise<{ entries: IndexEntry[]; nowMs: number }> {
-    const res = await this.db.query<{
-      id: string;
-      priority: number;
-      seq: number;
-      run_at_ms: number;
-      now_ms: number;
-    }>(queries.queued_index_page, [afterSeq, pageSize]);
+    type Row = { id: string; priority: number; seq: number; run_at_ms: number; now_ms: number };
+    const res = await this.db.transaction(async (tx) => {
+      await tx.query("SET LOCAL enable_sort = off");
+      return tx.query<Row>(queries.queued_index_page, [afterSeq, pageSize]);
+    });
     return {
       entries: res.rows.map((r) => ({
         id: r.id,

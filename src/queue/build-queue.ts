@@ -339,12 +339,32 @@ export class BuildQueue extends EventEmitter {
         if (index) {
           await index.enqueue(popped.value.map((p) => ({ ...p, runAtMs: 0 }))).catch(() => undefined);
         }
+        // Builds claimed by an earlier round are leased to this worker: hand them out, or they would
+        // stay running with nobody working on them.
+        if (claimed.length > 0) return claimed;
         throw err;
       }
       claimed.push(...(builds as ClaimedBuild[]));
+      if (builds.length < popped.value.length) await this.reindexRefused(popped.value, builds);
       if (popped.value.length < want) break;
     }
     return claimed;
+  }
+
+  /**
+   * Popped ids that PostgreSQL refused: stale entries (no longer queued) stay dropped; a build still
+   * queued is waiting out its retry backoff (its id had reappeared in the ready index) and goes back
+   * into the index with its run time. Best effort: the claim has committed, so this never throws.
+   */
+  private async reindexRefused(popped: { id: string }[], claimed: Build[]): Promise<void> {
+    const taken = new Set(claimed.map((b) => b.id));
+    const refused = popped.filter((p) => !taken.has(p.id)).map((p) => p.id);
+    try {
+      const waiting = [...(await this.store.getMany(refused)).values()].filter((b) => b.status === "queued");
+      if (waiting.length > 0) await this.indexBuilds(waiting);
+    } catch (err) {
+      this.logger.debug({ err: (err as Error).message }, "could not re-index refused ids");
+    }
   }
 
   /**
@@ -376,9 +396,14 @@ export class BuildQueue extends EventEmitter {
     return failed ?? this.explainRefusal(id, lease, "fail", "failed");
   }
 
+  // A batch may hold the same build twice (a stale lease next to the current one): a changed row
+  // answers only the item whose lease changed it, so the stale caller gets StaleLeaseError.
   private async flushCompletions(items: CompletionInput[]): Promise<(Build | undefined)[]> {
     const done = new Map((await this.store.complete(items)).map((b) => [b.id, b]));
-    return items.map((i) => done.get(i.id));
+    return items.map((i) => {
+      const build = done.get(i.id);
+      return build?.lease === i.lease ? build : undefined;
+    });
   }
 
   private async flushFailures(items: FailureInput[]): Promise<(Build | undefined)[]> {
@@ -386,7 +411,12 @@ export class BuildQueue extends EventEmitter {
     const requeued = recorded.filter((r) => r.build.status === "queued").map((r) => r.build);
     if (requeued.length > 0) await this.indexBuilds(requeued);
     const byId = new Map(recorded.map((r) => [r.build.id, r.build]));
-    return items.map((i) => byId.get(i.id));
+    return items.map((i) => {
+      const build = byId.get(i.id);
+      // A requeue bumped the lease (fail_builds.sql); a final failure kept it.
+      const lease = build?.status === "queued" ? i.lease + 1 : i.lease;
+      return build?.lease === lease ? build : undefined;
+    });
   }
 
   /** Why a fenced write changed nothing; an already-recorded identical write returns the build. */

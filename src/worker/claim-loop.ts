@@ -22,31 +22,58 @@ export interface ClaimLoopOptions {
   signal: AbortSignal;
 }
 
-/** Runs until `signal` aborts, then resolves once every running build has reported. */
+/**
+ * Runs until `signal` aborts, then resolves once every running build has reported.
+ *
+ * At most `concurrency` handlers run at once. A slot frees when its handler returns, not when its
+ * result has committed, so the next claim overlaps the previous results' commit (with no-op builds
+ * the loop otherwise alternates claim, commit, claim, ...). Builds claimed and not yet reported are
+ * bounded by twice the concurrency.
+ */
 export async function runClaimLoop(deps: ClaimLoopDeps, handler: BuildHandler, options: ClaimLoopOptions) {
   const { concurrency, signal } = options;
   const idleWaitMs = options.idleWaitMs ?? 1000;
+  /** Handlers running. */
   const running = new Set<Promise<void>>();
+  /** Claimed builds whose result is not recorded yet (their handler may be running or done). */
+  const unreported = new Set<Promise<void>>();
   let slotFreed: (() => void) | undefined;
+  const freeSlot = () => {
+    slotFreed?.();
+    slotFreed = undefined;
+  };
 
-  const runOne = async (build: ClaimedBuild) => {
-    try {
-      let result: unknown;
+  const runOne = (build: ClaimedBuild) => {
+    const handled = (async () => {
       try {
-        result = await handler(build);
+        return { ok: true as const, result: await handler(build) };
       } catch (err) {
-        await deps.fail(build, err instanceof Error ? err : new Error(String(err)));
-        return;
+        return { ok: false as const, error: err instanceof Error ? err : new Error(String(err)) };
       }
-      await deps.complete(build, result);
-    } catch (err) {
-      deps.onError?.(err);
-    }
+    })();
+    const handling = handled.then(() => {
+      running.delete(handling);
+      freeSlot();
+    });
+    running.add(handling);
+    const reporting = handled
+      .then((outcome) =>
+        outcome.ok ? deps.complete(build, outcome.result) : deps.fail(build, outcome.error),
+      )
+      .then(
+        () => undefined,
+        (err: unknown) => deps.onError?.(err),
+      )
+      .finally(() => {
+        unreported.delete(reporting);
+        freeSlot();
+      });
+    unreported.add(reporting);
   };
 
   while (!signal.aborted) {
-    const free = concurrency - running.size;
-    if (free === 0) {
+    const free = Math.min(concurrency - running.size, 2 * concurrency - unreported.size);
+    if (free <= 0) {
       await new Promise<void>((resolve) => {
         slotFreed = resolve;
       });
@@ -60,15 +87,8 @@ export async function runClaimLoop(deps: ClaimLoopDeps, handler: BuildHandler, o
       await deps.wait(idleWaitMs, signal);
       continue;
     }
-    for (const build of builds) {
-      const task = runOne(build).finally(() => {
-        running.delete(task);
-        slotFreed?.();
-        slotFreed = undefined;
-      });
-      running.add(task);
-    }
+    for (const build of builds) runOne(build);
     if (builds.length === 0) await deps.wait(idleWaitMs, signal);
   }
-  await Promise.all(running);
+  await Promise.all(unreported);
 }

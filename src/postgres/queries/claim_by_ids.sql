@@ -1,14 +1,18 @@
 -- claim_by_ids: the Redis path's claim. Redis proposed these ids (popped from the dispatch index);
 -- PostgreSQL arbitrates: only rows still 'queued' are taken, so an id that reappears in Redis (an AOF
--- replay, a reconcile race) or that was claimed on the PostgreSQL path is never run twice.
+-- replay, a reconcile race) or that was claimed on the PostgreSQL path is never run twice, and a
+-- build waiting out its retry backoff is not run before its time (build-queue.ts re-indexes it).
 -- Each claim bumps the lease (the fencing token) and records a "claimed" event.
--- $1 jsonb: array of build ids
+-- `id = ANY(uuid[])` is a primary-key lookup whatever the statistics say; `id IN (SELECT
+-- jsonb_array_elements_text(...))` let the planner hash-join against every queued row (a full scan
+-- per claim on queues up to some 10^4-10^5 builds, or whenever the statistics were stale).
+-- $1 uuid[]: build ids
 -- $2 text:  worker id
 WITH claimed AS (
   UPDATE builds
   SET status = 'running', lease = lease + 1, worker_id = $2, phase = NULL,
       started_at = now(), updated_at = now()
-  WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::uuid) AND status = 'queued'
+  WHERE id = ANY ($1::uuid[]) AND status = 'queued' AND run_at <= now()
   RETURNING *
 ),
 events AS (

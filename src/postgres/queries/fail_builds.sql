@@ -30,7 +30,8 @@ changed AS (
       last_error  = input.error,
       updated_at  = now()
   FROM old, input
-  WHERE b.id = old.id AND input.id = old.id
+  -- the input row whose lease matched (a stale one for the same build must not supply the error)
+  WHERE b.id = old.id AND input.id = old.id AND input.lease = b.lease
   RETURNING b.*, old.from_status, old.old_worker, (EXTRACT(EPOCH FROM b.run_at) * 1000)::float8 AS run_at_ms
 ),
 events AS (
