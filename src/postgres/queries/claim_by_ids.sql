@@ -3,9 +3,10 @@
 -- replay, a reconcile race) or that was claimed on the PostgreSQL path is never run twice, and a
 -- build waiting out its retry backoff is not run before its time (build-queue.ts re-indexes it).
 -- Each claim bumps the lease (the fencing token) and records a "claimed" event.
--- `id = ANY(uuid[])` is a primary-key lookup whatever the statistics say; `id IN (SELECT
--- jsonb_array_elements_text(...))` let the planner hash-join against every queued row (a full scan
--- per claim on queues up to some 10^4-10^5 builds, or whenever the statistics were stale).
+-- `id = ANY(uuid[])` gives the planner the ids, so it looks them up by primary key; `id IN (SELECT
+-- jsonb_array_elements_text(...))` made it hash-join against every queued row, even with fresh
+-- statistics (a full scan per claim on a queue of 10^4 builds). With stale statistics (just after a
+-- burst of submits: they count almost no queued rows) it may still read the queued partial index.
 -- $1 uuid[]: build ids
 -- $2 text:  worker id
 WITH claimed AS (

@@ -1,0 +1,239 @@
+/** The benchmark's result object, the targets it is judged against, and the readable tables. */
+import type { ScaleStep } from "./scale.js";
+import type { Distribution } from "./stats.js";
+import type { ThroughputSample } from "./throughput.js";
+
+/** Figures measured elsewhere, NOT in this run: printed next to ours for orientation only. */
+export const REFERENCE = {
+  note: "measured elsewhere, not in this run",
+  processedPerSec: {
+    "graphile-worker 0.17": 1700,
+    "BullMQ 6.7 PostgreSQL backend": 1170,
+    "pg-boss 12": 5340,
+  },
+  latencyMs: { "graphile-worker": { p50: 3.1, p99: 7.5 } },
+} as const;
+
+export interface Machine {
+  os: string;
+  cpuModel: string;
+  cpuCount: number;
+  memoryGiB: number;
+  node: string;
+  redisServer: string;
+  postgres: string;
+}
+
+export interface ThroughputSeries {
+  runs: ThroughputSample[];
+  submitPerSec: number;
+  processedPerSec: number;
+}
+
+/** The systems in the latency table. */
+export type System = "bullmq" | "redis" | "postgres";
+/**
+ * The throughput table adds our two modes measured again after an ANALYZE of the freshly filled table
+ * (the planner's statistics then count the queued builds, as they would on a long-lived table).
+ */
+export type ThroughputSystem = System | "redisAnalyzed" | "postgresAnalyzed";
+export const THROUGHPUT_SYSTEMS: readonly ThroughputSystem[] = [
+  "bullmq",
+  "redis",
+  "postgres",
+  "redisAnalyzed",
+  "postgresAnalyzed",
+];
+
+export interface Results {
+  date: string;
+  command: string;
+  options: Record<string, unknown>;
+  machine: Machine;
+  durationSec: number;
+  throughput: {
+    builds: number;
+    chunk: number;
+    concurrency: number;
+    series: Record<ThroughputSystem, ThroughputSeries>;
+    ratioToBullmq: Record<Exclude<ThroughputSystem, "bullmq">, { submit: number; processed: number }>;
+    reference: typeof REFERENCE.processedPerSec;
+  };
+  latency: {
+    count: number;
+    warmup: number;
+    note: string;
+    ms: Record<System, Distribution>;
+    reference: typeof REFERENCE.latencyMs;
+  };
+  scale: { chunk: number; steps: ScaleStep[] } | null;
+  /** 1-minute load average when each part started and when the run ended (other work on the machine). */
+  loadAverage: Record<string, number>;
+  targets: Target[];
+  referenceNote: string;
+}
+
+export interface Target {
+  target: string;
+  measured: string;
+  met: boolean;
+}
+
+const fmt = (n: number, digits = 0) =>
+  Number.isFinite(n)
+    ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
+    : "-";
+
+export function evaluateTargets(r: Omit<Results, "targets">): Target[] {
+  const tp = r.throughput.series;
+  const lat = r.latency.ms;
+  const targets: Target[] = [
+    {
+      target: "Redis mode processed/s >= BullMQ's (every build durable in PostgreSQL)",
+      measured: `${fmt(tp.redis.processedPerSec)}/s (${fmt(tp.redisAnalyzed.processedPerSec)}/s after ANALYZE) vs BullMQ ${fmt(tp.bullmq.processedPerSec)}/s`,
+      met: tp.redis.processedPerSec >= tp.bullmq.processedPerSec,
+    },
+    {
+      target: "PostgreSQL-only mode processed/s > 5,340 (pg-boss 12, reference)",
+      measured: `${fmt(tp.postgres.processedPerSec)}/s (${fmt(tp.postgresAnalyzed.processedPerSec)}/s after ANALYZE)`,
+      met: tp.postgres.processedPerSec > 5340,
+    },
+    {
+      target: "Redis mode dispatch p99 <= BullMQ's",
+      measured: `${fmt(lat.redis.p99, 2)} ms vs BullMQ ${fmt(lat.bullmq.p99, 2)} ms`,
+      met: lat.redis.p99 <= lat.bullmq.p99,
+    },
+    {
+      target: "PostgreSQL mode dispatch p99 <= 7.5 ms (graphile-worker, reference)",
+      measured: `${fmt(lat.postgres.p99, 2)} ms`,
+      met: lat.postgres.p99 <= 7.5,
+    },
+  ];
+  const steps = r.scale?.steps ?? [];
+  const first = steps[0];
+  const last = steps[steps.length - 1];
+  if (first && last && steps.length > 1) {
+    const range = `${fmt(first.size)} -> ${fmt(last.size)}`;
+    for (const [label, key] of [
+      ["position()", "positionMs"],
+      ["claim(1)", "claimMs"],
+    ] as const) {
+      const a = first[key].p50;
+      const b = last[key].p50;
+      targets.push({
+        target: `${label} median flat from ${range} (at most 2x)`,
+        measured: `${fmt(a, 3)} ms -> ${fmt(b, 3)} ms (x${fmt(b / a, 2)})`,
+        met: b <= 2 * a,
+      });
+    }
+  }
+  if (last) {
+    targets.push({
+      target: `index rebuild at ${fmt(last.size)} in seconds (under 60 s, not minutes)`,
+      measured: `${fmt(last.rebuild.durationMs / 1000, 2)} s (${fmt((last.rebuild.queued / last.rebuild.durationMs) * 1000)} builds/s)`,
+      met: last.rebuild.durationMs < 60_000,
+    });
+  }
+  return targets;
+}
+
+function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join("  ");
+  return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+const LABELS: Record<ThroughputSystem, string> = {
+  bullmq: "BullMQ 6.7 (Redis)",
+  redis: "ours, Redis mode",
+  postgres: "ours, PostgreSQL-only",
+  redisAnalyzed: "ours, Redis mode, after ANALYZE",
+  postgresAnalyzed: "ours, PostgreSQL-only, after ANALYZE",
+};
+
+export function renderText(r: Results): string {
+  const m = r.machine;
+  const out: string[] = [];
+  out.push(`oculus-build-queue benchmark, ${r.date} (${fmt(r.durationSec)} s)`);
+  out.push(`machine: ${m.os}; ${m.cpuCount} x ${m.cpuModel}; ${fmt(m.memoryGiB, 1)} GiB; node ${m.node}`);
+  out.push(`         redis-server ${m.redisServer} (private, no persistence); PostgreSQL ${m.postgres}`);
+  const loads = Object.entries(r.loadAverage).map(([k, v]) => `${k} ${v.toFixed(2)}`);
+  out.push(`         1-min load average: ${loads.join(", ")}`);
+  const t = r.throughput;
+  out.push(
+    "",
+    `1. Throughput: ${fmt(t.builds)} no-op builds, submitted in chunks of ${fmt(t.chunk)}, processed at concurrency ${t.concurrency} (median of ${t.series.bullmq.runs.length} runs)`,
+  );
+  const ratio = (s: ThroughputSystem, k: "submit" | "processed") =>
+    s === "bullmq" ? "1.00" : fmt(t.ratioToBullmq[s][k], 2);
+  out.push(
+    table(
+      ["system", "submit/s", "x BullMQ", "processed/s", "x BullMQ", "processed/s per run"],
+      THROUGHPUT_SYSTEMS.map((s) => [
+        LABELS[s],
+        fmt(t.series[s].submitPerSec),
+        ratio(s, "submit"),
+        fmt(t.series[s].processedPerSec),
+        ratio(s, "processed"),
+        t.series[s].runs.map((x) => fmt(x.processedPerSec)).join(", "),
+      ]),
+    ),
+  );
+  out.push(
+    `   reference (${REFERENCE.note}), processed/s on PostgreSQL: ${Object.entries(t.reference)
+      .map(([k, v]) => `${k} ${fmt(v)}`)
+      .join("; ")}`,
+  );
+  const l = r.latency;
+  out.push(
+    "",
+    `2. Dispatch latency, submit -> handler start, idle worker, ${fmt(l.count)} sequential builds (${l.note})`,
+  );
+  out.push(
+    table(
+      ["system", "p50 ms", "p95 ms", "p99 ms", "max ms", "mean ms"],
+      (["bullmq", "redis", "postgres"] as const).map((s) => [
+        LABELS[s],
+        ...[l.ms[s].p50, l.ms[s].p95, l.ms[s].p99, l.ms[s].max, l.ms[s].mean].map((x) => fmt(x, 2)),
+      ]),
+    ),
+  );
+  out.push(`   reference (${REFERENCE.note}): graphile-worker p50 3.1 ms, p99 7.5 ms`);
+  if (r.scale) {
+    out.push(
+      "",
+      `3. Scale (Redis mode; "fallback" = the same queue served from PostgreSQL only), medians in ms`,
+    );
+    out.push(
+      table(
+        [
+          "queued",
+          "insert/s",
+          "position p50/p95",
+          "claim(1) p50/p95",
+          "fallback position",
+          "fallback claim",
+          "index rebuild ms",
+        ],
+        r.scale.steps.map((s) => [
+          fmt(s.size),
+          fmt(s.insertPerSec),
+          `${fmt(s.positionMs.p50, 3)} / ${fmt(s.positionMs.p95, 3)}`,
+          `${fmt(s.claimMs.p50, 3)} / ${fmt(s.claimMs.p95, 3)}`,
+          s.fallbackPositionMs ? fmt(s.fallbackPositionMs.p50, 3) : "-",
+          s.fallbackClaimMs ? fmt(s.fallbackClaimMs.p50, 3) : "-",
+          fmt(s.rebuild.durationMs),
+        ]),
+      ),
+    );
+  }
+  out.push("", "Targets");
+  out.push(
+    table(
+      ["target", "measured", "met"],
+      r.targets.map((x) => [x.target, x.measured, x.met ? "yes" : "NO"]),
+    ),
+  );
+  return out.join("\n");
+}

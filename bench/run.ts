@@ -1,0 +1,211 @@
+/**
+ * `npm run bench [-- --json] [--runs N] [--builds N] [--latency N] [--skip-scale] [--scale-max N]`
+ *
+ * Our queue (Redis mode and PostgreSQL-only mode) and BullMQ side by side, in one process, on one
+ * private redis-server and one PostgreSQL: throughput, dispatch latency, and behaviour at scale.
+ * Readable tables on stdout; with --json, one JSON object on stdout and progress on stderr.
+ */
+import os from "node:os";
+import { parseArgs } from "node:util";
+import { bullmqLatency, bullmqThroughput } from "./bullmq.js";
+import { ourLatency } from "./latency.js";
+import { DATABASE_URL, dropAllSchemas, postgresVersion } from "./postgres.js";
+import { PrivateRedis } from "./redis-server.js";
+import {
+  evaluateTargets,
+  REFERENCE,
+  type Results,
+  renderText,
+  THROUGHPUT_SYSTEMS,
+  type ThroughputSeries,
+  type ThroughputSystem,
+} from "./report.js";
+import { runScale } from "./scale.js";
+import { type Distribution, distribution, median } from "./stats.js";
+import { ourThroughput, type ThroughputOptions, type ThroughputSample } from "./throughput.js";
+
+const { values: args } = parseArgs({
+  options: {
+    json: { type: "boolean", default: false },
+    runs: { type: "string", default: "3" },
+    builds: { type: "string", default: "20000" },
+    latency: { type: "string", default: "1000" },
+    "skip-scale": { type: "boolean", default: false },
+    "scale-max": { type: "string", default: "1000000" },
+  },
+});
+
+function positiveInt(name: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${value}`);
+  return n;
+}
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+function toSeries(runs: ThroughputSample[]): ThroughputSeries {
+  return {
+    runs,
+    submitPerSec: median(runs.map((r) => r.submitPerSec)),
+    processedPerSec: median(runs.map((r) => r.processedPerSec)),
+  };
+}
+
+function scaleSizes(max: number): number[] {
+  const sizes = [10_000, 100_000, 1_000_000].filter((s) => s <= max);
+  if (sizes[sizes.length - 1] !== max && max < 1_000_000) sizes.push(max);
+  return sizes;
+}
+
+async function throughputPart(redis: PrivateRedis, tp: ThroughputOptions, runs: number) {
+  log(`throughput: ${tp.builds} builds x ${runs} runs per system`);
+  const samples: Record<ThroughputSystem, ThroughputSample[]> = {
+    bullmq: [],
+    redis: [],
+    postgres: [],
+    redisAnalyzed: [],
+    postgresAnalyzed: [],
+  };
+  // Interleaved, so that a disturbance on the machine spreads over every system.
+  for (let run = 1; run <= runs; run++) {
+    for (const system of THROUGHPUT_SYSTEMS) {
+      await redis.flushAll();
+      const sample =
+        system === "bullmq"
+          ? await bullmqThroughput(redis.port, tp)
+          : await ourThroughput(
+              system.startsWith("redis") ? "redis" : "postgres",
+              redis.url,
+              tp,
+              system.endsWith("Analyzed"),
+            );
+      samples[system].push(sample);
+      const submit = Math.round(sample.submitPerSec);
+      log(`  run ${run} ${system}: submit ${submit}/s, processed ${Math.round(sample.processedPerSec)}/s`);
+    }
+  }
+  const series = Object.fromEntries(THROUGHPUT_SYSTEMS.map((s) => [s, toSeries(samples[s])])) as Record<
+    ThroughputSystem,
+    ThroughputSeries
+  >;
+  const ratio = (s: ThroughputSystem) => ({
+    submit: series[s].submitPerSec / series.bullmq.submitPerSec,
+    processed: series[s].processedPerSec / series.bullmq.processedPerSec,
+  });
+  return {
+    builds: tp.builds,
+    chunk: tp.chunk,
+    concurrency: tp.concurrency,
+    series,
+    ratioToBullmq: {
+      redis: ratio("redis"),
+      postgres: ratio("postgres"),
+      redisAnalyzed: ratio("redisAnalyzed"),
+      postgresAnalyzed: ratio("postgresAnalyzed"),
+    },
+    reference: REFERENCE.processedPerSec,
+  };
+}
+
+async function latencyPart(redis: PrivateRedis, count: number, warmup: number) {
+  log(`latency: ${count} sequential builds per system (after ${warmup} warm-up builds)`);
+  const report = (name: string, d: Distribution) => {
+    log(`  ${name} p50 ${d.p50.toFixed(2)} ms, p99 ${d.p99.toFixed(2)} ms`);
+    return d;
+  };
+  await redis.flushAll();
+  const bullmq = report("bullmq", distribution(await bullmqLatency(redis.port, count, warmup)));
+  await redis.flushAll();
+  const ours = report("redis", distribution(await ourLatency("redis", redis.url, count, warmup)));
+  const postgres = report("postgres", distribution(await ourLatency("postgres", redis.url, count, warmup)));
+  return {
+    count,
+    warmup,
+    note: "submitter and worker in the same process for all three; performance.now() on both ends",
+    ms: { bullmq, redis: ours, postgres },
+    reference: REFERENCE.latencyMs,
+  };
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const runs = positiveInt("runs", args.runs);
+  const tp: ThroughputOptions = { builds: positiveInt("builds", args.builds), chunk: 1000, concurrency: 50 };
+  const latencyCount = positiveInt("latency", args.latency);
+  const scaleMax = positiveInt("scale-max", args["scale-max"]);
+  const loadAverage: Record<string, number> = { start: os.loadavg()[0] ?? 0 };
+  const redis = await PrivateRedis.start();
+  const cleanup = async () => {
+    await redis.stop();
+    await dropAllSchemas().catch((err: Error) => log(`could not drop the benchmark schemas: ${err.message}`));
+  };
+  const stopping = () => {
+    log("interrupted: cleaning up");
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", stopping);
+  process.once("SIGTERM", stopping);
+  try {
+    const cpus = os.cpus();
+    const machine = {
+      os: `${os.type()} ${os.release()} (${os.platform()}/${os.arch()})`,
+      cpuModel: cpus[0]?.model ?? "unknown",
+      cpuCount: cpus.length,
+      memoryGiB: os.totalmem() / 2 ** 30,
+      node: process.version,
+      redisServer: await redis.version(),
+      postgres: await postgresVersion(),
+    };
+    log(`private redis-server ${machine.redisServer} on port ${redis.port}; PostgreSQL ${machine.postgres}`);
+
+    const throughput = await throughputPart(redis, tp, runs);
+    loadAverage.latency = os.loadavg()[0] ?? 0;
+    const latency = await latencyPart(redis, latencyCount, 50);
+    let scale: Results["scale"] = null;
+    if (!args["skip-scale"]) {
+      loadAverage.scale = os.loadavg()[0] ?? 0;
+      const sizes = scaleSizes(scaleMax);
+      log(`scale: ${sizes.join(", ")} queued builds`);
+      const chunk = 10_000;
+      const steps = await runScale(redis, {
+        sizes,
+        chunk,
+        positionSamples: 200,
+        claimSamples: 100,
+        fallbackSamples: 25,
+        log,
+      });
+      scale = { chunk, steps };
+    }
+    loadAverage.end = os.loadavg()[0] ?? 0;
+
+    const partial: Omit<Results, "targets"> = {
+      date: new Date().toISOString(),
+      command: ["npm run bench", ...(process.argv.length > 2 ? ["--", ...process.argv.slice(2)] : [])].join(
+        " ",
+      ),
+      options: { ...args, databaseUrl: DATABASE_URL.replace(/:[^:@/]*@/, ":***@") },
+      machine,
+      durationSec: (performance.now() - started) / 1000,
+      throughput,
+      latency,
+      scale,
+      loadAverage,
+      referenceNote: `reference figures are ${REFERENCE.note}`,
+    };
+    const results: Results = { ...partial, targets: evaluateTargets(partial) };
+    process.stdout.write(args.json ? `${JSON.stringify(results, null, 2)}\n` : `${renderText(results)}\n`);
+  } finally {
+    process.removeListener("SIGINT", stopping);
+    process.removeListener("SIGTERM", stopping);
+    await cleanup();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    log(`benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    process.exit(1);
+  },
+);
