@@ -88,7 +88,15 @@ export interface BackoffPolicy {
   maxDelayMs: number;
 }
 
+/** Refresh statistics after this many inserted builds, at most once per ANALYZE_MIN_INTERVAL_MS. */
+const ANALYZE_AFTER_INSERTS = 5_000;
+const ANALYZE_MIN_INTERVAL_MS = 30_000;
+
 export class BuildStore {
+  private insertedSinceAnalyze = 0;
+  private lastAnalyzeAt = 0;
+  private analyzing = false;
+
   constructor(
     readonly db: Db,
     readonly wakeChannel: string,
@@ -122,7 +130,25 @@ export class BuildStore {
         out[i] = { build, created: false };
       });
     }
+    this.noteInserted(requests.length);
     return out as InsertedBuild[];
+  }
+
+  /** Starts a background ANALYZE after a burst of submits (see analyze_builds.sql). Never throws. */
+  private noteInserted(count: number): void {
+    this.insertedSinceAnalyze += count;
+    const now = Date.now();
+    if (this.analyzing || this.insertedSinceAnalyze < ANALYZE_AFTER_INSERTS) return;
+    if (now - this.lastAnalyzeAt < ANALYZE_MIN_INTERVAL_MS) return;
+    this.analyzing = true;
+    this.insertedSinceAnalyze = 0;
+    this.lastAnalyzeAt = now;
+    this.db
+      .query(queries.analyze_builds)
+      .catch(() => undefined)
+      .finally(() => {
+        this.analyzing = false;
+      });
   }
 
   private async selectByIdempotencyKeys(keys: string[]): Promise<Map<string, Build>> {
@@ -223,7 +249,7 @@ export class BuildStore {
 
   async queuedAmong(ids: string[]): Promise<Set<string>> {
     if (ids.length === 0) return new Set();
-    const res = await this.db.query<{ id: string }>(queries.queued_among, [JSON.stringify(ids)]);
+    const res = await this.db.query<{ id: string }>(queries.queued_among, [ids]);
     return new Set(res.rows.map((r) => r.id));
   }
 

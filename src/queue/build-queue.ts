@@ -345,6 +345,8 @@ export class BuildQueue extends EventEmitter {
         throw err;
       }
       claimed.push(...(builds as ClaimedBuild[]));
+      // Not awaited: one connection keeps the order, and a lost ZREM only delays a reconcile's re-add.
+      void this.index?.finishClaim(popped.value.map((p) => p.id)).catch(() => undefined);
       if (builds.length < popped.value.length) await this.reindexRefused(popped.value, builds);
       if (popped.value.length < want) break;
     }

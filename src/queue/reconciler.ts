@@ -26,6 +26,11 @@ export interface ReconcileReport {
 }
 
 const PAGE_SIZE = 5000;
+/**
+ * A build popped for a claim less than this long ago is not put back: its claim is committing.
+ * Longer than any claim statement takes; a claimer that died after its pop is recovered after it.
+ */
+export const CLAIM_PROTECTION_MS = 15_000;
 
 export async function reconcileIndex(store: BuildStore, index: RedisIndex): Promise<ReconcileReport> {
   const started = performance.now();
@@ -40,6 +45,7 @@ export async function reconcileIndex(store: BuildStore, index: RedisIndex): Prom
     queued += entries.length;
     added += await index.enqueue(
       entries.map((e) => ({ id: e.id, score: encodeScore(e.priority, e.seq), runAtMs: e.runAtMs })),
+      CLAIM_PROTECTION_MS,
     );
     afterSeq = entries[entries.length - 1]?.seq ?? afterSeq;
     if (entries.length < PAGE_SIZE) break;
@@ -55,6 +61,7 @@ export async function reconcileIndex(store: BuildStore, index: RedisIndex): Prom
     }
   }
 
+  await index.forgetStaleClaims(CLAIM_PROTECTION_MS);
   await index.setMarker(new Date().toISOString());
   return { queued, added, removed, lostData, durationMs: performance.now() - started };
 }

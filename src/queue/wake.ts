@@ -9,6 +9,11 @@ import type { Db } from "../postgres/db.js";
 
 export class WakeSignal {
   private waiters = new Set<() => void>();
+  /**
+   * A wake-up that came while nobody waited (a claimer between its empty claim and its wait): the
+   * next wait returns at once instead of sleeping through it. Costs at most one empty claim.
+   */
+  private missedWake = false;
   private unlisten: (() => Promise<void>) | undefined;
   private subscriber: Redis | undefined;
 
@@ -27,6 +32,10 @@ export class WakeSignal {
   }
 
   wakeAll(): void {
+    if (this.waiters.size === 0) {
+      this.missedWake = true;
+      return;
+    }
     const waiters = this.waiters;
     this.waiters = new Set();
     for (const wake of waiters) wake();
@@ -35,6 +44,10 @@ export class WakeSignal {
   /** Resolves on the next wake-up, after `timeoutMs`, or when `signal` aborts, whichever is first. */
   wait(timeoutMs: number, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return Promise.resolve();
+    if (this.missedWake) {
+      this.missedWake = false;
+      return Promise.resolve();
+    }
     return new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer);

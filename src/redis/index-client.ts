@@ -18,11 +18,18 @@ export interface IndexEntry {
 const PROMOTE_LIMIT = 1000;
 
 interface ScriptCommands {
-  oculusEnqueue(k1: string, k2: string, k3: string, ...argv: (string | number)[]): Promise<number>;
+  oculusEnqueue(
+    k1: string,
+    k2: string,
+    k3: string,
+    k4: string,
+    ...argv: (string | number)[]
+  ): Promise<number>;
   oculusPopForClaim(
     k1: string,
     k2: string,
     k3: string,
+    k4: string,
     count: number,
     promoteLimit: number,
   ): Promise<string[]>;
@@ -50,8 +57,8 @@ export function redisOptions(extra: RedisOptions = {}): RedisOptions {
 
 export function connectRedis(url: string, extra: RedisOptions = {}): ScriptedRedis {
   const redis = new Redis(url, redisOptions(extra)) as ScriptedRedis;
-  redis.defineCommand("oculusEnqueue", { numberOfKeys: 3, lua: lua.enqueue });
-  redis.defineCommand("oculusPopForClaim", { numberOfKeys: 3, lua: lua.pop_for_claim });
+  redis.defineCommand("oculusEnqueue", { numberOfKeys: 4, lua: lua.enqueue });
+  redis.defineCommand("oculusPopForClaim", { numberOfKeys: 4, lua: lua.pop_for_claim });
   redis.defineCommand("oculusRemove", { numberOfKeys: 3, lua: lua.remove });
   redis.defineCommand("oculusQueuePosition", { numberOfKeys: 1, lua: lua.queue_position });
   return redis;
@@ -67,22 +74,29 @@ export class RedisIndex {
     this.keys = redisKeys(prefix);
   }
 
-  /** Adds builds (ready or delayed); returns how many were new. Publishes a wake-up for ready ones. */
-  async enqueue(entries: IndexEntry[]): Promise<number> {
+  /**
+   * Adds builds (ready or delayed); returns how many were new. Publishes a wake-up for ready ones.
+   * `protectClaimsMs` > 0 (the reconciler) skips builds popped for a claim less than that long ago.
+   */
+  async enqueue(entries: IndexEntry[], protectClaimsMs = 0): Promise<number> {
     if (entries.length === 0) return 0;
-    const argv: (string | number)[] = [this.keys.wakeChannel];
+    const argv: (string | number)[] = [this.keys.wakeChannel, protectClaimsMs];
     for (const e of entries) argv.push(e.id, e.score, Math.round(e.runAtMs));
-    const { buildQueue, delayedQueue, delayedScores } = this.keys;
-    return this.redis.oculusEnqueue(buildQueue, delayedQueue, delayedScores, ...argv);
+    const { buildQueue, delayedQueue, delayedScores, claiming } = this.keys;
+    return this.redis.oculusEnqueue(buildQueue, delayedQueue, delayedScores, claiming, ...argv);
   }
 
-  /** Pops up to `count` ids in dispatch order (after promoting due delayed builds). */
+  /**
+   * Pops up to `count` ids in dispatch order (after promoting due delayed builds) and notes them as
+   * being claimed; call finishClaim once the PostgreSQL claim has committed or failed.
+   */
   async popForClaim(count: number): Promise<{ id: string; score: number }[]> {
-    const { buildQueue, delayedQueue, delayedScores } = this.keys;
+    const { buildQueue, delayedQueue, delayedScores, claiming } = this.keys;
     const flat = await this.redis.oculusPopForClaim(
       buildQueue,
       delayedQueue,
       delayedScores,
+      claiming,
       count,
       PROMOTE_LIMIT,
     );
@@ -90,6 +104,18 @@ export class RedisIndex {
     for (let i = 0; i + 1 < flat.length; i += 2)
       out.push({ id: flat[i] as string, score: Number(flat[i + 1]) });
     return out;
+  }
+
+  /** The claim of these popped ids is settled (committed, or refused and handled). */
+  async finishClaim(ids: string[]): Promise<void> {
+    if (ids.length > 0) await this.redis.zrem(this.keys.claiming, ...ids);
+  }
+
+  /** Forgets claims older than `olderThanMs` (their ids were re-added or are no longer queued). */
+  async forgetStaleClaims(olderThanMs: number): Promise<void> {
+    const time = await this.redis.time();
+    const nowMs = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
+    await this.redis.zremrangebyscore(this.keys.claiming, "-inf", `(${nowMs - olderThanMs}`);
   }
 
   async remove(ids: string[]): Promise<number> {

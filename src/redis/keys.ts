@@ -10,6 +10,8 @@ export interface RedisKeys {
   delayedQueue: string;
   /** Hash: build id -> dispatch score, for the builds in delayedQueue (restored on promotion). */
   delayedScores: string;
+  /** Sorted set: ids popped for a claim whose PostgreSQL commit is in flight, scored by pop time. */
+  claiming: string;
   /** String: set by the reconciler after it made the index equal to PostgreSQL. Its absence means
    * this Redis never had, or lost, its data. */
   indexMarker: string;
@@ -22,6 +24,7 @@ export function redisKeys(prefix: string): RedisKeys {
     buildQueue: `${prefix}:build_queue`,
     delayedQueue: `${prefix}:build_delayed`,
     delayedScores: `${prefix}:build_delayed_scores`,
+    claiming: `${prefix}:build_claiming`,
     indexMarker: `${prefix}:index_marker`,
     wakeChannel: `${prefix}:wake`,
   };

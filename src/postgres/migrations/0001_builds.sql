@@ -9,7 +9,8 @@ CREATE TABLE builds (
   strategy_id      text        NOT NULL,
   params           jsonb       NOT NULL DEFAULT '{}'::jsonb,
   priority         integer     NOT NULL CHECK (priority BETWEEN -1000 AND 1000),
-  seq              bigint      NOT NULL UNIQUE,
+  -- Unique by construction (build_seq); no unique index, which every status change would pay for.
+  seq              bigint      NOT NULL,
   status           text        NOT NULL
                    CHECK (status IN ('queued', 'running', 'stopping', 'completed', 'failed', 'stopped')),
   phase            text,
@@ -18,7 +19,7 @@ CREATE TABLE builds (
   -- Fencing token: bumped by every claim and requeue; worker writes must present the current value.
   lease            bigint      NOT NULL DEFAULT 0,
   worker_id        text,
-  idempotency_key  text        UNIQUE,
+  idempotency_key  text,
   last_error       text,
   result           jsonb,
   created_at       timestamptz NOT NULL DEFAULT now(),
@@ -32,7 +33,8 @@ CREATE TABLE builds (
 CREATE INDEX builds_dispatch_idx ON builds (priority DESC, seq) WHERE status = 'queued';
 -- The reconciler walks the queued rows by sequence number (keyset pagination).
 CREATE INDEX builds_queued_seq_idx ON builds (seq) WHERE status = 'queued';
-CREATE INDEX builds_status_idx ON builds (status, strategy_id);
+-- Only builds submitted with a key are indexed (a status change of the others does not touch it).
+CREATE UNIQUE INDEX builds_idempotency_key_idx ON builds (idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX builds_worker_idx ON builds (worker_id) WHERE status IN ('running', 'stopping');
 
 CREATE TABLE build_events (

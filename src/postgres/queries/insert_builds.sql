@@ -20,7 +20,7 @@ inserted AS (
   INSERT INTO builds (strategy_id, params, priority, seq, status, max_retries, idempotency_key)
   SELECT "strategyId", params, priority, seq, 'queued', "maxRetries", "idempotencyKey"
   FROM numbered ORDER BY ord
-  ON CONFLICT (idempotency_key) DO NOTHING
+  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING *
 ),
 events AS (

@@ -1,4 +1,5 @@
 -- queued_among: which of these ids are queued builds (the reconciler drops the others from Redis).
--- $1 jsonb: array of build ids
+-- `= ANY(uuid[])` keeps it a primary-key lookup (see claim_by_ids.sql).
+-- $1 uuid[]: build ids
 SELECT id FROM builds
-WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::uuid) AND status = 'queued'
+WHERE id = ANY ($1::uuid[]) AND status = 'queued'

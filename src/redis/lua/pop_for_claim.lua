@@ -1,13 +1,16 @@
 --[[
   pop_for_claim: propose builds for a claim. Moves the delayed builds whose time has come into the
   dispatch index (by the Redis server's clock, one clock for every claimer), then pops the best
-  `count`: highest priority, then lowest sequence number. The pop is only a proposal: PostgreSQL
-  arbitrates the claim (claim_by_ids.sql), and a claimer that dies after the pop loses nothing (the
-  rows are still queued and the reconciler puts them back).
+  `count`: highest priority, then lowest sequence number, and notes them in build_claiming until the
+  claimer's PostgreSQL commit (claim_done), so that a concurrent reconcile does not put them back.
+  The pop is only a proposal: PostgreSQL arbitrates the claim (claim_by_ids.sql), and a claimer that
+  dies after the pop loses nothing (the rows are still queued, and the reconciler re-adds builds that
+  stayed in build_claiming past its protection window).
 
   KEYS[1] build_queue
   KEYS[2] build_delayed
   KEYS[3] delayed_scores
+  KEYS[4] build_claiming
   ARGV[1] count (at most this many ids)
   ARGV[2] promotion limit (at most this many delayed builds moved per call)
 
@@ -22,4 +25,8 @@ for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[2], id)
   redis.call('HDEL', KEYS[3], id)
 end
-return redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[1]))
+local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[1]))
+for i = 1, #popped, 2 do
+  redis.call('ZADD', KEYS[4], now_ms, popped[i])
+end
+return popped

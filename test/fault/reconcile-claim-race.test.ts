@@ -1,0 +1,61 @@
+/**
+ * A reconcile that runs while a claim is between its Redis pop and its PostgreSQL commit must not put
+ * the popped build back (a stale entry that would skew every position behind it); a build whose
+ * claimer died after the pop must still come back once the protection window has passed.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CLAIM_PROTECTION_MS } from "../../src/queue/reconciler.js";
+import { openTestQueue } from "../helpers/queue.js";
+import { RedisServer } from "../helpers/redis-server.js";
+
+let server: RedisServer;
+const cleanups: (() => Promise<void>)[] = [];
+
+beforeAll(async () => {
+  server = await RedisServer.start({ appendonly: false });
+});
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+  await server?.destroy();
+});
+
+describe("reconcile during a claim", () => {
+  it("leaves a build being claimed out of the index, and recovers it when its claimer died", async () => {
+    const { queue, prefix, cleanup } = await openTestQueue("reconcile_race", {
+      redisUrl: server.url,
+      reconcileIntervalMs: 3_600_000,
+    });
+    cleanups.push(cleanup);
+    const client = server.client();
+    cleanups.push(async () => client.disconnect());
+    const [first, second] = await queue.submitMany([{ strategyId: "a" }, { strategyId: "b" }]);
+    if (!first || !second) throw new Error("submit failed");
+
+    // A claimer popped `first` (as pop_for_claim does: out of the index, into build_claiming) and is
+    // about to commit its claim in PostgreSQL.
+    const [nowSec, nowMicro] = await client.time();
+    const nowMs = Number(nowSec) * 1000 + Math.floor(Number(nowMicro) / 1000);
+    await client.zrem(`${prefix}:build_queue`, first.build.id);
+    await client.zadd(`${prefix}:build_claiming`, nowMs, first.build.id);
+
+    const during = await queue.reconcile();
+    expect(during).toMatchObject({ queued: 2, added: 0 });
+    expect(await client.zrange(`${prefix}:build_queue`, 0, -1)).toEqual([second.build.id]);
+    expect(await queue.position(second.build.id)).toBe(1);
+
+    // The claimer died: its pop is older than the protection window. The next reconcile re-adds it.
+    await client.zadd(`${prefix}:build_claiming`, nowMs - CLAIM_PROTECTION_MS - 1000, first.build.id);
+    const after = await queue.reconcile();
+    expect(after).toMatchObject({ queued: 2, added: 1 });
+    expect(await client.zrange(`${prefix}:build_queue`, 0, -1)).toEqual([first.build.id, second.build.id]);
+    expect(await client.zcard(`${prefix}:build_claiming`)).toBe(0);
+
+    // A real claim clears its own note once committed.
+    const claimed = await queue.claim("w1", 2);
+    expect(claimed.map((b) => b.id)).toEqual([first.build.id, second.build.id]);
+    for (let i = 0; i < 100 && (await client.zcard(`${prefix}:build_claiming`)) > 0; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(await client.zcard(`${prefix}:build_claiming`)).toBe(0);
+  });
+});
