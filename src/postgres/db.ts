@@ -6,6 +6,7 @@
 import { mkdirSync } from "node:fs";
 import pg from "pg";
 import type { Logger } from "../core/logger.js";
+import { queries } from "../generated/assets.js";
 
 export interface QueryResult<T> {
   rows: T[];
@@ -32,6 +33,20 @@ pg.types.setTypeParser(20, (value) => Number(value));
 
 const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`;
 
+/**
+ * The query files (queries/*.sql) run as named prepared statements: parsed and planned once per
+ * connection instead of on every call (a claim of 50 builds: 1.75 ms -> 1.47 ms on the benchmark
+ * machine). Any other text runs unnamed.
+ */
+const STATEMENT_NAMES = new Map<string, string>(
+  Object.entries(queries).map(([name, text]) => [text, `oculus_${name}`]),
+);
+
+function toQueryConfig(text: string, values: unknown[] | undefined) {
+  const name = STATEMENT_NAMES.get(text);
+  return name ? { name, text, values } : { text, values };
+}
+
 export async function openPostgres(url: string, schema: string, logger: Logger, poolSize = 10): Promise<Db> {
   const options = `-c search_path=${schema}`;
   const pool = new pg.Pool({ connectionString: url, max: poolSize, options });
@@ -43,7 +58,7 @@ export async function openPostgres(url: string, schema: string, logger: Logger, 
     engine: "postgres",
     schema,
     async query<T>(text: string, params?: unknown[]) {
-      const res = await pool.query(text, params);
+      const res = await pool.query(toQueryConfig(text, params));
       return { rows: res.rows as T[], rowCount: res.rowCount ?? 0 };
     },
     async exec(text) {
@@ -55,7 +70,7 @@ export async function openPostgres(url: string, schema: string, logger: Logger, 
         await client.query("BEGIN");
         const result = await fn({
           async query<T>(text: string, params?: unknown[]) {
-            const res = await client.query(text, params);
+            const res = await client.query(toQueryConfig(text, params));
             return { rows: res.rows as T[], rowCount: res.rowCount ?? 0 };
           },
         });
