@@ -73,14 +73,16 @@ export interface FailureInput {
 /** A failed build as recorded: requeued (status queued, with its run time) or failed for good. */
 export interface RecordedFailure {
   build: Build;
-  runAtMs: number;
+  /** Milliseconds until the build may run, by PostgreSQL's clock (0: now). */
+  delayMs: number;
 }
 
 export interface IndexEntry {
   id: string;
   priority: number;
   seq: number;
-  runAtMs: number;
+  /** Milliseconds until the build may run, by PostgreSQL's clock (0: now). */
+  delayMs: number;
 }
 
 export interface BackoffPolicy {
@@ -188,12 +190,12 @@ export class BuildStore {
   }
 
   async fail(inputs: FailureInput[], backoff: BackoffPolicy): Promise<RecordedFailure[]> {
-    const res = await this.db.query<BuildRow & { run_at_ms: number }>(queries.fail_builds, [
+    const res = await this.db.query<BuildRow & { delay_ms: number }>(queries.fail_builds, [
       JSON.stringify(inputs),
       backoff.baseDelayMs,
       backoff.maxDelayMs,
     ]);
-    return res.rows.map((row) => ({ build: toBuild(row), runAtMs: Number(row.run_at_ms) }));
+    return res.rows.map((row) => ({ build: toBuild(row), delayMs: Number(row.delay_ms) }));
   }
 
   async removeQueued(id: string, actor: string, reason: string | null): Promise<Build | undefined> {
@@ -227,24 +229,18 @@ export class BuildStore {
    * few queued rows and it preferred reading every queued row and sorting them to walking
    * builds_queued_seq_idx, for every page (a rebuild of 10^6 builds took 90 s instead of 3 s).
    */
-  async queuedIndexPage(
-    afterSeq: number,
-    pageSize: number,
-  ): Promise<{ entries: IndexEntry[]; nowMs: number }> {
-    type Row = { id: string; priority: number; seq: number; run_at_ms: number; now_ms: number };
+  async queuedIndexPage(afterSeq: number, pageSize: number): Promise<IndexEntry[]> {
+    type Row = { id: string; priority: number; seq: number; delay_ms: number };
     const res = await this.db.transaction(async (tx) => {
       await tx.query("SET LOCAL enable_sort = off");
       return tx.query<Row>(queries.queued_index_page, [afterSeq, pageSize]);
     });
-    return {
-      entries: res.rows.map((r) => ({
-        id: r.id,
-        priority: r.priority,
-        seq: Number(r.seq),
-        runAtMs: Number(r.run_at_ms),
-      })),
-      nowMs: Number(res.rows[0]?.now_ms ?? Date.now()),
-    };
+    return res.rows.map((r) => ({
+      id: r.id,
+      priority: r.priority,
+      seq: Number(r.seq),
+      delayMs: Number(r.delay_ms),
+    }));
   }
 
   async queuedAmong(ids: string[]): Promise<Set<string>> {

@@ -75,6 +75,7 @@ export interface FailOptions {
 const DEFAULT_BACKOFF: BackoffPolicy = { baseDelayMs: 1000, maxDelayMs: 300_000 };
 const REDIS_PROBE_INTERVAL_MS = 500;
 const MAX_CLAIM = 1000;
+const REFUSED_RETRY_MS = 100;
 
 export class BuildQueue extends EventEmitter {
   private redisState: RedisState;
@@ -211,7 +212,8 @@ export class BuildQueue extends EventEmitter {
       throw asStoreError(err);
     });
     const created = results.filter((r) => r.created).map((r) => r.build);
-    if (created.length > 0) await this.indexBuilds(created);
+    // A new build may run now (run_at defaults to now()).
+    if (created.length > 0) await this.indexBuilds(created.map((build) => ({ build, delayMs: 0 })));
     return results;
   }
 
@@ -220,11 +222,11 @@ export class BuildQueue extends EventEmitter {
    * commit, so a build committed while Redis was down is covered by the recovery's reconcile), else a
    * PostgreSQL NOTIFY for idle claimers.
    */
-  private async indexBuilds(builds: Build[]): Promise<void> {
-    const entries = builds.map((b) => ({
-      id: b.id,
-      score: encodeScore(b.priority, b.seq),
-      runAtMs: b.runAt.getTime(),
+  private async indexBuilds(builds: { build: Build; delayMs: number }[]): Promise<void> {
+    const entries = builds.map(({ build, delayMs }) => ({
+      id: build.id,
+      score: encodeScore(build.priority, build.seq),
+      delayMs,
     }));
     const indexed = await this.tryRedis((index) => index.enqueue(entries), true);
     if (!indexed.ok) await this.store.notifyWork().catch(() => undefined);
@@ -337,7 +339,7 @@ export class BuildQueue extends EventEmitter {
         // The claim did not commit: the rows are still queued. Put the proposals back.
         const index = this.index;
         if (index) {
-          await index.enqueue(popped.value.map((p) => ({ ...p, runAtMs: 0 }))).catch(() => undefined);
+          await index.enqueue(popped.value.map((p) => ({ ...p, delayMs: 0 }))).catch(() => undefined);
         }
         // Builds claimed by an earlier round are leased to this worker: hand them out, or they would
         // stay running with nobody working on them.
@@ -363,7 +365,13 @@ export class BuildQueue extends EventEmitter {
     const refused = popped.filter((p) => !taken.has(p.id)).map((p) => p.id);
     try {
       const waiting = [...(await this.store.getMany(refused)).values()].filter((b) => b.status === "queued");
-      if (waiting.length > 0) await this.indexBuilds(waiting);
+      // PostgreSQL refused them as early, so wait at least a moment, whatever this process's clock
+      // says (a skew with PostgreSQL's would otherwise make every claim pop them again).
+      const entries = waiting.map((build) => ({
+        build,
+        delayMs: Math.max(REFUSED_RETRY_MS, build.runAt.getTime() - Date.now()),
+      }));
+      if (entries.length > 0) await this.indexBuilds(entries);
     } catch (err) {
       this.logger.debug({ err: (err as Error).message }, "could not re-index refused ids");
     }
@@ -410,7 +418,7 @@ export class BuildQueue extends EventEmitter {
 
   private async flushFailures(items: FailureInput[]): Promise<(Build | undefined)[]> {
     const recorded = await this.store.fail(items, this.backoff);
-    const requeued = recorded.filter((r) => r.build.status === "queued").map((r) => r.build);
+    const requeued = recorded.filter((r) => r.build.status === "queued");
     if (requeued.length > 0) await this.indexBuilds(requeued);
     const byId = new Map(recorded.map((r) => [r.build.id, r.build]));
     return items.map((i) => {

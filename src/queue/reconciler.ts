@@ -40,11 +40,11 @@ export async function reconcileIndex(store: BuildStore, index: RedisIndex): Prom
   let added = 0;
   let afterSeq = 0;
   for (;;) {
-    const { entries } = await store.queuedIndexPage(afterSeq, PAGE_SIZE);
+    const entries = await store.queuedIndexPage(afterSeq, PAGE_SIZE);
     if (entries.length === 0) break;
     queued += entries.length;
     added += await index.enqueue(
-      entries.map((e) => ({ id: e.id, score: encodeScore(e.priority, e.seq), runAtMs: e.runAtMs })),
+      entries.map((e) => ({ id: e.id, score: encodeScore(e.priority, e.seq), delayMs: e.delayMs })),
       CLAIM_PROTECTION_MS,
     );
     afterSeq = entries[entries.length - 1]?.seq ?? afterSeq;

@@ -10,8 +10,8 @@ import { type RedisKeys, redisKeys } from "./keys.js";
 export interface IndexEntry {
   id: string;
   score: number;
-  /** Epoch ms when the build may run; 0 (or any past time) means now. */
-  runAtMs: number;
+  /** Milliseconds until the build may run (0: now), measured by PostgreSQL's clock. */
+  delayMs: number;
 }
 
 /** How many delayed builds one claim promotes at most (bounds the script's run time). */
@@ -81,7 +81,7 @@ export class RedisIndex {
   async enqueue(entries: IndexEntry[], protectClaimsMs = 0): Promise<number> {
     if (entries.length === 0) return 0;
     const argv: (string | number)[] = [this.keys.wakeChannel, protectClaimsMs];
-    for (const e of entries) argv.push(e.id, e.score, Math.round(e.runAtMs));
+    for (const e of entries) argv.push(e.id, e.score, Math.max(0, Math.ceil(e.delayMs)));
     const { buildQueue, delayedQueue, delayedScores, claiming } = this.keys;
     return this.redis.oculusEnqueue(buildQueue, delayedQueue, delayedScores, claiming, ...argv);
   }

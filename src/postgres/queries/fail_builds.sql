@@ -32,7 +32,7 @@ changed AS (
   FROM old, input
   -- the input row whose lease matched (a stale one for the same build must not supply the error)
   WHERE b.id = old.id AND input.id = old.id AND input.lease = b.lease
-  RETURNING b.*, old.from_status, old.old_worker, (EXTRACT(EPOCH FROM b.run_at) * 1000)::float8 AS run_at_ms
+  RETURNING b.*, old.from_status, old.old_worker, greatest(0, EXTRACT(EPOCH FROM (b.run_at - now())) * 1000)::float8 AS delay_ms
 ),
 events AS (
   INSERT INTO build_events (build_id, type, from_status, to_status, actor, data)

@@ -9,12 +9,14 @@
   claimer that died before its commit: it is re-added (and leaves build_claiming).
 
   KEYS[1] build_queue       sorted set, score = dispatch score
-  KEYS[2] build_delayed     sorted set, score = run time (epoch ms)
+  KEYS[2] build_delayed     sorted set, score = run time (epoch ms, Redis clock)
   KEYS[3] delayed_scores    hash, id -> dispatch score
   KEYS[4] build_claiming    sorted set, id -> time popped for a claim (epoch ms)
   ARGV[1] wake channel
   ARGV[2] protection window, ms (0: add every build, as submits and requeues do)
-  ARGV[3..] triples: build id, dispatch score, run time (epoch ms; 0 = ready now)
+  ARGV[3..] triples: build id, dispatch score, delay in ms before it may run (0 = ready now).
+            A delay, not a time: PostgreSQL computes it against its own clock, and Redis adds it
+            to its own, so the two servers' clocks never need to agree.
 
   Returns the number of builds newly added to either set.
 ]]
@@ -24,14 +26,14 @@ local window = tonumber(ARGV[2])
 local added = 0
 local ready = 0
 for i = 3, #ARGV, 3 do
-  local id, score, run_at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local id, score, delay = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local popped_at = redis.call('ZSCORE', KEYS[4], id)
   if window > 0 and popped_at and now_ms - tonumber(popped_at) < window then
     -- a claim of this build is in flight: leave it out
   else
     if popped_at then redis.call('ZREM', KEYS[4], id) end
-    if run_at > now_ms then
-      added = added + redis.call('ZADD', KEYS[2], run_at, id)
+    if delay > 0 then
+      added = added + redis.call('ZADD', KEYS[2], now_ms + delay, id)
       redis.call('HSET', KEYS[3], id, score)
       redis.call('ZREM', KEYS[1], id)
     else
