@@ -76,6 +76,8 @@ const DEFAULT_BACKOFF: BackoffPolicy = { baseDelayMs: 1000, maxDelayMs: 300_000 
 const REDIS_PROBE_INTERVAL_MS = 500;
 const MAX_CLAIM = 1000;
 const REFUSED_RETRY_MS = 100;
+/** Pop rounds per claim call: each round drops the stale ids PostgreSQL refused and pops again. */
+const MAX_CLAIM_ROUNDS = 10;
 
 export class BuildQueue extends EventEmitter {
   private redisState: RedisState;
@@ -324,7 +326,7 @@ export class BuildQueue extends EventEmitter {
   private async claimViaRedis(workerId: string, count: number): Promise<ClaimedBuild[] | undefined> {
     const claimed: ClaimedBuild[] = [];
     // A popped id that PostgreSQL refuses (no longer queued: a stale entry) is dropped; pop again.
-    for (let attempt = 0; attempt < 3 && claimed.length < count; attempt++) {
+    for (let attempt = 0; attempt < MAX_CLAIM_ROUNDS && claimed.length < count; attempt++) {
       const want = count - claimed.length;
       const popped = await this.tryRedis((index) => index.popForClaim(want));
       if (!popped.ok) return claimed.length > 0 ? claimed : undefined;

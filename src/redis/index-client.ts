@@ -30,11 +30,12 @@ interface ScriptCommands {
     k2: string,
     k3: string,
     k4: string,
+    k5: string,
     count: number,
     promoteLimit: number,
   ): Promise<string[]>;
   oculusRemove(k1: string, k2: string, k3: string, ...ids: string[]): Promise<number>;
-  oculusQueuePosition(k1: string, id: string): Promise<[number | null, number]>;
+  oculusQueuePosition(k1: string, k2: string, id: string): Promise<[number | null, number]>;
 }
 
 export type ScriptedRedis = Redis & ScriptCommands;
@@ -58,9 +59,9 @@ export function redisOptions(extra: RedisOptions = {}): RedisOptions {
 export function connectRedis(url: string, extra: RedisOptions = {}): ScriptedRedis {
   const redis = new Redis(url, redisOptions(extra)) as ScriptedRedis;
   redis.defineCommand("oculusEnqueue", { numberOfKeys: 4, lua: lua.enqueue });
-  redis.defineCommand("oculusPopForClaim", { numberOfKeys: 4, lua: lua.pop_for_claim });
+  redis.defineCommand("oculusPopForClaim", { numberOfKeys: 5, lua: lua.pop_for_claim });
   redis.defineCommand("oculusRemove", { numberOfKeys: 3, lua: lua.remove });
-  redis.defineCommand("oculusQueuePosition", { numberOfKeys: 1, lua: lua.queue_position });
+  redis.defineCommand("oculusQueuePosition", { numberOfKeys: 2, lua: lua.queue_position });
   return redis;
 }
 
@@ -91,12 +92,13 @@ export class RedisIndex {
    * being claimed; call finishClaim once the PostgreSQL claim has committed or failed.
    */
   async popForClaim(count: number): Promise<{ id: string; score: number }[]> {
-    const { buildQueue, delayedQueue, delayedScores, claiming } = this.keys;
+    const { buildQueue, delayedQueue, delayedScores, claiming, indexMarker } = this.keys;
     const flat = await this.redis.oculusPopForClaim(
       buildQueue,
       delayedQueue,
       delayedScores,
       claiming,
+      indexMarker,
       count,
       PROMOTE_LIMIT,
     );
@@ -126,7 +128,11 @@ export class RedisIndex {
 
   /** 1-based position (null when not in the ready index) and the index length, O(log n). */
   async position(id: string): Promise<{ position: number | null; length: number }> {
-    const [position, length] = await this.redis.oculusQueuePosition(this.keys.buildQueue, id);
+    const [position, length] = await this.redis.oculusQueuePosition(
+      this.keys.buildQueue,
+      this.keys.indexMarker,
+      id,
+    );
     return { position: position === null ? null : Number(position), length: Number(length) };
   }
 

@@ -107,3 +107,37 @@ describe("Redis FLUSHALL while builds are queued", () => {
     expect(await claimAll(queue)).toEqual([...builds].sort(byDispatch).map((b) => b.id));
   });
 });
+
+describe("the first claim or position after a FLUSHALL", () => {
+  it("sees the lost index at once: serves from PostgreSQL in order, and the index is rebuilt", async () => {
+    const server = await RedisServer.start({ appendonly: false });
+    cleanups.push(() => server.destroy());
+    // No periodic check: only the claim itself can notice the loss.
+    const { queue, prefix, cleanup } = await openTestQueue("flush_first_claim", {
+      redisUrl: server.url,
+      reconcileIntervalMs: 3_600_000,
+    });
+    cleanups.push(cleanup);
+    const client = server.client();
+    cleanups.push(async () => client.disconnect());
+    const builds = await submitAll(queue, 30, 3);
+    const expected = [...builds].sort(byDispatch).map((b) => b.id);
+
+    await client.flushall();
+    expect(await queue.position(expected[1] as string)).toBe(2);
+    const first = await queue.claim("after-flush", 3);
+    expect(first.map((b) => b.id)).toEqual(expected.slice(0, 3));
+    await eventually(
+      async () => queue.mode === "redis" && (await client.zcard(`${prefix}:build_queue`)) === 27,
+    );
+    const rest: string[] = [];
+    for (
+      let batch = await queue.claim("after-flush", 5);
+      batch.length > 0;
+      batch = await queue.claim("after-flush", 5)
+    ) {
+      rest.push(...batch.map((b) => b.id));
+    }
+    expect(rest).toEqual(expected.slice(3));
+  });
+});

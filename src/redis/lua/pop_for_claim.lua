@@ -11,11 +11,16 @@
   KEYS[2] build_delayed
   KEYS[3] delayed_scores
   KEYS[4] build_claiming
+  KEYS[5] index_marker      (absent: this Redis lost its data, the index cannot be trusted)
   ARGV[1] count (at most this many ids)
   ARGV[2] promotion limit (at most this many delayed builds moved per call)
 
-  Returns a flat array: id1, score1, id2, score2, ... in dispatch order.
+  Returns a flat array: id1, score1, id2, score2, ... in dispatch order; an OCULUS_INDEX_LOST error
+  when the marker is missing, so that the caller claims on PostgreSQL and rebuilds the index.
 ]]
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  return redis.error_reply('OCULUS_INDEX_LOST index marker missing: Redis lost its data')
+end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[2]))
