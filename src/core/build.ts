@@ -47,6 +47,20 @@ export interface Build {
   runAt: Date;
   startedAt: Date | null;
   finishedAt: Date | null;
+  /** While running: the build belongs to its worker until then (heartbeats extend it). */
+  leaseExpiresAt: Date | null;
+  /** The latest progress its worker reported. */
+  progress: BuildProgress | null;
+}
+
+export interface BuildProgress {
+  phase?: string;
+  percent?: number;
+  iteration?: number;
+  maxIterations?: number;
+  message?: string;
+  /** When it was reported (ISO time). */
+  at?: string;
 }
 
 /** A build handed to a worker: the lease is what it must present for every later write. */
@@ -138,4 +152,45 @@ export function parseLease(lease: unknown, field = "lease"): number {
     throw new ValidationError(field, "must be a positive integer (the lease returned by the claim)");
   }
   return lease;
+}
+
+const progressSchema = z.strictObject({
+  phase: z
+    .string({ error: "must be a string" })
+    .min(1, "must not be empty")
+    .max(100, "must be at most 100 characters")
+    .optional(),
+  percent: z
+    .number({ error: "must be a number" })
+    .min(0, "must be at least 0")
+    .max(100, "must be at most 100")
+    .optional(),
+  iteration: z
+    .number({ error: "must be a number" })
+    .int("must be an integer")
+    .min(0, "must be at least 0")
+    .optional(),
+  maxIterations: z
+    .number({ error: "must be a number" })
+    .int("must be an integer")
+    .min(0, "must be at least 0")
+    .optional(),
+  message: z.string({ error: "must be a string" }).max(1000, "must be at most 1000 characters").optional(),
+});
+
+export type ProgressInput = z.input<typeof progressSchema>;
+
+/** Validates a progress report; throws ValidationError naming the field. */
+export function parseProgress(input: unknown): ProgressInput {
+  const parsed = progressSchema.safeParse(input);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  if (issue?.code === "unrecognized_keys") {
+    throw new ValidationError(
+      `progress.${issue.keys[0] ?? ""}`,
+      `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.join(", ")}`,
+    );
+  }
+  const path = issue?.path.length ? `progress.${issue.path.join(".")}` : "progress";
+  throw new ValidationError(path, issue?.message ?? "is invalid");
 }

@@ -2,7 +2,7 @@
  * The PostgreSQL record: every build and every state change. One method per query file in
  * `queries/` (embedded at build time); rows are mapped to the build model here and nowhere else.
  */
-import type { Build, BuildStatus, SubmitRequest } from "../core/build.js";
+import type { Build, BuildProgress, BuildStatus, SubmitRequest } from "../core/build.js";
 import { queries } from "../generated/assets.js";
 import type { Db, Queryable } from "./db.js";
 
@@ -26,6 +26,8 @@ export interface BuildRow {
   run_at: Date;
   started_at: Date | null;
   finished_at: Date | null;
+  lease_expires_at: Date | null;
+  progress: BuildProgress | null;
 }
 
 export function toBuild(row: BuildRow): Build {
@@ -49,6 +51,8 @@ export function toBuild(row: BuildRow): Build {
     runAt: row.run_at,
     startedAt: row.started_at,
     finishedAt: row.finished_at,
+    leaseExpiresAt: row.lease_expires_at ?? null,
+    progress: row.progress ?? null,
   };
 }
 
@@ -170,15 +174,15 @@ export class BuildStore {
   }
 
   /** Claims those of `ids` that are still queued (the Redis path's arbitration). */
-  async claimByIds(ids: string[], workerId: string): Promise<Build[]> {
+  async claimByIds(ids: string[], workerId: string, leaseMs: number): Promise<Build[]> {
     if (ids.length === 0) return [];
-    const res = await this.db.query<BuildRow>(queries.claim_by_ids, [ids, workerId]);
+    const res = await this.db.query<BuildRow>(queries.claim_by_ids, [ids, workerId, leaseMs]);
     return res.rows.map(toBuild);
   }
 
   /** Claims the next `count` ready builds in dispatch order (the PostgreSQL path). */
-  async claimNext(count: number, workerId: string): Promise<Build[]> {
-    const res = await this.db.query<BuildRow>(queries.claim_next, [count, workerId]);
+  async claimNext(count: number, workerId: string, leaseMs: number): Promise<Build[]> {
+    const res = await this.db.query<BuildRow>(queries.claim_next, [count, workerId, leaseMs]);
     return res.rows.map(toBuild);
   }
 

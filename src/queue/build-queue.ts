@@ -10,8 +10,10 @@ import type { RedisOptions } from "ioredis";
 import {
   type Build,
   type ClaimedBuild,
+  type ProgressInput,
   parseBuildId,
   parseLease,
+  parseProgress,
   parseSubmit,
   parseSubmitMany,
   parseWorkerId,
@@ -29,11 +31,13 @@ import {
   type CompletionInput,
   type FailureInput,
 } from "../postgres/store.js";
+import { WorkerStore } from "../postgres/worker-store.js";
 import { connectRedis, RedisIndex } from "../redis/index-client.js";
 import { Batcher } from "./batcher.js";
 import { type ReconcileReport, reconcileIndex } from "./reconciler.js";
 import { asStoreError } from "./store-errors.js";
 import { WakeSignal } from "./wake.js";
+import { DEFAULT_HEALTH, type HealthPolicy, WorkerRegistry } from "./workers.js";
 
 export type QueueMode = "redis" | "postgres";
 /** absent: no Redis configured. down: unreachable. recovering: back, the reconciler is running. */
@@ -49,6 +53,13 @@ export interface BuildQueueOptions extends Partial<Config> {
   redisOptions?: RedisOptions;
   /** PostgreSQL pool size (default 10). */
   poolSize?: number;
+  /** Heartbeat interval and dead-worker timeout (default 2 s and 10 s). */
+  health?: Partial<HealthPolicy>;
+}
+
+export interface ClaimOptions {
+  /** How long the claimed builds belong to this worker without a heartbeat (default: the dead-worker timeout). */
+  leaseMs?: number;
 }
 
 export interface SubmitResult {
@@ -89,6 +100,10 @@ export class BuildQueue extends EventEmitter {
   private reconciling: Promise<ReconcileReport> | undefined;
   private driftSeen = false;
   private closed = false;
+  private readonly workerStore: WorkerStore;
+  private stopReaper: (() => void) | undefined;
+  /** Worker registration, heartbeats, the fleet's status and the reaper. */
+  readonly workers: WorkerRegistry;
 
   private constructor(
     readonly store: BuildStore,
@@ -96,8 +111,17 @@ export class BuildQueue extends EventEmitter {
     private readonly logger: Logger,
     private readonly backoff: BackoffPolicy,
     private readonly reconcileIntervalMs: number,
+    health: HealthPolicy,
   ) {
     super();
+    this.workerStore = new WorkerStore(store.db);
+    this.workers = new WorkerRegistry(
+      this.workerStore,
+      (op) => this.tryRedis(op),
+      (builds) => this.indexBuilds(builds.map((build) => ({ build, delayMs: 0 }))),
+      logger,
+      health,
+    );
     this.redisState = index ? "down" : "absent";
     this.completions = new Batcher((items) => this.flushCompletions(items));
     this.failures = new Batcher((items) => this.flushFailures(items));
@@ -141,6 +165,7 @@ export class BuildQueue extends EventEmitter {
       logger,
       options.backoff ?? DEFAULT_BACKOFF,
       config.reconcileIntervalMs,
+      { ...DEFAULT_HEALTH, ...options.health },
     );
     logger.info(
       {
@@ -308,22 +333,30 @@ export class BuildQueue extends EventEmitter {
    * Claims up to `count` builds for a worker, in dispatch order. Each claimed build carries its lease:
    * present it to complete() and fail(). Returns [] when nothing is ready.
    */
-  async claim(workerId: string, count = 1): Promise<ClaimedBuild[]> {
+  async claim(workerId: string, count = 1, options: ClaimOptions = {}): Promise<ClaimedBuild[]> {
     parseWorkerId(workerId);
     if (!Number.isInteger(count) || count < 1 || count > MAX_CLAIM) {
       throw new ValidationError("count", `must be an integer from 1 to ${MAX_CLAIM}`);
     }
+    const leaseMs = options.leaseMs ?? this.workers.health.deadAfterMs;
+    if (!Number.isInteger(leaseMs) || leaseMs < 100) {
+      throw new ValidationError("leaseMs", "must be an integer number of milliseconds, at least 100");
+    }
     try {
-      const viaRedis = await this.claimViaRedis(workerId, count);
+      const viaRedis = await this.claimViaRedis(workerId, count, leaseMs);
       if (viaRedis) return viaRedis;
-      return (await this.store.claimNext(count, workerId)) as ClaimedBuild[];
+      return (await this.store.claimNext(count, workerId, leaseMs)) as ClaimedBuild[];
     } catch (err) {
       throw asStoreError(err);
     }
   }
 
   /** undefined: Redis is not usable, claim on PostgreSQL instead. */
-  private async claimViaRedis(workerId: string, count: number): Promise<ClaimedBuild[] | undefined> {
+  private async claimViaRedis(
+    workerId: string,
+    count: number,
+    leaseMs: number,
+  ): Promise<ClaimedBuild[] | undefined> {
     const claimed: ClaimedBuild[] = [];
     // A popped id that PostgreSQL refuses (no longer queued: a stale entry) is dropped; pop again.
     for (let attempt = 0; attempt < MAX_CLAIM_ROUNDS && claimed.length < count; attempt++) {
@@ -336,6 +369,7 @@ export class BuildQueue extends EventEmitter {
         builds = await this.store.claimByIds(
           popped.value.map((p) => p.id),
           workerId,
+          leaseMs,
         );
       } catch (err) {
         // The claim did not commit: the rows are still queued. Put the proposals back.
@@ -442,6 +476,32 @@ export class BuildQueue extends EventEmitter {
     if (build.lease !== lease) throw new StaleLeaseError(id, lease, build.lease, build.status);
     if (build.status === endStatus) return build;
     throw new InvalidStateError(id, build.status, operation, ["running", "stopping"]);
+  }
+
+  /**
+   * A worker's progress for a build: stored as the build's latest progress (and its phase). Fenced:
+   * StaleLeaseError when the build was taken from this worker (requeued, stopped), which must then
+   * abandon it.
+   */
+  async reportProgress(id: string, lease: number, progress: ProgressInput): Promise<void> {
+    parseBuildId(id);
+    parseLease(lease);
+    const update = { ...parseProgress(progress), at: new Date().toISOString() };
+    const recorded = await this.workerStore.updateProgress(id, lease, update).catch((err) => {
+      throw asStoreError(err);
+    });
+    if (recorded) return;
+    const build = await this.get(id);
+    if (build.lease !== lease) throw new StaleLeaseError(id, lease, build.lease, build.status);
+    throw new InvalidStateError(id, build.status, "report progress for", ["running", "stopping"]);
+  }
+
+  /**
+   * Runs the reaper in this process every `intervalMs` (default 1 s) until close(). Any number of
+   * processes may run it: a PostgreSQL advisory lock makes one pass at a time the leader.
+   */
+  startReaper(intervalMs = 1000): void {
+    this.stopReaper ??= this.workers.startReaper(intervalMs);
   }
 
   /**
@@ -558,6 +618,7 @@ export class BuildQueue extends EventEmitter {
     if (this.closed) return;
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
+    this.stopReaper?.();
     await this.recovery?.catch(() => undefined);
     await this.wake.stop();
     this.index?.redis.disconnect();

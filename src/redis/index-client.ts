@@ -35,6 +35,8 @@ interface ScriptCommands {
     promoteLimit: number,
   ): Promise<string[]>;
   oculusRemove(k1: string, k2: string, k3: string, ...ids: string[]): Promise<number>;
+  oculusWorkerHeartbeat(k1: string, workerId: string): Promise<number>;
+  oculusWorkerAges(k1: string, ...workerIds: string[]): Promise<number[]>;
   oculusQueuePosition(k1: string, k2: string, id: string): Promise<[number | null, number]>;
 }
 
@@ -62,6 +64,8 @@ export function connectRedis(url: string, extra: RedisOptions = {}): ScriptedRed
   redis.defineCommand("oculusPopForClaim", { numberOfKeys: 5, lua: lua.pop_for_claim });
   redis.defineCommand("oculusRemove", { numberOfKeys: 3, lua: lua.remove });
   redis.defineCommand("oculusQueuePosition", { numberOfKeys: 2, lua: lua.queue_position });
+  redis.defineCommand("oculusWorkerHeartbeat", { numberOfKeys: 1, lua: lua.worker_heartbeat });
+  redis.defineCommand("oculusWorkerAges", { numberOfKeys: 1, lua: lua.worker_ages });
   return redis;
 }
 
@@ -156,6 +160,17 @@ export class RedisIndex {
         if (ids.length > 0) yield ids;
       } while (cursor !== "0");
     }
+  }
+
+  async workerHeartbeat(workerId: string): Promise<void> {
+    await this.redis.oculusWorkerHeartbeat(this.keys.workerHeartbeats, workerId);
+  }
+
+  /** Milliseconds since each worker's last Redis heartbeat (undefined: none in Redis). */
+  async workerAges(workerIds: string[]): Promise<Map<string, number | undefined>> {
+    if (workerIds.length === 0) return new Map();
+    const ages = await this.redis.oculusWorkerAges(this.keys.workerHeartbeats, ...workerIds);
+    return new Map(workerIds.map((id, i) => [id, (ages[i] ?? -1) < 0 ? undefined : Number(ages[i])]));
   }
 
   async hasMarker(): Promise<boolean> {

@@ -15,6 +15,8 @@ export interface RedisKeys {
   /** String: set by the reconciler after it made the index equal to PostgreSQL. Its absence means
    * this Redis never had, or lost, its data. */
   indexMarker: string;
+  /** Sorted set: worker id -> last heartbeat (epoch ms, Redis clock). */
+  workerHeartbeats: string;
   /** Pub/sub channel: "there is work", published when builds enter the index. */
   wakeChannel: string;
 }
@@ -26,6 +28,7 @@ export function redisKeys(prefix: string): RedisKeys {
     delayedScores: `${prefix}:build_delayed_scores`,
     claiming: `${prefix}:build_claiming`,
     indexMarker: `${prefix}:index_marker`,
+    workerHeartbeats: `${prefix}:worker_heartbeats`,
     wakeChannel: `${prefix}:wake`,
   };
 }

@@ -9,10 +9,12 @@
 -- burst of submits: they count almost no queued rows) it may still read the queued partial index.
 -- $1 uuid[]: build ids
 -- $2 text:  worker id
+-- $3 integer: lease duration, ms (the worker's heartbeats extend it; the reaper requeues past it)
 WITH claimed AS (
   UPDATE builds
   SET status = 'running', lease = lease + 1, worker_id = $2, phase = NULL,
-      started_at = now(), updated_at = now()
+      started_at = now(), updated_at = now(), progress = NULL,
+      lease_expires_at = now() + make_interval(secs => $3::float8 / 1000)
   WHERE id = ANY ($1::uuid[]) AND status = 'queued' AND run_at <= now()
   RETURNING *
 ),

@@ -1,0 +1,228 @@
+/**
+ * The worker runtime: registers itself, claims up to its free capacity, runs each build's handler
+ * with a context (the build, its lease, an AbortSignal, progress and log), reports results with the
+ * lease, and heartbeats so that its builds stay its own. It abandons a build the moment PostgreSQL
+ * says the build was taken from it (requeued by the reaper after this worker was frozen or cut off,
+ * or stopped): the handler's signal aborts, and nothing it reports is accepted any more.
+ *
+ * Heartbeats run on this process's event loop: a handler that computes for seconds without yielding
+ * delays them. Run heavy work out of process: the command runner (`oculus worker --command`) does.
+ */
+import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
+import type { ClaimedBuild, ProgressInput } from "../core/build.js";
+import { OculusError, StaleLeaseError, StoreUnavailableError } from "../core/errors.js";
+import { type Logger, silentLogger } from "../core/logger.js";
+import type { BuildQueue } from "../queue/build-queue.js";
+import { runClaimLoop } from "./claim-loop.js";
+
+export interface BuildContext {
+  build: ClaimedBuild;
+  lease: number;
+  /** Aborts when the build is stopped, taken from this worker, or the worker shuts down. */
+  signal: AbortSignal;
+  /** Reports progress (fenced by the lease). */
+  progress(update: ProgressInput): Promise<void>;
+  /** A line of the build's log (kept in the log tail that goes with a failure). */
+  log(line: string): void;
+}
+
+export type WorkerHandler = (ctx: BuildContext) => Promise<unknown>;
+
+export interface WorkerOptions {
+  handler: WorkerHandler;
+  /** Default: hostname:pid:random. */
+  id?: string;
+  /** Builds run at once (default 1). */
+  capacity?: number;
+  labels?: Record<string, string>;
+  version?: string;
+  /** On shutdown, how long running builds may take to finish before they are handed back (default 30 s). */
+  drainMs?: number;
+  logger?: Logger;
+}
+
+/** Why a running build's signal aborted. */
+export class BuildAbandoned extends Error {
+  constructor(
+    readonly buildId: string,
+    readonly why: "lease lost" | "worker shutdown",
+  ) {
+    super(`build ${buildId}: ${why}`);
+    this.name = "BuildAbandoned";
+  }
+}
+
+interface RunningBuild {
+  build: ClaimedBuild;
+  controller: AbortController;
+  logTail: string[];
+  /** When this process started running it (its own clock). */
+  since: number;
+}
+
+const LOG_TAIL_LINES = 200;
+const REPORT_RETRY_MS = 500;
+
+export class Worker {
+  readonly id: string;
+  private readonly capacity: number;
+  private readonly logger: Logger;
+  private readonly running = new Map<string, RunningBuild>();
+  private readonly loopController = new AbortController();
+  private loop: Promise<void> | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
+
+  constructor(
+    private readonly queue: BuildQueue,
+    private readonly options: WorkerOptions,
+  ) {
+    this.id = options.id ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    this.capacity = options.capacity ?? 1;
+    this.logger = (options.logger ?? silentLogger()).child({ workerId: this.id });
+    if (!Number.isInteger(this.capacity) || this.capacity < 1) {
+      throw new OculusError("invalid_input", 400, "capacity: must be a positive integer");
+    }
+  }
+
+  /** Builds running now. */
+  get activeBuilds(): number {
+    return this.running.size;
+  }
+
+  async start(): Promise<void> {
+    await this.queue.workers.register({
+      id: this.id,
+      hostname: hostname(),
+      pid: process.pid,
+      capacity: this.capacity,
+      labels: this.options.labels ?? {},
+      version: this.options.version ?? "0.1.0",
+    });
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.queue.workers.health.heartbeatMs);
+    this.loop = runClaimLoop(
+      {
+        claim: (count) => this.queue.claim(this.id, count),
+        wait: (ms, signal) => this.queue.waitForWork(ms, signal),
+        complete: (build, result) =>
+          this.report(build, () => this.queue.complete(build.id, build.lease, result)),
+        fail: (build, err) => this.report(build, () => this.queue.fail(build.id, build.lease, err.message)),
+        onError: (err) => this.logger.warn({ err: (err as Error).message }, "claim failed; retrying"),
+      },
+      (build) => this.run(build),
+      { concurrency: this.capacity, signal: this.loopController.signal },
+    );
+    this.logger.info({ capacity: this.capacity }, "worker started");
+  }
+
+  private async run(build: ClaimedBuild): Promise<unknown> {
+    const controller = new AbortController();
+    const entry: RunningBuild = { build, controller, logTail: [], since: Date.now() };
+    this.running.set(build.id, entry);
+    try {
+      return await this.options.handler({
+        build,
+        lease: build.lease,
+        signal: controller.signal,
+        progress: (update) => this.progress(entry, update),
+        log: (line) => {
+          entry.logTail.push(line);
+          if (entry.logTail.length > LOG_TAIL_LINES) entry.logTail.shift();
+        },
+      });
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      const tail = entry.logTail.length > 0 ? `\n--- log tail ---\n${entry.logTail.join("\n")}` : "";
+      throw new Error(`${message}${tail}`);
+    } finally {
+      this.running.delete(build.id);
+    }
+  }
+
+  private async progress(entry: RunningBuild, update: ProgressInput): Promise<void> {
+    try {
+      await this.queue.reportProgress(entry.build.id, entry.build.lease, update);
+    } catch (err) {
+      if (err instanceof StaleLeaseError) this.abandon(entry, "lease lost");
+      throw err;
+    }
+  }
+
+  /**
+   * Reports a result. While no store can take it (PostgreSQL unreachable), it keeps trying: a result
+   * is never dropped. A stale lease means the build was taken from this worker: the result is
+   * refused, and that is final.
+   */
+  private async report(build: ClaimedBuild, write: () => Promise<unknown>): Promise<void> {
+    for (;;) {
+      try {
+        await write();
+        return;
+      } catch (err) {
+        if (err instanceof StaleLeaseError) {
+          this.logger.warn({ buildId: build.id }, "result refused: the build was taken from this worker");
+          return;
+        }
+        if (!(err instanceof StoreUnavailableError)) throw err;
+        this.logger.warn({ buildId: build.id, err: err.message }, "cannot record the result yet; retrying");
+        await new Promise((r) => setTimeout(r, REPORT_RETRY_MS));
+      }
+    }
+  }
+
+  /** Heartbeat; abandons the builds PostgreSQL no longer lets this worker hold. */
+  private async heartbeat(): Promise<void> {
+    const askedAt = Date.now();
+    const held = await this.queue.workers.heartbeat(this.id).catch(() => undefined);
+    if (!held) return;
+    const leases = new Map(held.map((h) => [h.id, h.lease]));
+    for (const entry of this.running.values()) {
+      // A build that started after the heartbeat was sent may be missing from the answer: skip it.
+      if (entry.since >= askedAt || leases.get(entry.build.id) === entry.build.lease) continue;
+      this.abandon(entry, "lease lost");
+    }
+  }
+
+  private abandon(entry: RunningBuild, why: BuildAbandoned["why"]): void {
+    if (entry.controller.signal.aborted) return;
+    this.logger.warn({ buildId: entry.build.id, why }, "abandoning build");
+    entry.controller.abort(new BuildAbandoned(entry.build.id, why));
+  }
+
+  /**
+   * Graceful shutdown: stop claiming, let running builds finish for up to `drainMs`, then hand the
+   * rest back to the queue (no retry counted) and abort their handlers.
+   */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.loopController.abort();
+    const drainMs = this.options.drainMs ?? 30_000;
+    const drained = await Promise.race([
+      this.loop?.then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), drainMs).unref()),
+    ]);
+    if (!drained && this.running.size > 0) {
+      const left = [...this.running.values()];
+      const released = await this.queue.workers
+        .release(
+          this.id,
+          left.map((e) => ({ id: e.build.id, lease: e.build.lease })),
+        )
+        .catch((err: Error) => {
+          this.logger.warn({ err: err.message }, "could not hand builds back; the reaper will");
+          return [];
+        });
+      this.logger.warn(
+        { released: released.map((b) => b.id) },
+        "drain timeout: builds handed back to the queue",
+      );
+      for (const entry of left) this.abandon(entry, "worker shutdown");
+      await Promise.race([this.loop, new Promise((r) => setTimeout(r, 5000).unref())]);
+    }
+    clearInterval(this.heartbeatTimer);
+    await this.queue.workers.markStopped(this.id).catch(() => undefined);
+    this.logger.info("worker stopped");
+  }
+}
