@@ -11,5 +11,15 @@ export {
   type SubmitResult,
 } from "./queue/build-queue.js";
 export type { ReconcileReport } from "./queue/reconciler.js";
+export type { HealthPolicy, ReapReport, WorkerStatus, WorkerView } from "./queue/workers.js";
 export { redisKeys } from "./redis/keys.js";
 export { type BuildHandler, runClaimLoop } from "./worker/claim-loop.js";
+export { commandHandler } from "./worker/command-handler.js";
+export { type CommandResult, type ProgressUpdate, runBuildCommand } from "./worker/command-runner.js";
+export {
+  BuildAbandoned,
+  type BuildContext,
+  Worker,
+  type WorkerHandler,
+  type WorkerOptions,
+} from "./worker/worker.js";

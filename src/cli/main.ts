@@ -3,7 +3,6 @@
  * The `oculus` command. Settings come from flags or the environment (flags win) and are validated
  * once: a bad value stops the command with a message naming the flag and the variable.
  */
-import { hostname } from "node:os";
 import { Command, Option } from "commander";
 import { type Config, loadConfig } from "../core/config.js";
 import { OculusError } from "../core/errors.js";
@@ -11,8 +10,9 @@ import { createLogger } from "../core/logger.js";
 import { openPglite, openPostgres } from "../postgres/db.js";
 import { migrate } from "../postgres/migrate.js";
 import { BuildQueue } from "../queue/build-queue.js";
-import { runClaimLoop } from "../worker/claim-loop.js";
+import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
+import { Worker, type WorkerHandler } from "../worker/worker.js";
 
 const program = new Command("oculus")
   .description("Oculus build queue: durable priority queue on PostgreSQL, with Redis as fast path")
@@ -90,40 +90,23 @@ program
 
 program
   .command("up")
-  .description("run the build queue: stores, reconciler and local workers")
-  .addOption(
-    new Option("--workers <n>", "local demo workers").default("1").argParser(positiveInt("--workers")),
-  )
-  .option("--demo", "submit a few demo builds at start")
-  .action(async (opts: { workers: number; demo?: boolean }) => {
+  .description("run the build queue: stores, reconciler, reaper and local workers")
+  .addOption(new Option("--workers <n>", "local workers").default(1).argParser(nonNegativeInt("--workers")))
+  .option("--command <cmd>", "shell command each local worker runs per build (default: the demo build)")
+  .option("--demo", "submit two demo builds at start")
+  .action(async (opts: { workers: number; command?: string; demo?: boolean }) => {
     const c = config();
     const logger = createLogger();
     const queue = await BuildQueue.open({ ...c, logger });
     queue.on("mode", (mode: string) => console.log(`mode: ${mode}`));
+    queue.startReaper();
     console.log(
       `oculus build queue up: PostgreSQL ${c.databaseUrl ? "server" : `embedded (PGlite, ${c.dataDir})`}, ` +
         `Redis ${c.redisUrl ? "configured" : "none"}, mode ${queue.mode}`,
     );
-    const controller = new AbortController();
-    const workerId = `${hostname()}:${process.pid}`;
-    const loops = Array.from({ length: opts.workers }, (_, i) =>
-      runClaimLoop(
-        {
-          claim: (n) => queue.claim(`${workerId}:${i}`, n),
-          wait: (ms, signal) => queue.waitForWork(ms, signal),
-          complete: (b, result) => queue.complete(b.id, b.lease, result),
-          fail: (b, err) => queue.fail(b.id, b.lease, err.message),
-          onError: (err) => logger.warn({ err: (err as Error).message }, "worker error"),
-        },
-        async (build) => {
-          console.log(`build ${build.id} (${build.strategyId}) started on worker ${i}`);
-          const result = await demoBuild(build, controller.signal);
-          console.log(`build ${build.id} completed`);
-          return result;
-        },
-        { concurrency: 1, signal: controller.signal },
-      ),
-    );
+    const handler = opts.command ? commandHandler(opts.command) : announce(demoBuild);
+    const workers = Array.from({ length: opts.workers }, () => new Worker(queue, { handler, logger }));
+    for (const worker of workers) await worker.start();
     if (opts.demo) {
       const results = await queue.submitMany([
         { strategyId: "demo-momentum", priority: 0 },
@@ -131,22 +114,126 @@ program
       ]);
       for (const r of results) console.log(`submitted demo build ${r.build.id} (${r.build.strategyId})`);
     }
-    const shutdown = async () => {
-      console.log("shutting down");
-      controller.abort();
-      await Promise.all(loops);
+    stopOnSignal(async () => {
+      await Promise.all(workers.map((w) => w.stop()));
       await queue.close();
-      process.exit(0);
-    };
-    process.once("SIGINT", shutdown);
-    process.once("SIGTERM", shutdown);
+    });
   });
 
-function positiveInt(flag: string) {
+program
+  .command("worker")
+  .description("run a worker: claim builds and run them (a shell command per build, or the demo build)")
+  .option("--command <cmd>", "shell command run per build (default: the built-in demo build)")
+  .addOption(
+    new Option("--capacity <n>", "builds run at once").default(1).argParser(positiveInt("--capacity")),
+  )
+  .option("--id <id>", "worker id (default: hostname:pid:random)")
+  .option("--label <key=value...>", "labels shown with the worker")
+  .addOption(
+    new Option("--grace-ms <ms>", "SIGTERM to SIGKILL on stop or shutdown")
+      .default(10_000)
+      .argParser(positiveInt("--grace-ms")),
+  )
+  .addOption(
+    new Option("--drain-ms <ms>", "on SIGTERM, time running builds get before they are handed back")
+      .default(30_000)
+      .argParser(nonNegativeInt("--drain-ms")),
+  )
+  .addOption(
+    new Option("--heartbeat-ms <ms>", "heartbeat interval")
+      .default(2000)
+      .argParser(positiveInt("--heartbeat-ms")),
+  )
+  .addOption(
+    new Option("--dead-after-ms <ms>", "a worker silent this long is dead; its builds are requeued")
+      .default(10_000)
+      .argParser(positiveInt("--dead-after-ms")),
+  )
+  .action(async (opts: WorkerFlags) => {
+    if (opts.deadAfterMs <= 2 * opts.heartbeatMs) {
+      throw new OculusError("config_invalid", 2, "--dead-after-ms must be more than twice --heartbeat-ms");
+    }
+    const c = config();
+    const logger = createLogger();
+    const health = { heartbeatMs: opts.heartbeatMs, deadAfterMs: opts.deadAfterMs };
+    const queue = await BuildQueue.open({ ...c, logger, health });
+    queue.startReaper();
+    const handler = opts.command
+      ? commandHandler(opts.command, { graceMs: opts.graceMs })
+      : announce(demoBuild);
+    const worker = new Worker(queue, {
+      handler,
+      logger,
+      capacity: opts.capacity,
+      drainMs: opts.drainMs,
+      labels: parseLabels(opts.label ?? []),
+      ...(opts.id ? { id: opts.id } : {}),
+    });
+    await worker.start();
+    console.log(`worker ${worker.id} running (capacity ${opts.capacity}, mode ${queue.mode})`);
+    stopOnSignal(async () => {
+      await worker.stop();
+      await queue.close();
+    });
+  });
+
+interface WorkerFlags {
+  command?: string;
+  capacity: number;
+  id?: string;
+  label?: string[];
+  graceMs: number;
+  drainMs: number;
+  heartbeatMs: number;
+  deadAfterMs: number;
+}
+
+/** The demo build, with a line on stdout as each build starts and ends. */
+function announce(handler: WorkerHandler): WorkerHandler {
+  return async (ctx) => {
+    console.log(`build ${ctx.build.id} (${ctx.build.strategyId}) started`);
+    const result = await handler(ctx);
+    console.log(`build ${ctx.build.id} completed`);
+    return result;
+  };
+}
+
+/** SIGTERM or SIGINT: shut down gracefully once, then exit 0. */
+function stopOnSignal(shutdown: () => Promise<void>): void {
+  const onSignal = async () => {
+    console.log("shutting down");
+    await shutdown();
+    process.exit(0);
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+}
+
+function parseLabels(pairs: string[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const pair of pairs) {
+    const [key, ...rest] = pair.split("=");
+    if (!key || rest.length === 0) {
+      throw new OculusError("config_invalid", 2, `--label: expected key=value, got "${pair}"`);
+    }
+    labels[key] = rest.join("=");
+  }
+  return labels;
+}
+
+function nonNegativeInt(flag: string) {
   return (value: string) => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < 0)
       throw new Error(`${flag} must be a non-negative integer, got "${value}"`);
+    return n;
+  };
+}
+
+function positiveInt(flag: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer, got "${value}"`);
     return n;
   };
 }

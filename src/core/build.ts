@@ -51,6 +51,8 @@ export interface Build {
   leaseExpiresAt: Date | null;
   /** The latest progress its worker reported. */
   progress: BuildProgress | null;
+  /** The last part of the build's output (a build command's stdout and stderr). */
+  logTail: string | null;
 }
 
 export interface BuildProgress {

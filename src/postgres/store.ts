@@ -28,6 +28,7 @@ export interface BuildRow {
   finished_at: Date | null;
   lease_expires_at: Date | null;
   progress: BuildProgress | null;
+  log_tail: string | null;
 }
 
 export function toBuild(row: BuildRow): Build {
@@ -53,6 +54,7 @@ export function toBuild(row: BuildRow): Build {
     finishedAt: row.finished_at,
     leaseExpiresAt: row.lease_expires_at ?? null,
     progress: row.progress ?? null,
+    logTail: row.log_tail ?? null,
   };
 }
 
@@ -65,6 +67,7 @@ export interface CompletionInput {
   id: string;
   lease: number;
   result: unknown;
+  logTail?: string;
 }
 
 export interface FailureInput {
@@ -72,6 +75,7 @@ export interface FailureInput {
   lease: number;
   error: string;
   retryable: boolean;
+  logTail?: string;
 }
 
 /** A failed build as recorded: requeued (status queued, with its run time) or failed for good. */
@@ -188,7 +192,12 @@ export class BuildStore {
 
   /** Records results; returns the builds that changed (the others had a stale lease or a wrong state). */
   async complete(inputs: CompletionInput[]): Promise<Build[]> {
-    const payload = inputs.map((c) => ({ id: c.id, lease: c.lease, result: c.result ?? null }));
+    const payload = inputs.map((c) => ({
+      id: c.id,
+      lease: c.lease,
+      result: c.result ?? null,
+      logTail: c.logTail ?? null,
+    }));
     const res = await this.db.query<BuildRow>(queries.complete_builds, [JSON.stringify(payload)]);
     return res.rows.map(toBuild);
   }

@@ -78,10 +78,19 @@ export interface ActorOptions {
   actor?: string;
 }
 
-export interface FailOptions {
+export interface ResultOptions {
+  /** The last part of the build's output, kept with the build (at most 64 KiB are kept). */
+  logTail?: string;
+}
+
+export interface FailOptions extends ResultOptions {
   /** false: fail for good even if retries remain (a permanent error). Default true. */
   retryable?: boolean;
 }
+
+const MAX_LOG_TAIL_CHARS = 64 * 1024;
+const keepTail = (text: string | undefined) =>
+  text === undefined ? undefined : text.slice(-MAX_LOG_TAIL_CHARS);
 
 const DEFAULT_BACKOFF: BackoffPolicy = { baseDelayMs: 1000, maxDelayMs: 300_000 };
 const REDIS_PROBE_INTERVAL_MS = 500;
@@ -417,10 +426,16 @@ export class BuildQueue extends EventEmitter {
    * Records a build's success. Fenced: a stale lease is refused with StaleLeaseError and changes
    * nothing. Repeating a completion that already committed returns the build.
    */
-  async complete(id: string, lease: number, result: unknown = null): Promise<Build> {
+  async complete(
+    id: string,
+    lease: number,
+    result: unknown = null,
+    options: ResultOptions = {},
+  ): Promise<Build> {
     parseBuildId(id);
     parseLease(lease);
-    const done = await this.completions.run({ id, lease, result }).catch((err) => {
+    const input = { id, lease, result, logTail: keepTail(options.logTail) };
+    const done = await this.completions.run(input).catch((err) => {
       throw asStoreError(err);
     });
     return done ?? this.explainRefusal(id, lease, "complete", "completed");
@@ -435,7 +450,13 @@ export class BuildQueue extends EventEmitter {
     parseBuildId(id);
     parseLease(lease);
     if (typeof error !== "string") throw new ValidationError("error", "must be a string");
-    const input = { id, lease, error: error.slice(0, 10_000), retryable: options.retryable ?? true };
+    const input = {
+      id,
+      lease,
+      error: error.slice(0, 10_000),
+      retryable: options.retryable ?? true,
+      logTail: keepTail(options.logTail),
+    };
     const failed = await this.failures.run(input).catch((err) => {
       throw asStoreError(err);
     });

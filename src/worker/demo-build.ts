@@ -1,8 +1,8 @@
 /**
- * The built-in demo build: walks through the Oculus phases so that a new user sees the queue work
- * without writing a handler. It takes `params.stepMs` (default 300) per phase.
+ * The built-in demo build: walks through the Oculus phases with progress, so that a new user sees the
+ * queue work without writing a handler. It takes `params.stepMs` (default 300) per phase.
  */
-import type { ClaimedBuild } from "../core/build.js";
+import type { BuildContext } from "./worker.js";
 
 export const OCULUS_PHASES = [
   "designing",
@@ -12,12 +12,14 @@ export const OCULUS_PHASES = [
   "building_docker",
 ] as const;
 
-export async function demoBuild(build: ClaimedBuild, signal?: AbortSignal): Promise<unknown> {
-  const stepMs = typeof build.params.stepMs === "number" ? build.params.stepMs : 300;
-  for (const phase of OCULUS_PHASES) {
-    signal?.throwIfAborted();
+export async function demoBuild(ctx: BuildContext): Promise<unknown> {
+  const stepMs = typeof ctx.build.params.stepMs === "number" ? ctx.build.params.stepMs : 300;
+  for (const [i, phase] of OCULUS_PHASES.entries()) {
+    ctx.signal.throwIfAborted();
+    await ctx.progress({ phase, percent: Math.round((i / OCULUS_PHASES.length) * 100) });
+    ctx.log(`${phase}...`);
     await new Promise((resolve) => setTimeout(resolve, stepMs));
-    void phase;
   }
-  return { phases: OCULUS_PHASES.length, strategyId: build.strategyId };
+  await ctx.progress({ phase: "done", percent: 100 });
+  return { image: `oculus/${ctx.build.strategyId}:demo`, phases: OCULUS_PHASES.length };
 }

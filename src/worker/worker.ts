@@ -53,15 +53,48 @@ export class BuildAbandoned extends Error {
   }
 }
 
+/** What a handler's run hands to the result report. */
+interface HandlerOutcome {
+  value: unknown;
+  logTail: string | undefined;
+}
+
+/** A handler's failure, with the build's output to keep with it. */
+class HandlerFailure extends Error {
+  constructor(
+    message: string,
+    readonly logTail: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
 interface RunningBuild {
   build: ClaimedBuild;
   controller: AbortController;
+  /** The last lines of output, at most LOG_TAIL_CHARS characters. */
   logTail: string[];
+  logChars: number;
   /** When this process started running it (its own clock). */
   since: number;
 }
 
-const LOG_TAIL_LINES = 200;
+/** Output kept with the build (the column keeps as much). */
+const LOG_TAIL_CHARS = 64 * 1024;
+/** Lines of output quoted in a failure's error message. */
+const ERROR_TAIL_LINES = 20;
+
+function appendLog(entry: RunningBuild, line: string): void {
+  entry.logTail.push(line);
+  entry.logChars += line.length + 1;
+  while (entry.logChars > LOG_TAIL_CHARS && entry.logTail.length > 1) {
+    entry.logChars -= (entry.logTail.shift() ?? "").length + 1;
+  }
+}
+
+function logText(entry: RunningBuild): string | undefined {
+  return entry.logTail.length > 0 ? entry.logTail.join("\n") : undefined;
+}
 const REPORT_RETRY_MS = 500;
 
 export class Worker {
@@ -105,9 +138,14 @@ export class Worker {
       {
         claim: (count) => this.queue.claim(this.id, count),
         wait: (ms, signal) => this.queue.waitForWork(ms, signal),
-        complete: (build, result) =>
-          this.report(build, () => this.queue.complete(build.id, build.lease, result)),
-        fail: (build, err) => this.report(build, () => this.queue.fail(build.id, build.lease, err.message)),
+        complete: (build, outcome) => {
+          const { value, logTail } = outcome as HandlerOutcome;
+          return this.report(build, () => this.queue.complete(build.id, build.lease, value, { logTail }));
+        },
+        fail: (build, err) => {
+          const logTail = err instanceof HandlerFailure ? err.logTail : undefined;
+          return this.report(build, () => this.queue.fail(build.id, build.lease, err.message, { logTail }));
+        },
         onError: (err) => this.logger.warn({ err: (err as Error).message }, "claim failed; retrying"),
       },
       (build) => this.run(build),
@@ -116,25 +154,24 @@ export class Worker {
     this.logger.info({ capacity: this.capacity }, "worker started");
   }
 
-  private async run(build: ClaimedBuild): Promise<unknown> {
+  private async run(build: ClaimedBuild): Promise<HandlerOutcome> {
     const controller = new AbortController();
-    const entry: RunningBuild = { build, controller, logTail: [], since: Date.now() };
+    const entry: RunningBuild = { build, controller, logTail: [], logChars: 0, since: Date.now() };
     this.running.set(build.id, entry);
     try {
-      return await this.options.handler({
+      const value = await this.options.handler({
         build,
         lease: build.lease,
         signal: controller.signal,
         progress: (update) => this.progress(entry, update),
-        log: (line) => {
-          entry.logTail.push(line);
-          if (entry.logTail.length > LOG_TAIL_LINES) entry.logTail.shift();
-        },
+        log: (line) => appendLog(entry, line),
       });
+      return { value, logTail: logText(entry) };
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
-      const tail = entry.logTail.length > 0 ? `\n--- log tail ---\n${entry.logTail.join("\n")}` : "";
-      throw new Error(`${message}${tail}`);
+      const lastLines = entry.logTail.slice(-ERROR_TAIL_LINES);
+      const tail = lastLines.length > 0 ? `\n--- last output ---\n${lastLines.join("\n")}` : "";
+      throw new HandlerFailure(`${message}${tail}`, logText(entry));
     } finally {
       this.running.delete(build.id);
     }

@@ -18,5 +18,7 @@ CREATE TABLE workers (
 ALTER TABLE builds ADD COLUMN lease_expires_at timestamptz;
 -- The latest progress a worker reported: {phase, percent, iteration, maxIterations, message, at}.
 ALTER TABLE builds ADD COLUMN progress jsonb;
+-- The last part of the build's output (a build command's stdout and stderr), kept with the result.
+ALTER TABLE builds ADD COLUMN log_tail text;
 
 CREATE INDEX builds_lease_expiry_idx ON builds (lease_expires_at) WHERE status IN ('running', 'stopping');

@@ -1,14 +1,15 @@
 -- complete_builds: record results of many builds in one statement (group commit).
 -- Fenced: a row changes only if the caller's lease is the current one and the build is running or
 -- stopping. Rows whose lease is stale are left alone and absent from the result.
--- $1 jsonb: array of {id, lease, result}
+-- $1 jsonb: array of {id, lease, result, logTail}
 WITH input AS (
-  SELECT r.id, r.lease, r.result
-  FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, lease bigint, result jsonb)
+  SELECT r.id, r.lease, r.result, r."logTail"
+  FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, lease bigint, result jsonb, "logTail" text)
 ),
 done AS (
   UPDATE builds b
-  SET status = 'completed', result = input.result, finished_at = now(), updated_at = now()
+  SET status = 'completed', result = input.result, finished_at = now(), updated_at = now(),
+      log_tail = coalesce(input."logTail", b.log_tail)
   FROM input
   WHERE b.id = input.id AND b.lease = input.lease AND b.status IN ('running', 'stopping')
   RETURNING b.*

@@ -3,12 +3,12 @@
 -- priority), retry_count + 1, a new lease (so the failed run can write nothing more) and run_at after
 -- an exponential backoff: min(max_delay, base_delay * 2^retry_count). Otherwise it ends 'failed'.
 -- Fenced like complete_builds: stale leases change nothing and are absent from the result.
--- $1 jsonb:    array of {id, lease, error, retryable}
+-- $1 jsonb:    array of {id, lease, error, retryable, logTail}
 -- $2 integer:  backoff base delay, milliseconds
 -- $3 integer:  backoff maximum delay, milliseconds
 WITH input AS (
-  SELECT r.id, r.lease, r.error, r.retryable
-  FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, lease bigint, error text, retryable boolean)
+  SELECT r.id, r.lease, r.error, r.retryable, r."logTail"
+  FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, lease bigint, error text, retryable boolean, "logTail" text)
 ),
 old AS (
   SELECT b.id, b.status AS from_status, b.worker_id AS old_worker,
@@ -28,6 +28,7 @@ changed AS (
                       ELSE b.run_at END,
       finished_at = CASE WHEN old.will_retry THEN NULL ELSE now() END,
       last_error  = input.error,
+      log_tail    = coalesce(input."logTail", b.log_tail),
       updated_at  = now()
   FROM old, input
   -- the input row whose lease matched (a stale one for the same build must not supply the error)
