@@ -119,7 +119,8 @@ export class BuildQueue extends EventEmitter {
     private readonly index: RedisIndex | undefined,
     private readonly logger: Logger,
     private readonly backoff: BackoffPolicy,
-    private readonly reconcileIntervalMs: number,
+    /** The validated settings this queue was opened with (workers start their heartbeat thread from them). */
+    readonly config: Config,
     health: HealthPolicy,
   ) {
     super();
@@ -168,14 +169,10 @@ export class BuildQueue extends EventEmitter {
     const store = new BuildStore(db, `oculus_wake_${config.schema}`);
     const redis = config.redisUrl ? connectRedis(config.redisUrl, options.redisOptions) : undefined;
     const index = redis ? new RedisIndex(redis, config.prefix) : undefined;
-    const queue = new BuildQueue(
-      store,
-      index,
-      logger,
-      options.backoff ?? DEFAULT_BACKOFF,
-      config.reconcileIntervalMs,
-      { ...DEFAULT_HEALTH, ...options.health },
-    );
+    const queue = new BuildQueue(store, index, logger, options.backoff ?? DEFAULT_BACKOFF, config, {
+      ...DEFAULT_HEALTH,
+      ...options.health,
+    });
     logger.info(
       {
         postgres: config.databaseUrl ? redactUrl(config.databaseUrl) : `embedded PGlite at ${config.dataDir}`,
@@ -220,7 +217,7 @@ export class BuildQueue extends EventEmitter {
       .connect()
       .catch((err: Error) => this.logger.warn({ err: err.message }, "Redis unreachable at start"));
     await this.recovery;
-    this.timers.push(setInterval(() => void this.checkIndex(), this.reconcileIntervalMs).unref());
+    this.timers.push(setInterval(() => void this.checkIndex(), this.config.reconcileIntervalMs).unref());
     this.timers.push(setInterval(() => this.probeRedis(), REDIS_PROBE_INTERVAL_MS).unref());
   }
 

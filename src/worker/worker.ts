@@ -5,16 +5,19 @@
  * says the build was taken from it (requeued by the reaper after this worker was frozen or cut off,
  * or stopped): the handler's signal aborts, and nothing it reports is accepted any more.
  *
- * Heartbeats run on this process's event loop: a handler that computes for seconds without yielding
- * delays them. Run heavy work out of process: the command runner (`oculus worker --command`) does.
+ * Heartbeats run in a thread of their own (heartbeat-thread.ts) when the queue is on a PostgreSQL
+ * server, so a handler that computes for seconds without yielding cannot make its worker look dead.
+ * On the embedded store (one process, one connection) they run on the event loop.
  */
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
+import { Worker as Thread } from "node:worker_threads";
 import type { ClaimedBuild, ProgressInput } from "../core/build.js";
 import { OculusError, StaleLeaseError, StoreUnavailableError } from "../core/errors.js";
 import { type Logger, silentLogger } from "../core/logger.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import { runClaimLoop } from "./claim-loop.js";
+import type { HeartbeatMessage, HeartbeatThreadData } from "./heartbeat-thread.js";
 
 export interface BuildContext {
   build: ClaimedBuild;
@@ -79,6 +82,12 @@ interface RunningBuild {
   since: number;
 }
 
+/** The heartbeat thread's entry: the built .js next to this file, or the .ts source under tests. */
+function threadEntry(): string {
+  const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+  return new URL(`./heartbeat-thread${ext}`, import.meta.url).href;
+}
+
 /** Output kept with the build (the column keeps as much). */
 const LOG_TAIL_CHARS = 64 * 1024;
 /** Lines of output quoted in a failure's error message. */
@@ -105,6 +114,7 @@ export class Worker {
   private readonly loopController = new AbortController();
   private loop: Promise<void> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  private heartbeatThread: Thread | undefined;
   private stopping = false;
 
   constructor(
@@ -133,7 +143,7 @@ export class Worker {
       labels: this.options.labels ?? {},
       version: this.options.version ?? "0.1.0",
     });
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.queue.workers.health.heartbeatMs);
+    this.startHeartbeats();
     this.loop = runClaimLoop(
       {
         claim: (count) => this.queue.claim(this.id, count),
@@ -173,7 +183,7 @@ export class Worker {
       const tail = lastLines.length > 0 ? `\n--- last output ---\n${lastLines.join("\n")}` : "";
       throw new HandlerFailure(`${message}${tail}`, logText(entry));
     } finally {
-      this.running.delete(build.id);
+      if (this.running.get(build.id) === entry) this.running.delete(build.id);
     }
   }
 
@@ -208,11 +218,67 @@ export class Worker {
     }
   }
 
-  /** Heartbeat; abandons the builds PostgreSQL no longer lets this worker hold. */
+  private startHeartbeats(): void {
+    const { config } = this.queue;
+    const health = this.queue.workers.health;
+    if (!config.databaseUrl) {
+      this.heartbeatTimer = setInterval(() => void this.heartbeat(), health.heartbeatMs);
+      return;
+    }
+    const file = threadEntry();
+    const workerData: HeartbeatThreadData = {
+      databaseUrl: config.databaseUrl,
+      schema: config.schema,
+      redisUrl: config.redisUrl,
+      prefix: config.prefix,
+      workerId: this.id,
+      heartbeatMs: health.heartbeatMs,
+      deadAfterMs: health.deadAfterMs,
+    };
+    const thread = file.endsWith(".ts")
+      ? // From the sources (tests): register the TypeScript loader in the thread, then load the entry.
+        new Thread(
+          `import("tsx/esm/api").then((m) => { m.register(); return import(${JSON.stringify(file)}); })`,
+          {
+            eval: true,
+            workerData,
+          },
+        )
+      : new Thread(new URL(file), { workerData });
+    thread.on("message", (message: HeartbeatMessage) => {
+      if (message.type === "held") this.checkHeld(message.askedAt, message.held);
+      else this.logger.warn({ err: message.message }, "heartbeat to PostgreSQL failed");
+    });
+    thread.on("error", (err) => {
+      this.logger.warn({ err: err.message }, "heartbeat thread failed; heartbeating on the event loop");
+      this.heartbeatThread = undefined;
+      this.heartbeatTimer ??= setInterval(() => void this.heartbeat(), health.heartbeatMs);
+    });
+    this.heartbeatThread = thread;
+  }
+
+  private async stopHeartbeats(): Promise<void> {
+    clearInterval(this.heartbeatTimer);
+    const thread = this.heartbeatThread;
+    this.heartbeatThread = undefined;
+    if (!thread) return;
+    thread.postMessage("stop");
+    await Promise.race([
+      new Promise((resolve) => thread.once("exit", resolve)),
+      new Promise((resolve) => setTimeout(resolve, 2000).unref()),
+    ]);
+    await thread.terminate();
+  }
+
+  /** Heartbeat on the event loop (embedded store); abandons builds taken from this worker. */
   private async heartbeat(): Promise<void> {
     const askedAt = Date.now();
     const held = await this.queue.workers.heartbeat(this.id).catch(() => undefined);
-    if (!held) return;
+    if (held) this.checkHeld(askedAt, held);
+  }
+
+  /** Abandons the running builds PostgreSQL no longer lets this worker hold. */
+  private checkHeld(askedAt: number, held: { id: string; lease: number }[]): void {
     const leases = new Map(held.map((h) => [h.id, h.lease]));
     for (const entry of this.running.values()) {
       // A build that started after the heartbeat was sent may be missing from the answer: skip it.
@@ -258,7 +324,7 @@ export class Worker {
       for (const entry of left) this.abandon(entry, "worker shutdown");
       await Promise.race([this.loop, new Promise((r) => setTimeout(r, 5000).unref())]);
     }
-    clearInterval(this.heartbeatTimer);
+    await this.stopHeartbeats();
     await this.queue.workers.markStopped(this.id).catch(() => undefined);
     this.logger.info("worker stopped");
   }

@@ -1,0 +1,58 @@
+/**
+ * The worker's heartbeat, in a thread of its own, so that a handler that computes without yielding
+ * (a CPU-bound build in the worker's process) cannot make its worker look dead. The thread has its
+ * own connections; every interval it beats to Redis and PostgreSQL (which extends the leases of the
+ * worker's builds) and posts the builds PostgreSQL says the worker holds back to the main thread,
+ * which abandons any build taken from it (as soon as its event loop is free again).
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import { silentLogger } from "../core/logger.js";
+import { openPostgres } from "../postgres/db.js";
+import { WorkerStore } from "../postgres/worker-store.js";
+import { connectRedis, RedisIndex } from "../redis/index-client.js";
+
+export interface HeartbeatThreadData {
+  databaseUrl: string;
+  schema: string;
+  redisUrl: string | undefined;
+  prefix: string;
+  workerId: string;
+  heartbeatMs: number;
+  deadAfterMs: number;
+}
+
+export type HeartbeatMessage =
+  | { type: "held"; askedAt: number; held: { id: string; lease: number }[] }
+  | { type: "error"; message: string };
+
+async function main(data: HeartbeatThreadData): Promise<void> {
+  const port = parentPort;
+  if (!port) throw new Error("heartbeat-thread must run as a worker thread");
+  const db = await openPostgres(data.databaseUrl, data.schema, silentLogger(), 1);
+  const store = new WorkerStore(db);
+  const redis = data.redisUrl ? connectRedis(data.redisUrl) : undefined;
+  redis?.on("error", () => undefined);
+  await redis?.connect().catch(() => undefined);
+  const index = redis ? new RedisIndex(redis, data.prefix) : undefined;
+
+  const beat = async () => {
+    const askedAt = Date.now();
+    await index?.workerHeartbeat(data.workerId).catch(() => undefined);
+    try {
+      const held = await store.heartbeat(data.workerId, data.deadAfterMs);
+      port.postMessage({ type: "held", askedAt, held } satisfies HeartbeatMessage);
+    } catch (err) {
+      port.postMessage({ type: "error", message: (err as Error).message } satisfies HeartbeatMessage);
+    }
+  };
+  const timer = setInterval(() => void beat(), data.heartbeatMs);
+  port.on("message", async (message: unknown) => {
+    if (message !== "stop") return;
+    clearInterval(timer);
+    redis?.disconnect();
+    await db.close().catch(() => undefined);
+    port.close();
+  });
+}
+
+void main(workerData as HeartbeatThreadData);
