@@ -3,6 +3,8 @@
  * build, real PostgreSQL and Redis.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BuildQueue } from "../../src/index.js";
@@ -107,3 +109,70 @@ describe("oculus worker --command", () => {
     expect(output).toMatch(/worker .* running \(capacity 2/);
   });
 });
+
+describe("oculus worker shutdown with a command that ignores SIGTERM", () => {
+  it("hands the build back after the drain, and kills the whole process group after the grace", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "oculus-stubborn-"));
+    const opened = await openTestQueue("worker_cli_stubborn");
+    const stubborn = `echo $$ > ${dir}/pgid; trap '' TERM; sleep 60 & sleep 60 & wait`;
+    const child = spawn(
+      "node",
+      [
+        BIN,
+        "worker",
+        "--command",
+        stubborn,
+        "--drain-ms",
+        "300",
+        "--grace-ms",
+        "500",
+        "--heartbeat-ms",
+        "200",
+        "--dead-after-ms",
+        "5000",
+      ],
+      {
+        env: {
+          PATH: process.env.PATH ?? "",
+          DATABASE_URL: TEST_DATABASE_URL,
+          OCULUS_SCHEMA: opened.schema,
+          OCULUS_LOG_LEVEL: "warn",
+        },
+        stdio: "ignore",
+      },
+    );
+    try {
+      const { build } = await opened.queue.submit({ strategyId: "stubborn" });
+      await eventually(
+        async () => existsSync(`${dir}/pgid`) && (await opened.queue.get(build.id)).status === "running",
+      );
+      const pgid = Number(readFileSync(`${dir}/pgid`, "utf8"));
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+      // Handed back (not a failure: no retry counted), and nothing of the command is left.
+      expect(await opened.queue.get(build.id)).toMatchObject({ status: "queued", retryCount: 0 });
+      expect(liveProcessesInGroup(pgid)).toEqual([]);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      await opened.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/** Processes of a process group that are not zombies (a zombie has ended; only its parent's wait is due). */
+function liveProcessesInGroup(pgid: number): number[] {
+  const live: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[2]) === pgid && fields[0] !== "Z") live.push(Number(entry));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return live;
+}
