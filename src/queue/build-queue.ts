@@ -34,14 +34,13 @@ import {
 import { WorkerStore } from "../postgres/worker-store.js";
 import { connectRedis, RedisIndex } from "../redis/index-client.js";
 import { Batcher } from "./batcher.js";
-import { type ReconcileReport, reconcileIndex } from "./reconciler.js";
+import { type QueueMode, RedisFailover } from "./failover.js";
+import type { ReconcileReport } from "./reconciler.js";
 import { asStoreError } from "./store-errors.js";
 import { WakeSignal } from "./wake.js";
 import { DEFAULT_HEALTH, type HealthPolicy, WorkerRegistry } from "./workers.js";
 
-export type QueueMode = "redis" | "postgres";
-/** absent: no Redis configured. down: unreachable. recovering: back, the reconciler is running. */
-type RedisState = "absent" | "down" | "recovering" | "up";
+export type { QueueMode };
 
 export interface BuildQueueOptions extends Partial<Config> {
   logger?: Logger;
@@ -93,21 +92,16 @@ const keepTail = (text: string | undefined) =>
   text === undefined ? undefined : text.slice(-MAX_LOG_TAIL_CHARS);
 
 const DEFAULT_BACKOFF: BackoffPolicy = { baseDelayMs: 1000, maxDelayMs: 300_000 };
-const REDIS_PROBE_INTERVAL_MS = 500;
 const MAX_CLAIM = 1000;
 const REFUSED_RETRY_MS = 100;
 /** Pop rounds per claim call: each round drops the stale ids PostgreSQL refused and pops again. */
 const MAX_CLAIM_ROUNDS = 10;
 
 export class BuildQueue extends EventEmitter {
-  private redisState: RedisState;
+  private readonly failover: RedisFailover;
   private readonly completions: Batcher<CompletionInput, Build | undefined>;
   private readonly failures: Batcher<FailureInput, Build | undefined>;
   private readonly wake: WakeSignal;
-  private timers: NodeJS.Timeout[] = [];
-  private recovery: Promise<void> | undefined;
-  private reconciling: Promise<ReconcileReport> | undefined;
-  private driftSeen = false;
   private closed = false;
   private readonly workerStore: WorkerStore;
   private stopReaper: (() => void) | undefined;
@@ -116,7 +110,7 @@ export class BuildQueue extends EventEmitter {
 
   private constructor(
     readonly store: BuildStore,
-    private readonly index: RedisIndex | undefined,
+    index: RedisIndex | undefined,
     private readonly logger: Logger,
     private readonly backoff: BackoffPolicy,
     /** The validated settings this queue was opened with (workers start their heartbeat thread from them). */
@@ -127,12 +121,18 @@ export class BuildQueue extends EventEmitter {
     this.workerStore = new WorkerStore(store.db);
     this.workers = new WorkerRegistry(
       this.workerStore,
-      (op) => this.tryRedis(op),
+      (op) => this.failover.tryRedis(op),
       (builds) => this.indexBuilds(builds.map((build) => ({ build, delayMs: 0 }))),
       logger,
       health,
     );
-    this.redisState = index ? "down" : "absent";
+    this.failover = new RedisFailover(store, index, logger, config.reconcileIntervalMs, {
+      modeChanged: (mode, cause) => {
+        this.emit("mode", mode, cause);
+        this.wake.wakeAll(); // idle claimers retry at once, on the other path
+      },
+      reconciled: (report) => this.emit("reconciled", report),
+    });
     this.completions = new Batcher((items) => this.flushCompletions(items));
     this.failures = new Batcher((items) => this.flushFailures(items));
     this.wake = new WakeSignal(logger);
@@ -188,37 +188,22 @@ export class BuildQueue extends EventEmitter {
 
   /** "redis": the Redis index dispatches. "postgres": PostgreSQL does everything. */
   get mode(): QueueMode {
-    return this.redisState === "up" ? "redis" : "postgres";
+    return this.failover.mode;
   }
 
   /** True when Redis is configured (whether or not it is reachable now). */
   get hasRedis(): boolean {
-    return this.index !== undefined;
+    return this.failover.index !== undefined;
   }
 
   private async start(): Promise<void> {
     await this.wake.start(
       this.store.db,
       this.store.wakeChannel,
-      this.index?.redis,
-      this.index?.keys.wakeChannel ?? "",
+      this.failover.index?.redis,
+      this.failover.index?.keys.wakeChannel ?? "",
     );
-    if (!this.index) {
-      this.logger.info({ mode: this.mode }, "no Redis configured: PostgreSQL path only");
-      return;
-    }
-    const redis = this.index.redis;
-    redis.on("error", (err: Error) => this.logger.debug({ err: err.message }, "redis connection error"));
-    redis.on("close", () => this.redisDown(new Error("connection closed")));
-    redis.on("ready", () => this.startRecovery());
-    // A Redis that is down at start is not an error: the queue serves from PostgreSQL, and the
-    // "ready" event (ioredis keeps reconnecting) starts the recovery.
-    await redis
-      .connect()
-      .catch((err: Error) => this.logger.warn({ err: err.message }, "Redis unreachable at start"));
-    await this.recovery;
-    this.timers.push(setInterval(() => void this.checkIndex(), this.config.reconcileIntervalMs).unref());
-    this.timers.push(setInterval(() => this.probeRedis(), REDIS_PROBE_INTERVAL_MS).unref());
+    await this.failover.start();
   }
 
   // ---------------------------------------------------------------- submit and read
@@ -261,7 +246,7 @@ export class BuildQueue extends EventEmitter {
       score: encodeScore(build.priority, build.seq),
       delayMs,
     }));
-    const indexed = await this.tryRedis((index) => index.enqueue(entries), true);
+    const indexed = await this.failover.tryRedis((index) => index.enqueue(entries), true);
     if (!indexed.ok) await this.store.notifyWork().catch(() => undefined);
   }
 
@@ -280,7 +265,7 @@ export class BuildQueue extends EventEmitter {
    */
   async position(id: string): Promise<number | null> {
     parseBuildId(id);
-    const fromRedis = await this.tryRedis((index) => index.position(id));
+    const fromRedis = await this.failover.tryRedis((index) => index.position(id));
     if (fromRedis.ok && fromRedis.value.position !== null) return fromRedis.value.position;
     const build = await this.get(id);
     if (build.status !== "queued") return null;
@@ -296,7 +281,7 @@ export class BuildQueue extends EventEmitter {
 
   /** Queued builds: ready to dispatch, and delayed (waiting out a retry backoff). */
   async counts(): Promise<{ ready: number; delayed: number }> {
-    const fromRedis = await this.tryRedis((index) => index.length());
+    const fromRedis = await this.failover.tryRedis((index) => index.length());
     if (fromRedis.ok) return fromRedis.value;
     return this.store.length().catch((err) => {
       throw asStoreError(err);
@@ -329,7 +314,7 @@ export class BuildQueue extends EventEmitter {
       const build = await this.get(id);
       throw new InvalidStateError(id, build.status, "remove", ["queued"]);
     }
-    await this.tryRedis((index) => index.remove([id]), true);
+    await this.failover.tryRedis((index) => index.remove([id]), true);
     return removed;
   }
 
@@ -367,7 +352,7 @@ export class BuildQueue extends EventEmitter {
     // A popped id that PostgreSQL refuses (no longer queued: a stale entry) is dropped; pop again.
     for (let attempt = 0; attempt < MAX_CLAIM_ROUNDS && claimed.length < count; attempt++) {
       const want = count - claimed.length;
-      const popped = await this.tryRedis((index) => index.popForClaim(want));
+      const popped = await this.failover.tryRedis((index) => index.popForClaim(want));
       if (!popped.ok) return claimed.length > 0 ? claimed : undefined;
       if (popped.value.length === 0) break;
       let builds: Build[];
@@ -379,7 +364,7 @@ export class BuildQueue extends EventEmitter {
         );
       } catch (err) {
         // The claim did not commit: the rows are still queued. Put the proposals back.
-        const index = this.index;
+        const index = this.failover.index;
         if (index) {
           await index.enqueue(popped.value.map((p) => ({ ...p, delayMs: 0 }))).catch(() => undefined);
         }
@@ -390,7 +375,7 @@ export class BuildQueue extends EventEmitter {
       }
       claimed.push(...(builds as ClaimedBuild[]));
       // Not awaited: one connection keeps the order, and a lost ZREM only delays a reconcile's re-add.
-      void this.index?.finishClaim(popped.value.map((p) => p.id)).catch(() => undefined);
+      void this.failover.index?.finishClaim(popped.value.map((p) => p.id)).catch(() => undefined);
       if (builds.length < popped.value.length) await this.reindexRefused(popped.value, builds);
       if (popped.value.length < want) break;
     }
@@ -530,116 +515,20 @@ export class BuildQueue extends EventEmitter {
     return this.wake.wait(timeoutMs, signal);
   }
 
-  // ---------------------------------------------------------------- failover and reconcile
-
   /**
-   * Runs `op` on Redis when the fast path may be used (`duringRecovery`: also while the reconciler is
-   * catching up, for writes that must reach the index). A Redis fault switches to PostgreSQL mode.
+   * Makes the Redis index equal to the queued builds in PostgreSQL now (`oculus reconcile`); see
+   * failover.ts and reconciler.ts.
    */
-  private async tryRedis<T>(
-    op: (index: RedisIndex) => Promise<T>,
-    duringRecovery = false,
-  ): Promise<{ ok: true; value: T } | { ok: false }> {
-    const usable = this.redisState === "up" || (duringRecovery && this.redisState === "recovering");
-    if (!this.index || !usable) return { ok: false };
-    try {
-      return { ok: true, value: await op(this.index) };
-    } catch (err) {
-      this.redisDown(err as Error);
-      return { ok: false };
-    }
-  }
-
-  private redisDown(err: Error): void {
-    if (this.closed || !this.index || this.redisState === "down") return;
-    const was = this.mode;
-    this.redisState = "down";
-    this.logger.warn({ err: err.message, mode: "postgres" }, "Redis unavailable: serving from PostgreSQL");
-    if (was !== "postgres") this.emit("mode", "postgres", err);
-    this.wake.wakeAll();
-  }
-
-  private probeRedis(): void {
-    if (this.redisState !== "down" || !this.index) return;
-    const redis = this.index.redis;
-    if (redis.status === "ready") this.startRecovery();
-  }
-
-  /** Redis answered again: rebuild the index from PostgreSQL, then resume the fast path. */
-  private startRecovery(): void {
-    if (this.closed || !this.index || this.recovery || this.redisState === "up") return;
-    this.recovery = (async () => {
-      try {
-        this.redisState = "recovering";
-        const report = await this.reconcile();
-        if (this.redisState !== "recovering") return;
-        this.redisState = "up";
-        this.logger.info(
-          { mode: "redis", ...report },
-          "Redis available: index reconciled, fast path resumed",
-        );
-        this.emit("mode", "redis");
-        this.wake.wakeAll();
-      } catch (err) {
-        this.redisDown(err as Error);
-      } finally {
-        this.recovery = undefined;
-      }
-    })();
-  }
-
-  /**
-   * Makes the Redis index equal to the queued builds in PostgreSQL (see reconciler.ts). Runs at start,
-   * on recovery, periodically when drift is seen, and on demand (`oculus reconcile`).
-   */
-  async reconcile(): Promise<ReconcileReport> {
-    const index = this.index;
-    if (!index)
-      throw new ValidationError("redis", "no Redis is configured (set REDIS_URL); nothing to reconcile");
-    this.reconciling ??= reconcileIndex(this.store, index)
-      .then((report) => {
-        if (report.lostData && report.queued > 0) {
-          this.logger.warn(
-            report,
-            "Redis had lost its data (index marker missing): index rebuilt from PostgreSQL",
-          );
-        }
-        this.emit("reconciled", report);
-        return report;
-      })
-      .finally(() => {
-        this.reconciling = undefined;
-      });
-    return this.reconciling;
-  }
-
-  /**
-   * Periodic drift check: a missing marker (Redis lost its data) triggers a rebuild at once; a count
-   * that differs from PostgreSQL on two checks in a row (a real difference, not a submit in flight)
-   * triggers a reconcile.
-   */
-  private async checkIndex(): Promise<void> {
-    if (this.redisState !== "up" || !this.index) return;
-    try {
-      const lost = !(await this.index.hasMarker());
-      const { ready, delayed } = await this.index.length();
-      const queued = await this.store.countQueued();
-      const drift = ready + delayed !== queued;
-      if (lost || (drift && this.driftSeen)) await this.reconcile();
-      this.driftSeen = drift && !lost && !this.driftSeen;
-    } catch (err) {
-      this.logger.debug({ err: (err as Error).message }, "index check failed");
-    }
+  reconcile(): Promise<ReconcileReport> {
+    return this.failover.reconcile();
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const t of this.timers) clearInterval(t);
     this.stopReaper?.();
-    await this.recovery?.catch(() => undefined);
+    await this.failover.close();
     await this.wake.stop();
-    this.index?.redis.disconnect();
     await this.store.db.close();
   }
 }
