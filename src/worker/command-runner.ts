@@ -93,22 +93,33 @@ type ProcessEnd = { code: number | null; signal: NodeJS.Signals | null } | { err
 /** Runs the build's command to its end; never throws (a command that cannot start is a failed build). */
 export async function runBuildCommand(options: RunBuildCommandOptions): Promise<CommandResult> {
   if (options.signal.aborted) return notStarted();
-  let privateDir: string | undefined;
+  const problem = await workingDirectoryProblem(options.cwd);
+  if (problem) return failedToStart(problem);
+  const prepared = await writeParamsFile(options);
+  if ("error" in prepared) return failedToStart(prepared.error);
   try {
-    const problem = await workingDirectoryProblem(options.cwd);
-    if (problem) return failedToStart(problem);
-    const paramsJson = JSON.stringify(options.build.params);
-    privateDir = await mkdtemp(path.join(options.tmpDir ?? tmpdir(), "oculus-build-"));
-    const paramsFile = path.join(privateDir, "params.json");
-    await writeFile(paramsFile, paramsJson, { mode: 0o600 });
     // Preparing takes a moment: a stop that came meanwhile must not start the command.
     if (options.signal.aborted) return notStarted();
-    return await runProcess(options, buildEnv(options, paramsJson, paramsFile));
-  } catch (err) {
-    // Only preparation throws (runProcess does not): nothing has been started.
-    return failedToStart(`cannot prepare the build command: ${errorMessage(err)}`);
+    return await runProcess(options, buildEnv(options, prepared.json, prepared.file));
   } finally {
-    if (privateDir) await rm(privateDir, { recursive: true, force: true }).catch(() => undefined);
+    await rm(prepared.dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/** Writes the params to a file in a new private directory (mode 0700, from mkdtemp). */
+async function writeParamsFile(
+  options: RunBuildCommandOptions,
+): Promise<{ dir: string; file: string; json: string } | { error: string }> {
+  let dir: string | undefined;
+  try {
+    const json = JSON.stringify(options.build.params);
+    dir = await mkdtemp(path.join(options.tmpDir ?? tmpdir(), "oculus-build-"));
+    const file = path.join(dir, "params.json");
+    await writeFile(file, json, { mode: 0o600 });
+    return { dir, file, json };
+  } catch (err) {
+    if (dir) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    return { error: `cannot prepare the build command: ${errorMessage(err)}` };
   }
 }
 
@@ -156,7 +167,7 @@ async function runProcess(options: RunBuildCommandOptions, env: NodeJS.ProcessEn
       stdio: ["ignore", "pipe", "pipe"],
     });
   } catch (err) {
-    return failedToStart(`cannot start the build command: ${errorMessage(err)}`);
+    return failedToStart(spawnFailure(err, env));
   }
   const ended = waitForEnd(child);
   const pipesClosed = Promise.all([
@@ -168,7 +179,7 @@ async function runProcess(options: RunBuildCommandOptions, env: NodeJS.ProcessEn
     // Spawning failed; Node reports why on the 'error' event.
     const end = await ended;
     destroyPipes(child);
-    return failedToStart(`cannot start the build command: ${"error" in end ? end.error.message : "no pid"}`);
+    return failedToStart(spawnFailure("error" in end ? end.error : new Error("no process id"), env));
   }
 
   let stopping: Promise<StopSignal> | undefined;
@@ -214,6 +225,21 @@ function exitOf(end: ProcessEnd): { exitCode: number | null; signal: NodeJS.Sign
 function destroyPipes(child: ChildProcess): void {
   child.stdout?.destroy();
   child.stderr?.destroy();
+}
+
+/** Linux's limit on one environment string (MAX_ARG_STRLEN), "NAME=value" included. */
+const ENV_STRING_MAX_BYTES = 128 * 1024;
+
+/** E2BIG alone does not say that the params are the likely cause (the queue accepts larger ones). */
+function spawnFailure(err: unknown, env: NodeJS.ProcessEnv): string {
+  const message = `cannot start the build command: ${errorMessage(err)}`;
+  if ((err as NodeJS.ErrnoException).code !== "E2BIG") return message;
+  const paramsBytes = Buffer.byteLength(`OCULUS_BUILD_PARAMS=${env.OCULUS_BUILD_PARAMS ?? ""}`) + 1;
+  if (paramsBytes <= ENV_STRING_MAX_BYTES) return `${message} (environment and command line too large)`;
+  return (
+    `${message}: OCULUS_BUILD_PARAMS would be ${paramsBytes} bytes, ` +
+    `more than the ${ENV_STRING_MAX_BYTES} bytes Linux allows for one environment variable`
+  );
 }
 
 function notStarted(): StoppedCommand {
