@@ -47,7 +47,8 @@ export interface HeldBuild {
 
 export interface ExpiredLease extends HeldBuild {
   workerId: string | null;
-  expiredMs: number;
+  /** Age of the worker's last PostgreSQL heartbeat (undefined: the worker is not registered). */
+  workerHeartbeatAgeMs: number | undefined;
 }
 
 export class WorkerStore {
@@ -57,10 +58,11 @@ export class WorkerStore {
    * Runs `fn` only if this process wins the reaper's leadership for the duration of a transaction
    * (a transaction-scoped advisory lock: released at commit, or when the process dies).
    */
-  async asReaper<T>(fn: (q: Queryable) => Promise<T>): Promise<T | undefined> {
+  async asReaper<T>(maxIdleMs: number, fn: (q: Queryable) => Promise<T>): Promise<T | undefined> {
     return this.db.transaction(async (tx) => {
       const res = await tx.query<{ leader: boolean }>(queries.try_reaper_lock, [
         `oculus:reaper:${this.db.schema}`,
+        String(maxIdleMs),
       ]);
       return res.rows[0]?.leader ? fn(tx) : undefined;
     });
@@ -78,10 +80,15 @@ export class WorkerStore {
   }
 
   /** Records a heartbeat, extends the worker's leases; returns the builds it still holds. */
-  async heartbeat(workerId: string, leaseMs: number): Promise<HeldBuild[]> {
+  /**
+   * Records a heartbeat and extends the leases of the builds the worker is running; returns those it
+   * still holds.
+   */
+  async heartbeat(workerId: string, leaseMs: number, running: HeldBuild[]): Promise<HeldBuild[]> {
     const res = await this.db.query<{ id: string; lease: number }>(queries.heartbeat_worker, [
       workerId,
       leaseMs,
+      JSON.stringify(running),
     ]);
     return res.rows.map((r) => ({ id: r.id, lease: Number(r.lease) }));
   }
@@ -108,20 +115,24 @@ export class WorkerStore {
   }
 
   async expiredLeases(limit: number, q: Queryable = this.db): Promise<ExpiredLease[]> {
-    const res = await q.query<{ id: string; lease: number; worker_id: string | null; expired_ms: number }>(
-      queries.expired_leases,
-      [limit],
-    );
+    type Row = {
+      id: string;
+      lease: number;
+      worker_id: string | null;
+      worker_heartbeat_age_ms: number | null;
+    };
+    const res = await q.query<Row>(queries.expired_leases, [limit]);
     return res.rows.map((r) => ({
       id: r.id,
       lease: Number(r.lease),
       workerId: r.worker_id,
-      expiredMs: Number(r.expired_ms),
+      workerHeartbeatAgeMs:
+        r.worker_heartbeat_age_ms === null ? undefined : Number(r.worker_heartbeat_age_ms),
     }));
   }
 
-  async renewLeases(workerIds: string[], leaseMs: number, q: Queryable = this.db): Promise<void> {
-    if (workerIds.length > 0) await q.query(queries.renew_worker_leases, [workerIds, leaseMs]);
+  async renewLeases(builds: HeldBuild[], leaseMs: number, q: Queryable = this.db): Promise<void> {
+    if (builds.length > 0) await q.query(queries.renew_worker_leases, [JSON.stringify(builds), leaseMs]);
   }
 
   /** Takes back builds whose worker is gone; returns them as recorded (queued, failed or stopped). */

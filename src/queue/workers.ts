@@ -56,14 +56,14 @@ export class WorkerRegistry {
   }
 
   /**
-   * One heartbeat: to Redis (best effort) and to PostgreSQL, which extends the leases of the worker's
-   * builds. Returns the builds PostgreSQL says the worker holds, or undefined when PostgreSQL could not
+   * One heartbeat: to Redis (best effort) and to PostgreSQL, which extends the leases of the builds
+   * the worker is running (`running`: id and lease of each; a build it does not name expires). Returns the builds PostgreSQL says the worker holds, or undefined when PostgreSQL could not
    * be reached (the worker then keeps going: its Redis heartbeat still counts for the reaper).
    */
-  async heartbeat(workerId: string): Promise<HeldBuild[] | undefined> {
+  async heartbeat(workerId: string, running: HeldBuild[]): Promise<HeldBuild[] | undefined> {
     const [, held] = await Promise.all([
       this.redis((index) => index.workerHeartbeat(workerId)),
-      this.store.heartbeat(workerId, this.health.deadAfterMs).catch((err: Error) => {
+      this.store.heartbeat(workerId, this.health.deadAfterMs, running).catch((err: Error) => {
         this.logger.warn({ err: err.message, workerId }, "heartbeat to PostgreSQL failed");
         return undefined;
       }),
@@ -113,18 +113,29 @@ export class WorkerRegistry {
    * is fresh are renewed; the others are reaped.
    */
   async reapOnce(): Promise<ReapReport | undefined> {
-    const report = await this.store.asReaper(async (tx) => {
+    const report = await this.store.asReaper(this.health.deadAfterMs, async (tx) => {
       const expired = await this.store.expiredLeases(REAP_BATCH, tx);
       if (expired.length === 0) return { reaped: [], renewedWorkers: [] };
-      const workerIds = [...new Set(expired.flatMap((e) => (e.workerId ? [e.workerId] : [])))];
-      const ages = await this.redis((index) => index.workerAges(workerIds));
-      const alive = ages.ok
-        ? workerIds.filter((id) => (ages.value.get(id) ?? Number.POSITIVE_INFINITY) < this.health.deadAfterMs)
-        : [];
-      await this.store.renewLeases(alive, this.health.deadAfterMs, tx);
-      const lost = expired.filter((e) => !e.workerId || !alive.includes(e.workerId));
+      // A worker whose PostgreSQL heartbeats stopped arriving while its Redis heartbeat is fresh is
+      // alive but cut off from PostgreSQL: its builds keep their leases. A worker whose PostgreSQL
+      // heartbeats arrive did not renew this lease itself: it no longer runs the build (a restart
+      // under the same id, a claim whose answer was lost), so the build is taken back.
+      const cutOff = expired.flatMap((e) =>
+        e.workerId && (e.workerHeartbeatAgeMs ?? 0) >= 2 * this.health.heartbeatMs ? [e.workerId] : [],
+      );
+      const ages = await this.redis((index) => index.workerAges([...new Set(cutOff)]));
+      const alive = new Set(
+        ages.ok
+          ? [...ages.value]
+              .filter(([, age]) => age !== undefined && age < this.health.deadAfterMs)
+              .map(([id]) => id)
+          : [],
+      );
+      const kept = expired.filter((e) => e.workerId !== null && alive.has(e.workerId));
+      await this.store.renewLeases(kept, this.health.deadAfterMs, tx);
+      const lost = expired.filter((e) => !kept.includes(e));
       const reason = `worker lost: no heartbeat for ${this.health.deadAfterMs} ms`;
-      return { reaped: await this.store.reap(lost, reason, tx), renewedWorkers: alive };
+      return { reaped: await this.store.reap(lost, reason, tx), renewedWorkers: [...alive] };
     });
     if (!report) return undefined;
     for (const build of report.reaped) {

@@ -21,9 +21,13 @@ export interface HeartbeatThreadData {
   deadAfterMs: number;
 }
 
-export type HeartbeatMessage =
-  | { type: "held"; askedAt: number; held: { id: string; lease: number }[] }
-  | { type: "error"; message: string };
+type Held = { id: string; lease: number }[];
+
+/** Thread to main: the answer to a heartbeat (the builds it named, and those PostgreSQL let it keep). */
+export type HeartbeatMessage = { type: "held"; asked: Held; held: Held } | { type: "error"; message: string };
+
+/** Main to thread: the builds the worker runs now, or stop. */
+export type HeartbeatCommand = { type: "running"; builds: Held } | { type: "stop" };
 
 async function main(data: HeartbeatThreadData): Promise<void> {
   const port = parentPort;
@@ -35,19 +39,24 @@ async function main(data: HeartbeatThreadData): Promise<void> {
   await redis?.connect().catch(() => undefined);
   const index = redis ? new RedisIndex(redis, data.prefix) : undefined;
 
+  let running: Held = [];
   const beat = async () => {
-    const askedAt = Date.now();
+    const asked = running;
     await index?.workerHeartbeat(data.workerId).catch(() => undefined);
     try {
-      const held = await store.heartbeat(data.workerId, data.deadAfterMs);
-      port.postMessage({ type: "held", askedAt, held } satisfies HeartbeatMessage);
+      const held = await store.heartbeat(data.workerId, data.deadAfterMs, asked);
+      port.postMessage({ type: "held", asked, held } satisfies HeartbeatMessage);
     } catch (err) {
       port.postMessage({ type: "error", message: (err as Error).message } satisfies HeartbeatMessage);
     }
   };
+  void beat(); // at once: a new worker shows as active without waiting an interval
   const timer = setInterval(() => void beat(), data.heartbeatMs);
-  port.on("message", async (message: unknown) => {
-    if (message !== "stop") return;
+  port.on("message", async (command: HeartbeatCommand) => {
+    if (command.type === "running") {
+      running = command.builds;
+      return;
+    }
     clearInterval(timer);
     redis?.disconnect();
     await db.close().catch(() => undefined);

@@ -17,7 +17,7 @@ import { OculusError, StaleLeaseError, StoreUnavailableError } from "../core/err
 import { type Logger, silentLogger } from "../core/logger.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import { runClaimLoop } from "./claim-loop.js";
-import type { HeartbeatMessage, HeartbeatThreadData } from "./heartbeat-thread.js";
+import type { HeartbeatCommand, HeartbeatMessage, HeartbeatThreadData } from "./heartbeat-thread.js";
 
 export interface BuildContext {
   build: ClaimedBuild;
@@ -78,8 +78,6 @@ interface RunningBuild {
   /** The last lines of output, at most LOG_TAIL_CHARS characters. */
   logTail: string[];
   logChars: number;
-  /** When this process started running it (its own clock). */
-  since: number;
 }
 
 /** The heartbeat thread's entry: the built .js next to this file, or the .ts source under tests. */
@@ -166,8 +164,9 @@ export class Worker {
 
   private async run(build: ClaimedBuild): Promise<HandlerOutcome> {
     const controller = new AbortController();
-    const entry: RunningBuild = { build, controller, logTail: [], logChars: 0, since: Date.now() };
+    const entry: RunningBuild = { build, controller, logTail: [], logChars: 0 };
     this.running.set(build.id, entry);
+    this.runningChanged();
     try {
       const value = await this.options.handler({
         build,
@@ -184,7 +183,20 @@ export class Worker {
       throw new HandlerFailure(`${message}${tail}`, logText(entry));
     } finally {
       if (this.running.get(build.id) === entry) this.running.delete(build.id);
+      this.runningChanged();
     }
+  }
+
+  /** The builds this worker runs, as heartbeats name them (only those keep their leases). */
+  private runningBuilds(): { id: string; lease: number }[] {
+    return [...this.running.values()].map((e) => ({ id: e.build.id, lease: e.build.lease }));
+  }
+
+  private runningChanged(): void {
+    this.heartbeatThread?.postMessage({
+      type: "running",
+      builds: this.runningBuilds(),
+    } satisfies HeartbeatCommand);
   }
 
   private async progress(entry: RunningBuild, update: ProgressInput): Promise<void> {
@@ -222,6 +234,7 @@ export class Worker {
     const { config } = this.queue;
     const health = this.queue.workers.health;
     if (!config.databaseUrl) {
+      void this.heartbeat();
       this.heartbeatTimer = setInterval(() => void this.heartbeat(), health.heartbeatMs);
       return;
     }
@@ -246,7 +259,7 @@ export class Worker {
         )
       : new Thread(new URL(file), { workerData });
     thread.on("message", (message: HeartbeatMessage) => {
-      if (message.type === "held") this.checkHeld(message.askedAt, message.held);
+      if (message.type === "held") this.checkHeld(message.asked, message.held);
       else this.logger.warn({ err: message.message }, "heartbeat to PostgreSQL failed");
     });
     thread.on("error", (err) => {
@@ -262,7 +275,7 @@ export class Worker {
     const thread = this.heartbeatThread;
     this.heartbeatThread = undefined;
     if (!thread) return;
-    thread.postMessage("stop");
+    thread.postMessage({ type: "stop" } satisfies HeartbeatCommand);
     await Promise.race([
       new Promise((resolve) => thread.once("exit", resolve)),
       new Promise((resolve) => setTimeout(resolve, 2000).unref()),
@@ -272,18 +285,18 @@ export class Worker {
 
   /** Heartbeat on the event loop (embedded store); abandons builds taken from this worker. */
   private async heartbeat(): Promise<void> {
-    const askedAt = Date.now();
-    const held = await this.queue.workers.heartbeat(this.id).catch(() => undefined);
-    if (held) this.checkHeld(askedAt, held);
+    const asked = this.runningBuilds();
+    const held = await this.queue.workers.heartbeat(this.id, asked).catch(() => undefined);
+    if (held) this.checkHeld(asked, held);
   }
 
-  /** Abandons the running builds PostgreSQL no longer lets this worker hold. */
-  private checkHeld(askedAt: number, held: { id: string; lease: number }[]): void {
-    const leases = new Map(held.map((h) => [h.id, h.lease]));
-    for (const entry of this.running.values()) {
-      // A build that started after the heartbeat was sent may be missing from the answer: skip it.
-      if (entry.since >= askedAt || leases.get(entry.build.id) === entry.build.lease) continue;
-      this.abandon(entry, "lease lost");
+  /** Abandons the builds the heartbeat named that PostgreSQL no longer lets this worker hold. */
+  private checkHeld(asked: { id: string; lease: number }[], held: { id: string; lease: number }[]): void {
+    const kept = new Set(held.map((h) => `${h.id}:${h.lease}`));
+    for (const { id, lease } of asked) {
+      const entry = this.running.get(id);
+      if (entry && entry.build.lease === lease && !kept.has(`${id}:${lease}`))
+        this.abandon(entry, "lease lost");
     }
   }
 

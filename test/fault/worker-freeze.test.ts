@@ -245,13 +245,13 @@ describe("a worker frozen past deadAfterMs, then resumed", () => {
 });
 
 describe("a worker frozen inside a reaper pass", () => {
-  // KNOWN BUG (it.fails: this test fails today; when the bug is fixed it will pass, and vitest will
-  // report it.fails as failing: make it a plain `it`). A reaper pass is a transaction holding the
-  // advisory lock pg_try_advisory_xact_lock(hashtext('oculus:reaper:<schema>')) across several round
-  // trips (WorkerStore.asReaper). A process frozen inside it (SIGSTOP, `docker pause`, a VM paused or
-  // swapped out) keeps the transaction open and the lock held for as long as it stays frozen: every
-  // other reaper skips its turn, and no dead worker's build is taken back anywhere.
-  it.fails("does not stop the other processes' reapers (postgres)", async (ctx) => {
+  // A reaper pass is a transaction holding the advisory lock
+  // pg_try_advisory_xact_lock(hashtext('oculus:reaper:<schema>')) across several round trips
+  // (WorkerStore.asReaper). A process frozen inside it (SIGSTOP, `docker pause`, a VM paused or
+  // swapped out) would keep the lock for as long as it stays frozen; the pass sets
+  // idle_in_transaction_session_timeout (the dead-worker timeout), so PostgreSQL ends that session and
+  // the other processes' reapers take over.
+  it("does not stop the other processes' reapers (postgres)", async (ctx) => {
     const { queue, schema, start } = await setup("worker_freeze_reaper", "postgres");
     // `stuck` reaps every 20 ms, so that a freeze lands inside one of its passes after a few tries.
     const [stuck, runner] = await Promise.all([start("fr-w1", { reaperMs: 20 }), start("fr-w2")]);
@@ -270,6 +270,8 @@ describe("a worker frozen inside a reaper pass", () => {
     const { build } = await queue.submit({ strategyId: "freeze", params: { steps: 100, stepMs: 100 } });
     await runner.waitFor((e) => e.event === "started" && e.id === build.id);
     await runner.kill9();
+    // The rest of the fleet: a live process whose reaper must get its turn despite the frozen one.
+    queue.startReaper(100);
     try {
       await eventually(
         async () => {

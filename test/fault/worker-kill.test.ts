@@ -169,13 +169,10 @@ describe.each(["redis", "postgres"] as const)("kill -9 of a worker process (%s m
 });
 
 describe("a worker restarted with the same id after kill -9 (oculus worker --id)", () => {
-  // KNOWN BUG (it.fails: this test fails today; when the bug is fixed it will pass, and vitest will
-  // report it.fails as failing: make it a plain `it`). The restarted process registers with the same id
-  // and heartbeats; heartbeat_worker.sql extends the lease of every running build with that worker_id,
-  // including the build the killed process was running, which the new process knows nothing about
-  // (its Worker.heartbeat only compares the builds it runs itself). So the lease never expires, the
-  // reaper never takes the build back, and it stays 'running' forever with nobody running it.
-  it.fails("its crashed run's build is taken back and runs again (redis)", async () => {
+  // The restarted process registers with the same id and heartbeats, but a heartbeat extends only the
+  // leases of the builds it names (heartbeat_worker.sql): the build the killed process was running
+  // expires, and the reaper takes it back although a worker with that id is alive.
+  it("its crashed run's build is taken back and runs again (redis)", async () => {
     const { queue, schema, prefix, cleanup } = await openTestQueue("worker_kill_same_id", {
       redisUrl: server.url,
       health: HEALTH,

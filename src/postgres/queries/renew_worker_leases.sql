@@ -1,7 +1,9 @@
--- renew_worker_leases: extend the leases of every build of these workers (the reaper found them alive
--- by their Redis heartbeat, though their PostgreSQL heartbeat was late).
--- $1 text[]:  worker ids
+-- renew_worker_leases: extend leases that expired although their worker is alive by its Redis
+-- heartbeat (its PostgreSQL heartbeats were late, not the worker). Only the given builds, with their
+-- lease: a build the worker does not run any more still expires.
+-- $1 jsonb:   [{id, lease}] of builds whose worker's Redis heartbeat is fresh
 -- $2 integer: lease duration, ms
-UPDATE builds
+UPDATE builds b
 SET lease_expires_at = now() + make_interval(secs => $2::float8 / 1000)
-WHERE worker_id = ANY ($1::text[]) AND status IN ('running', 'stopping')
+FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, lease bigint)
+WHERE b.id = r.id AND b.lease = r.lease AND b.status IN ('running', 'stopping')
