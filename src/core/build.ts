@@ -73,8 +73,11 @@ export interface ClaimedBuild extends Build {
 
 export const DEFAULT_MAX_RETRIES = 3;
 export const MAX_RETRIES_LIMIT = 100;
-/** Largest `params` accepted, as serialized JSON. Builds carry configuration, not data sets. */
-export const MAX_PARAMS_BYTES = 256 * 1024;
+/**
+ * Largest `params` accepted, as serialized JSON. Builds carry configuration, not data sets; and a
+ * build command gets them in one environment variable, which Linux caps at 128 KiB.
+ */
+export const MAX_PARAMS_BYTES = 100 * 1024;
 export const MAX_BATCH_SIZE = 10_000;
 
 const submitSchema = z.strictObject({

@@ -331,8 +331,21 @@ describe("runBuildCommand: exit", () => {
     );
   });
 
+  it("runs a build with the largest params the queue accepts", async () => {
+    const { MAX_PARAMS_BYTES } = await import("../../src/core/build.js");
+    const blob = "a".repeat(MAX_PARAMS_BYTES - 20);
+    const result = await runBuildCommand({
+      command: 'test "$(cat "$OCULUS_BUILD_PARAMS_FILE")" = "$OCULUS_BUILD_PARAMS" && echo same',
+      build: { ...BUILD, params: { blob } },
+      signal: new AbortController().signal,
+    });
+    expect(result).toMatchObject({ outcome: "completed" });
+    expect(result.logTail).toContain("same");
+  });
+
   it("fails with a clear error when the params are too large for an environment variable", async () => {
-    // The queue accepts params up to 256 KiB; Linux allows 128 KiB for one environment string.
+    // The queue accepts params up to 100 KiB; called directly, the runner may get more than the 128 KiB
+    // Linux allows for one environment string.
     const result = await runBuildCommand({
       command: "echo never",
       build: { ...BUILD, params: { blob: "a".repeat(200_000) } },
