@@ -4,32 +4,22 @@
  * A PostgreSQL claim that fails is put back at once, and builds an earlier round of the same claim
  * already took are handed to the caller, not left running with nobody working on them.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { type Build, type BuildQueueOptions, encodeScore } from "../../src/index.js";
+import { useFileFixture } from "../helpers/file-fixture.js";
 import { claimedEventCount, indexDiff } from "../helpers/index-state.js";
 import { sql } from "../helpers/postgres.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
-import { RedisServer } from "../helpers/redis-server.js";
 
-let server: RedisServer;
-const cleanups: (() => Promise<void>)[] = [];
-
-beforeAll(async () => {
-  server = await RedisServer.start();
-  cleanups.push(() => server.destroy());
-});
-
-afterAll(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
-});
+const fixture = useFileFixture();
 
 const byDispatch = (a: Build, b: Build) => b.priority - a.priority || a.seq - b.seq;
 
 async function open(label: string, options: BuildQueueOptions = {}) {
-  const opened = await openTestQueue(label, { redisUrl: server.url, ...options });
-  cleanups.push(opened.cleanup);
-  const client = server.client();
-  cleanups.push(async () => client.disconnect());
+  const opened = await openTestQueue(label, { redisUrl: fixture.server.url, ...options });
+  fixture.defer(opened.cleanup);
+  const client = fixture.server.client();
+  fixture.defer(async () => client.disconnect());
   expect(opened.queue.mode).toBe("redis");
   return { ...opened, client };
 }

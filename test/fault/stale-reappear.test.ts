@@ -4,7 +4,7 @@
  * again. A worker whose lease is stale (its build was requeued, then claimed by another worker) can
  * neither complete nor fail the build: StaleLeaseError, and nothing changes in PostgreSQL.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   type Build,
   type BuildQueueOptions,
@@ -12,33 +12,23 @@ import {
   InvalidStateError,
   StaleLeaseError,
 } from "../../src/index.js";
+import { useFileFixture } from "../helpers/file-fixture.js";
 import { claimedEventCount } from "../helpers/index-state.js";
 import { sql } from "../helpers/postgres.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
-import { RedisServer } from "../helpers/redis-server.js";
 
-let server: RedisServer;
-const cleanups: (() => Promise<void>)[] = [];
-
-beforeAll(async () => {
-  server = await RedisServer.start();
-  cleanups.push(() => server.destroy());
-});
-
-afterAll(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
-});
+const fixture = useFileFixture();
 
 async function open(label: string, options: BuildQueueOptions = {}) {
   // No periodic drift check: a stale entry must stay in the index until a claim pops it.
   const opened = await openTestQueue(label, {
-    redisUrl: server.url,
+    redisUrl: fixture.server.url,
     reconcileIntervalMs: 3_600_000,
     ...options,
   });
-  cleanups.push(opened.cleanup);
-  const client = server.client();
-  cleanups.push(async () => client.disconnect());
+  fixture.defer(opened.cleanup);
+  const client = fixture.server.client();
+  fixture.defer(async () => client.disconnect());
   expect(opened.queue.mode).toBe("redis");
   const reappear = async (...builds: Build[]) => {
     for (const b of builds) {

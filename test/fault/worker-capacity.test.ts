@@ -4,28 +4,17 @@
  * process when it starts, and the order of starts and ends says the same), and every build is run
  * and completed exactly once. In Redis mode and in PostgreSQL-only mode.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { useFileFixture } from "../helpers/file-fixture.js";
 import { sql } from "../helpers/postgres.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
-import { RedisServer } from "../helpers/redis-server.js";
 import { killAllWorkers, WorkerProcess } from "../helpers/worker-fleet.js";
 
 const HEALTH = { heartbeatMs: 200, deadAfterMs: 3000 };
 const CAPACITIES = [1, 2, 3];
 const BUILDS = 60;
 
-let server: RedisServer;
-const cleanups: (() => Promise<void>)[] = [];
-
-beforeAll(async () => {
-  server = await RedisServer.start();
-  cleanups.push(() => server.destroy());
-});
-
-afterAll(async () => {
-  await killAllWorkers();
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
-});
+const fixture = useFileFixture({}, killAllWorkers);
 
 /** A small deterministic generator (the same build lengths on every run). */
 function lengths(seed: number, n: number): number[] {
@@ -38,12 +27,12 @@ function lengths(seed: number, n: number): number[] {
 
 describe.each(["redis", "postgres"] as const)("workers with capacities 1, 2, 3 (%s mode)", (mode) => {
   it("never run more than their capacity at once; every build completes exactly once", async () => {
-    const redisUrl = mode === "redis" ? server.url : undefined;
+    const redisUrl = mode === "redis" ? fixture.server.url : undefined;
     const { queue, schema, prefix, cleanup } = await openTestQueue(`worker_capacity_${mode}`, {
       redisUrl,
       health: HEALTH,
     });
-    cleanups.push(cleanup);
+    fixture.defer(cleanup);
     expect(queue.mode).toBe(mode);
     const fleet = await Promise.all(
       CAPACITIES.map((capacity) =>

@@ -9,10 +9,10 @@
  * outside a pass (they look at pg_locks and freeze again if need be) and say so when it happened.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { BuildQueue } from "../../src/index.js";
+import { useFileFixture } from "../helpers/file-fixture.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
-import { RedisServer } from "../helpers/redis-server.js";
 import {
   buildEvents,
   buildRecord,
@@ -24,23 +24,12 @@ import {
 
 const HEALTH = { heartbeatMs: 200, deadAfterMs: 1500 };
 
-let server: RedisServer;
-const cleanups: (() => Promise<void>)[] = [];
-
-beforeAll(async () => {
-  server = await RedisServer.start();
-  cleanups.push(() => server.destroy());
-});
-
-afterAll(async () => {
-  await killAllWorkers();
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
-});
+const fixture = useFileFixture({}, killAllWorkers);
 
 async function setup(label: string, mode: "redis" | "postgres") {
-  const redisUrl = mode === "redis" ? server.url : undefined;
+  const redisUrl = mode === "redis" ? fixture.server.url : undefined;
   const opened = await openTestQueue(label, { redisUrl, health: HEALTH });
-  cleanups.push(opened.cleanup);
+  fixture.defer(opened.cleanup);
   expect(opened.queue.mode).toBe(mode);
   const start = (workerId: string, extra: { capacity?: number; drainMs?: number; reaperMs?: number } = {}) =>
     WorkerProcess.start({

@@ -10,10 +10,10 @@
  *
  * The kill-to-restart time is logged, not asserted: the machine may be loaded.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { BuildQueue } from "../../src/index.js";
+import { useFileFixture } from "../helpers/file-fixture.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
-import { RedisServer } from "../helpers/redis-server.js";
 import {
   buildEvents,
   buildRecord,
@@ -26,18 +26,7 @@ const HEALTH = { heartbeatMs: 200, deadAfterMs: 1500 };
 /** A build of 6 s: long enough to be killed mid-run, whatever the load. */
 const LONG = { steps: 60, stepMs: 100 };
 
-let server: RedisServer;
-const cleanups: (() => Promise<void>)[] = [];
-
-beforeAll(async () => {
-  server = await RedisServer.start();
-  cleanups.push(() => server.destroy());
-});
-
-afterAll(async () => {
-  await killAllWorkers();
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
-});
+const fixture = useFileFixture({}, killAllWorkers);
 
 /** The first "started" event of `buildId` on any of `workers`, with the worker that printed it. */
 async function firstStart(
@@ -62,12 +51,12 @@ async function statusOf(queue: BuildQueue, workerId: string) {
 
 describe.each(["redis", "postgres"] as const)("kill -9 of a worker process (%s mode)", (mode) => {
   it("its build runs again elsewhere (retryCount 1) and completes; with no retries left it fails", async () => {
-    const redisUrl = mode === "redis" ? server.url : undefined;
+    const redisUrl = mode === "redis" ? fixture.server.url : undefined;
     const { queue, schema, prefix, cleanup } = await openTestQueue(`worker_kill_${mode}`, {
       redisUrl,
       health: HEALTH,
     });
-    cleanups.push(cleanup);
+    fixture.defer(cleanup);
     expect(queue.mode).toBe(mode);
     const start = (workerId: string) =>
       WorkerProcess.start({ workerId, schema, prefix, redisUrl, ...HEALTH });
@@ -174,12 +163,12 @@ describe("a worker restarted with the same id after kill -9 (oculus worker --id)
   // expires, and the reaper takes it back although a worker with that id is alive.
   it("its crashed run's build is taken back and runs again (redis)", async () => {
     const { queue, schema, prefix, cleanup } = await openTestQueue("worker_kill_same_id", {
-      redisUrl: server.url,
+      redisUrl: fixture.server.url,
       health: HEALTH,
     });
-    cleanups.push(cleanup);
+    fixture.defer(cleanup);
     const start = (workerId: string) =>
-      WorkerProcess.start({ workerId, schema, prefix, redisUrl: server.url, ...HEALTH });
+      WorkerProcess.start({ workerId, schema, prefix, redisUrl: fixture.server.url, ...HEALTH });
     const fixed = await start("fixed-id");
     const { build } = await queue.submit({ strategyId: "kill", params: LONG });
     await fixed.waitFor((e) => e.event === "started" && e.id === build.id);

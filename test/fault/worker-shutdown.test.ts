@@ -4,32 +4,21 @@
  * hands the build back (status queued, no retry counted, a 'released' event), exits 0, and another
  * worker runs the build to completion.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { BuildQueue } from "../../src/index.js";
+import { useFileFixture } from "../helpers/file-fixture.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
-import { RedisServer } from "../helpers/redis-server.js";
 import { buildEvents, buildRecord, killAllWorkers, WorkerProcess } from "../helpers/worker-fleet.js";
 
 const HEALTH = { heartbeatMs: 200, deadAfterMs: 1500 };
 
-let server: RedisServer;
-const cleanups: (() => Promise<void>)[] = [];
-
-beforeAll(async () => {
-  server = await RedisServer.start();
-  cleanups.push(() => server.destroy());
-});
-
-afterAll(async () => {
-  await killAllWorkers();
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
-});
+const fixture = useFileFixture({}, killAllWorkers);
 
 async function setup(label: string, mode: "redis" | "postgres") {
-  const redisUrl = mode === "redis" ? server.url : undefined;
+  const redisUrl = mode === "redis" ? fixture.server.url : undefined;
   // No periodic index check in this process: a released build must reach the index on its own.
   const opened = await openTestQueue(label, { redisUrl, health: HEALTH, reconcileIntervalMs: 3_600_000 });
-  cleanups.push(opened.cleanup);
+  fixture.defer(opened.cleanup);
   expect(opened.queue.mode).toBe(mode);
   const start = (workerId: string, extra: { drainMs?: number } = {}) =>
     WorkerProcess.start({
@@ -122,7 +111,7 @@ describe("SIGTERM to a worker process", () => {
       ]);
       if (mode === "redis") {
         // The worker put it back into the dispatch index itself (this process does not reconcile).
-        const client = server.client();
+        const client = fixture.server.client();
         try {
           expect(await client.zscore(`${prefix}:build_queue`, build.id)).not.toBeNull();
         } finally {
