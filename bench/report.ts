@@ -1,4 +1,5 @@
 /** The benchmark's result object, the targets it is judged against, and the readable tables. */
+import type { RecoveryPart, RecoveryResult } from "./recovery.js";
 import type { ScaleStep } from "./scale.js";
 import type { Distribution } from "./stats.js";
 import type { ThroughputSample } from "./throughput.js";
@@ -51,6 +52,7 @@ export interface Results {
   options: Record<string, unknown>;
   machine: Machine;
   durationSec: number;
+  /** null when the part was not run (--only). */
   throughput: {
     builds: number;
     chunk: number;
@@ -58,15 +60,18 @@ export interface Results {
     series: Record<ThroughputSystem, ThroughputSeries>;
     ratioToBullmq: Record<Exclude<ThroughputSystem, "bullmq">, { submit: number; processed: number }>;
     reference: typeof REFERENCE.processedPerSec;
-  };
+  } | null;
+  /** null when the part was not run (--only). */
   latency: {
     count: number;
     warmup: number;
     note: string;
     ms: Record<System, Distribution>;
     reference: typeof REFERENCE.latencyMs;
-  };
+  } | null;
   scale: { chunk: number; steps: ScaleStep[] } | null;
+  /** Worker recovery after kill -9 (bench/recovery.ts); null with --skip-recovery. */
+  recovery: RecoveryPart | null;
   /** 1-minute load average when each part started and when the run ended (other work on the machine). */
   loadAverage: Record<string, number>;
   targets: Target[];
@@ -85,30 +90,37 @@ const fmt = (n: number, digits = 0) =>
     : "-";
 
 export function evaluateTargets(r: Omit<Results, "targets">): Target[] {
-  const tp = r.throughput.series;
-  const lat = r.latency.ms;
-  const targets: Target[] = [
-    {
-      target: "Redis mode processed/s >= BullMQ's (every build durable in PostgreSQL)",
-      measured: `${fmt(tp.redis.processedPerSec)}/s (${fmt(tp.redisAnalyzed.processedPerSec)}/s after ANALYZE) vs BullMQ ${fmt(tp.bullmq.processedPerSec)}/s`,
-      met: tp.redis.processedPerSec >= tp.bullmq.processedPerSec,
-    },
-    {
-      target: "PostgreSQL-only mode processed/s > 5,340 (pg-boss 12, reference)",
-      measured: `${fmt(tp.postgres.processedPerSec)}/s (${fmt(tp.postgresAnalyzed.processedPerSec)}/s after ANALYZE)`,
-      met: tp.postgres.processedPerSec > 5340,
-    },
-    {
-      target: "Redis mode dispatch p99 <= BullMQ's",
-      measured: `${fmt(lat.redis.p99, 2)} ms vs BullMQ ${fmt(lat.bullmq.p99, 2)} ms`,
-      met: lat.redis.p99 <= lat.bullmq.p99,
-    },
-    {
-      target: "PostgreSQL mode dispatch p99 <= 7.5 ms (graphile-worker, reference)",
-      measured: `${fmt(lat.postgres.p99, 2)} ms`,
-      met: lat.postgres.p99 <= 7.5,
-    },
-  ];
+  const targets: Target[] = [];
+  const tp = r.throughput?.series;
+  if (tp) {
+    targets.push(
+      {
+        target: "Redis mode processed/s >= BullMQ's (every build durable in PostgreSQL)",
+        measured: `${fmt(tp.redis.processedPerSec)}/s (${fmt(tp.redisAnalyzed.processedPerSec)}/s after ANALYZE) vs BullMQ ${fmt(tp.bullmq.processedPerSec)}/s`,
+        met: tp.redis.processedPerSec >= tp.bullmq.processedPerSec,
+      },
+      {
+        target: "PostgreSQL-only mode processed/s > 5,340 (pg-boss 12, reference)",
+        measured: `${fmt(tp.postgres.processedPerSec)}/s (${fmt(tp.postgresAnalyzed.processedPerSec)}/s after ANALYZE)`,
+        met: tp.postgres.processedPerSec > 5340,
+      },
+    );
+  }
+  const lat = r.latency?.ms;
+  if (lat) {
+    targets.push(
+      {
+        target: "Redis mode dispatch p99 <= BullMQ's",
+        measured: `${fmt(lat.redis.p99, 2)} ms vs BullMQ ${fmt(lat.bullmq.p99, 2)} ms`,
+        met: lat.redis.p99 <= lat.bullmq.p99,
+      },
+      {
+        target: "PostgreSQL mode dispatch p99 <= 7.5 ms (graphile-worker, reference)",
+        measured: `${fmt(lat.postgres.p99, 2)} ms`,
+        met: lat.postgres.p99 <= 7.5,
+      },
+    );
+  }
   const steps = r.scale?.steps ?? [];
   const first = steps[0];
   const last = steps[steps.length - 1];
@@ -134,7 +146,22 @@ export function evaluateTargets(r: Omit<Results, "targets">): Target[] {
       met: last.rebuild.durationMs < 60_000,
     });
   }
+  for (const x of r.recovery?.results ?? []) {
+    if (x.limitMs === null) continue;
+    targets.push({
+      target: `dead worker to build running elsewhere within the worker timeout + 1 s (${settingsText(x)}: max <= ${fmt(x.limitMs / 1000, 1)} s)`,
+      measured: `max ${fmt(x.ms.max / 1000, 2)} s, median ${fmt(x.ms.median / 1000, 2)} s over ${x.runs.length} kills`,
+      met: x.ms.max <= x.limitMs,
+    });
+  }
   return targets;
+}
+
+function settingsText(x: RecoveryResult): string {
+  const s = x.settings;
+  return x.system === "ours"
+    ? `heartbeat ${fmt((s.heartbeatMs ?? 0) / 1000, 1)} s, dead after ${fmt((s.deadAfterMs ?? 0) / 1000, 0)} s`
+    : `lockDuration ${fmt((s.lockDuration ?? 0) / 1000, 0)} s, stalledInterval ${fmt((s.stalledInterval ?? 0) / 1000, 0)} s`;
 }
 
 function table(head: string[], rows: string[][]): string {
@@ -161,6 +188,21 @@ export function renderText(r: Results): string {
   const loads = Object.entries(r.loadAverage).map(([k, v]) => `${k} ${v.toFixed(2)}`);
   out.push(`         1-min load average: ${loads.join(", ")}`);
   const t = r.throughput;
+  if (t) renderThroughput(out, t);
+  if (r.latency) renderLatency(out, r.latency);
+  if (r.scale) renderScale(out, r.scale);
+  if (r.recovery) renderRecovery(out, r.recovery);
+  out.push("", "Targets");
+  out.push(
+    table(
+      ["target", "measured", "met"],
+      r.targets.map((x) => [x.target, x.measured, x.met ? "yes" : "NO"]),
+    ),
+  );
+  return out.join("\n");
+}
+
+function renderThroughput(out: string[], t: NonNullable<Results["throughput"]>): void {
   out.push(
     "",
     `1. Throughput: ${fmt(t.builds)} no-op builds, submitted in chunks of ${fmt(t.chunk)}, processed at concurrency ${t.concurrency} (median of ${t.series.bullmq.runs.length} runs)`,
@@ -185,7 +227,9 @@ export function renderText(r: Results): string {
       .map(([k, v]) => `${k} ${fmt(v)}`)
       .join("; ")}`,
   );
-  const l = r.latency;
+}
+
+function renderLatency(out: string[], l: NonNullable<Results["latency"]>): void {
   out.push(
     "",
     `2. Dispatch latency, submit -> handler start, idle worker, ${fmt(l.count)} sequential builds (${l.note})`,
@@ -200,40 +244,56 @@ export function renderText(r: Results): string {
     ),
   );
   out.push(`   reference (${REFERENCE.note}): graphile-worker p50 3.1 ms, p99 7.5 ms`);
-  if (r.scale) {
-    out.push(
-      "",
-      `3. Scale (Redis mode; "fallback" = the same queue served from PostgreSQL only), medians in ms`,
-    );
-    out.push(
-      table(
-        [
-          "queued",
-          "insert/s",
-          "position p50/p95",
-          "claim(1) p50/p95",
-          "fallback position",
-          "fallback claim",
-          "index rebuild ms",
-        ],
-        r.scale.steps.map((s) => [
-          fmt(s.size),
-          fmt(s.insertPerSec),
-          `${fmt(s.positionMs.p50, 3)} / ${fmt(s.positionMs.p95, 3)}`,
-          `${fmt(s.claimMs.p50, 3)} / ${fmt(s.claimMs.p95, 3)}`,
-          s.fallbackPositionMs ? fmt(s.fallbackPositionMs.p50, 3) : "-",
-          s.fallbackClaimMs ? fmt(s.fallbackClaimMs.p50, 3) : "-",
-          fmt(s.rebuild.durationMs),
-        ]),
-      ),
-    );
-  }
-  out.push("", "Targets");
+}
+
+function renderScale(out: string[], scale: NonNullable<Results["scale"]>): void {
+  out.push(
+    "",
+    `3. Scale (Redis mode; "fallback" = the same queue served from PostgreSQL only), medians in ms`,
+  );
   out.push(
     table(
-      ["target", "measured", "met"],
-      r.targets.map((x) => [x.target, x.measured, x.met ? "yes" : "NO"]),
+      [
+        "queued",
+        "insert/s",
+        "position p50/p95",
+        "claim(1) p50/p95",
+        "fallback position",
+        "fallback claim",
+        "index rebuild ms",
+      ],
+      scale.steps.map((s) => [
+        fmt(s.size),
+        fmt(s.insertPerSec),
+        `${fmt(s.positionMs.p50, 3)} / ${fmt(s.positionMs.p95, 3)}`,
+        `${fmt(s.claimMs.p50, 3)} / ${fmt(s.claimMs.p95, 3)}`,
+        s.fallbackPositionMs ? fmt(s.fallbackPositionMs.p50, 3) : "-",
+        s.fallbackClaimMs ? fmt(s.fallbackClaimMs.p50, 3) : "-",
+        fmt(s.rebuild.durationMs),
+      ]),
     ),
   );
-  return out.join("\n");
+}
+
+function renderRecovery(out: string[], rec: RecoveryPart): void {
+  out.push(
+    "",
+    `4. Worker recovery: kill -9 of the worker process running a build -> its handler starting on another worker process (2 idle workers per try; before each submit a random idle pause of up to one detection-timer period; the kill 200 ms + a random part of one lease-renewal period after the start; our reaper every ${fmt(rec.reaperIntervalMs / 1000, 0)} s)`,
+  );
+  out.push(
+    table(
+      ["system", "settings", "kills", "median s", "max s", "min s", "limit s", "second start", "anomalies"],
+      rec.results.map((x) => [
+        `${x.system === "ours" ? "ours, Redis mode" : "BullMQ 6.7"} (${x.label})`,
+        settingsText(x),
+        String(x.runs.length),
+        fmt(x.ms.median / 1000, 2),
+        fmt(x.ms.max / 1000, 2),
+        fmt(x.ms.min / 1000, 2),
+        x.limitMs === null ? "-" : fmt(x.limitMs / 1000, 1),
+        `${x.system === "ours" ? "retryCount" : "stalledCounter"} ${[...new Set(x.runs.map((y) => y.attempt))].join("/")}`,
+        x.anomalies.length === 0 ? "none" : x.anomalies.join("; "),
+      ]),
+    ),
+  );
 }

@@ -1,15 +1,20 @@
 /**
- * `npm run bench [-- --json] [--runs N] [--builds N] [--latency N] [--skip-scale] [--scale-max N]`
+ * `npm run bench [-- --json] [--runs N] [--builds N] [--latency N] [--skip-scale] [--scale-max N]
+ *   [--skip-recovery] [--recovery-tries N] [--recovery-default-tries N] [--recovery-bullmq-default-tries N]
+ *   [--only PART[,PART...]]`
  *
- * Our queue (Redis mode and PostgreSQL-only mode) and BullMQ side by side, in one process, on one
- * private redis-server and one PostgreSQL: throughput, dispatch latency, and behaviour at scale.
+ * Our queue (Redis mode and PostgreSQL-only mode) and BullMQ side by side, on one private
+ * redis-server and one PostgreSQL: throughput, dispatch latency, behaviour at scale (in this
+ * process), and worker recovery after a kill -9 (worker child processes, bench/recovery.ts).
  * Readable tables on stdout; with --json, one JSON object on stdout and progress on stderr.
+ * --only runs just the parts named (throughput, latency, scale, recovery).
  */
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { bullmqLatency, bullmqThroughput } from "./bullmq.js";
 import { ourLatency } from "./latency.js";
 import { DATABASE_URL, dropAllSchemas, postgresVersion } from "./postgres.js";
+import { runRecovery, stopRecoveryWorkers } from "./recovery.js";
 import { PrivateRedis } from "./redis-server.js";
 import {
   evaluateTargets,
@@ -32,8 +37,33 @@ const { values: args } = parseArgs({
     latency: { type: "string", default: "1000" },
     "skip-scale": { type: "boolean", default: false },
     "scale-max": { type: "string", default: "1000000" },
+    "skip-recovery": { type: "boolean", default: false },
+    "recovery-tries": { type: "string", default: "20" },
+    "recovery-default-tries": { type: "string", default: "3" },
+    "recovery-bullmq-default-tries": { type: "string", default: "2" },
+    only: { type: "string" },
   },
 });
+
+const PARTS = ["throughput", "latency", "scale", "recovery"] as const;
+type Part = (typeof PARTS)[number];
+
+/** The parts to run: --only, else all of them, less --skip-scale and --skip-recovery. */
+function selectedParts(): Set<Part> {
+  const parts = new Set<Part>(PARTS);
+  if (args.only !== undefined) {
+    parts.clear();
+    for (const name of args.only.split(",").map((p) => p.trim())) {
+      if (!(PARTS as readonly string[]).includes(name)) {
+        throw new Error(`--only: unknown part ${name} (parts: ${PARTS.join(", ")})`);
+      }
+      parts.add(name as Part);
+    }
+  }
+  if (args["skip-scale"]) parts.delete("scale");
+  if (args["skip-recovery"]) parts.delete("recovery");
+  return parts;
+}
 
 function positiveInt(name: string, value: string): number {
   const n = Number(value);
@@ -133,9 +163,17 @@ async function main(): Promise<void> {
   const tp: ThroughputOptions = { builds: positiveInt("builds", args.builds), chunk: 1000, concurrency: 50 };
   const latencyCount = positiveInt("latency", args.latency);
   const scaleMax = positiveInt("scale-max", args["scale-max"]);
+  const recoveryTries = positiveInt("recovery-tries", args["recovery-tries"]);
+  const oursDefaultTries = positiveInt("recovery-default-tries", args["recovery-default-tries"]);
+  const bullmqDefaultTries = positiveInt(
+    "recovery-bullmq-default-tries",
+    args["recovery-bullmq-default-tries"],
+  );
+  const parts = selectedParts();
   const loadAverage: Record<string, number> = { start: os.loadavg()[0] ?? 0 };
   const redis = await PrivateRedis.start();
   const cleanup = async () => {
+    await stopRecoveryWorkers();
     await redis.stop();
     await dropAllSchemas().catch((err: Error) => log(`could not drop the benchmark schemas: ${err.message}`));
   };
@@ -158,11 +196,15 @@ async function main(): Promise<void> {
     };
     log(`private redis-server ${machine.redisServer} on port ${redis.port}; PostgreSQL ${machine.postgres}`);
 
-    const throughput = await throughputPart(redis, tp, runs);
-    loadAverage.latency = os.loadavg()[0] ?? 0;
-    const latency = await latencyPart(redis, latencyCount, 50);
+    let throughput: Results["throughput"] = null;
+    if (parts.has("throughput")) throughput = await throughputPart(redis, tp, runs);
+    let latency: Results["latency"] = null;
+    if (parts.has("latency")) {
+      loadAverage.latency = os.loadavg()[0] ?? 0;
+      latency = await latencyPart(redis, latencyCount, 50);
+    }
     let scale: Results["scale"] = null;
-    if (!args["skip-scale"]) {
+    if (parts.has("scale")) {
       loadAverage.scale = os.loadavg()[0] ?? 0;
       const sizes = scaleSizes(scaleMax);
       log(`scale: ${sizes.join(", ")} queued builds`);
@@ -177,6 +219,16 @@ async function main(): Promise<void> {
       });
       scale = { chunk, steps };
     }
+    let recovery: Results["recovery"] = null;
+    if (parts.has("recovery")) {
+      loadAverage.recovery = os.loadavg()[0] ?? 0;
+      recovery = await runRecovery(redis, {
+        tries: recoveryTries,
+        oursDefaultTries,
+        bullmqDefaultTries,
+        log,
+      });
+    }
     loadAverage.end = os.loadavg()[0] ?? 0;
 
     const partial: Omit<Results, "targets"> = {
@@ -190,6 +242,7 @@ async function main(): Promise<void> {
       throughput,
       latency,
       scale,
+      recovery,
       loadAverage,
       referenceNote: `reference figures are ${REFERENCE.note}`,
     };
