@@ -154,7 +154,11 @@ export class Worker {
           const logTail = err instanceof HandlerFailure ? err.logTail : undefined;
           return this.report(build, () => this.queue.fail(build.id, build.lease, err.message, { logTail }));
         },
-        onError: (err) => this.logger.warn({ err: (err as Error).message }, "claim failed; retrying"),
+        onError: (err) =>
+          this.logger.warn(
+            { err: (err as Error).message },
+            "claim or result report failed; the loop goes on",
+          ),
       },
       (build) => this.run(build),
       { concurrency: this.capacity, signal: this.loopController.signal },
