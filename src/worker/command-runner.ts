@@ -138,6 +138,33 @@ function buildEnv(
   };
 }
 
+/**
+ * The command's process group outlives a worker killed with SIGKILL (it is detached on purpose, so
+ * that signals reach the whole build). A small watchdog outside the group ends the group when this
+ * worker process is gone: SIGTERM, then SIGKILL after the grace period, as a stop would. It exits by
+ * itself once the group is empty. Its result could never count anyway (the build's lease is taken
+ * over), but a build must not keep running, using a GPU, after its worker died.
+ */
+function startOrphanWatchdog(pgid: number, graceMs: number): void {
+  const graceSec = Math.max(1, Math.ceil(graceMs / 1000));
+  const script = [
+    `while kill -0 ${process.pid} 2>/dev/null; do`,
+    `  kill -0 -${pgid} 2>/dev/null || exit 0`,
+    "  sleep 1",
+    "done",
+    `kill -TERM -${pgid} 2>/dev/null || exit 0`,
+    `sleep ${graceSec}`,
+    `kill -KILL -${pgid} 2>/dev/null`,
+  ].join("\n");
+  try {
+    const watchdog = spawn("/bin/sh", ["-c", script], { detached: true, stdio: "ignore" });
+    watchdog.on("error", () => undefined);
+    watchdog.unref();
+  } catch {
+    // Without a watchdog the build still runs normally; only a SIGKILLed worker would leave it behind.
+  }
+}
+
 /** Node reports a missing cwd as "spawn /bin/sh ENOENT", which points at the wrong thing: check first. */
 async function workingDirectoryProblem(cwd: string | undefined): Promise<string | undefined> {
   if (cwd === undefined) return undefined;
@@ -182,6 +209,7 @@ async function runProcess(options: RunBuildCommandOptions, env: NodeJS.ProcessEn
     return failedToStart(spawnFailure("error" in end ? end.error : new Error("no process id"), env));
   }
 
+  startOrphanWatchdog(pgid, graceMs);
   let stopping: Promise<StopSignal> | undefined;
   const stop = () => {
     stopping ??= terminateGroup(pgid, graceMs);

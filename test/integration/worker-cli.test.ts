@@ -176,3 +176,39 @@ function liveProcessesInGroup(pgid: number): number[] {
   }
   return live;
 }
+
+describe("oculus worker killed with SIGKILL while a build command runs", () => {
+  it("does not leave the build command running: the watchdog ends its process group", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "oculus-orphan-"));
+    const opened = await openTestQueue("worker_cli_orphan");
+    const child = spawn(
+      "node",
+      [BIN, "worker", "--command", `echo $$ > ${dir}/pgid; sleep 60 & wait`, "--grace-ms", "500"],
+      {
+        env: {
+          PATH: process.env.PATH ?? "",
+          DATABASE_URL: TEST_DATABASE_URL,
+          OCULUS_SCHEMA: opened.schema,
+          OCULUS_LOG_LEVEL: "warn",
+        },
+        stdio: "ignore",
+      },
+    );
+    try {
+      await opened.queue.submit({ strategyId: "orphan" });
+      await eventually(
+        async () => existsSync(`${dir}/pgid`) && readFileSync(`${dir}/pgid`, "utf8").trim() !== "",
+      );
+      const pgid = Number(readFileSync(`${dir}/pgid`, "utf8"));
+      expect(liveProcessesInGroup(pgid).length).toBeGreaterThan(0);
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await exited;
+      await eventually(async () => liveProcessesInGroup(pgid).length === 0, 20_000);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      await opened.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
