@@ -53,6 +53,10 @@ export interface Build {
   progress: BuildProgress | null;
   /** The last part of the build's output (a build command's stdout and stderr). */
   logTail: string | null;
+  /** When a stop was asked for, by whom and why. */
+  stopRequestedAt: Date | null;
+  stoppedBy: string | null;
+  stopReason: string | null;
 }
 
 export interface BuildProgress {

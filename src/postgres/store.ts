@@ -29,6 +29,9 @@ export interface BuildRow {
   lease_expires_at: Date | null;
   progress: BuildProgress | null;
   log_tail: string | null;
+  stop_requested_at: Date | null;
+  stopped_by: string | null;
+  stop_reason: string | null;
 }
 
 export function toBuild(row: BuildRow): Build {
@@ -55,6 +58,9 @@ export function toBuild(row: BuildRow): Build {
     leaseExpiresAt: row.lease_expires_at ?? null,
     progress: row.progress ?? null,
     logTail: row.log_tail ?? null,
+    stopRequestedAt: row.stop_requested_at ?? null,
+    stoppedBy: row.stopped_by ?? null,
+    stopReason: row.stop_reason ?? null,
   };
 }
 
@@ -260,6 +266,17 @@ export class BuildStore {
     if (ids.length === 0) return new Set();
     const res = await this.db.query<{ id: string }>(queries.queued_among, [ids]);
     return new Set(res.rows.map((r) => r.id));
+  }
+
+  /** Marks a running build 'stopping'; undefined when it is not running. */
+  async requestStop(id: string, actor: string, reason: string | null): Promise<Build | undefined> {
+    const res = await this.db.query<BuildRow>(queries.request_stop, [id, actor, reason]);
+    return res.rows[0] ? toBuild(res.rows[0]) : undefined;
+  }
+
+  /** Tells the workers listening on PostgreSQL that a build was asked to stop. */
+  async notifyStop(channel: string, id: string): Promise<void> {
+    await this.db.query(queries.notify, [channel, id]);
   }
 
   /** Wakes idle claimers on the PostgreSQL path (LISTEN/NOTIFY). */

@@ -45,6 +45,11 @@ export interface HeldBuild {
   lease: number;
 }
 
+/** A build a worker still holds, and whether someone asked it to stop. */
+export interface HeldStatus extends HeldBuild {
+  stopRequested: boolean;
+}
+
 export interface ExpiredLease extends HeldBuild {
   workerId: string | null;
   /** Age of the worker's last PostgreSQL heartbeat (undefined: the worker is not registered). */
@@ -84,13 +89,17 @@ export class WorkerStore {
    * Records a heartbeat and extends the leases of the builds the worker is running; returns those it
    * still holds.
    */
-  async heartbeat(workerId: string, leaseMs: number, running: HeldBuild[]): Promise<HeldBuild[]> {
-    const res = await this.db.query<{ id: string; lease: number }>(queries.heartbeat_worker, [
+  async heartbeat(workerId: string, leaseMs: number, running: HeldBuild[]): Promise<HeldStatus[]> {
+    const res = await this.db.query<{ id: string; lease: number; status: string }>(queries.heartbeat_worker, [
       workerId,
       leaseMs,
       JSON.stringify(running),
     ]);
-    return res.rows.map((r) => ({ id: r.id, lease: Number(r.lease) }));
+    return res.rows.map((r) => ({
+      id: r.id,
+      lease: Number(r.lease),
+      stopRequested: r.status === "stopping",
+    }));
   }
 
   async markStopped(workerId: string): Promise<void> {

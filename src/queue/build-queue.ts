@@ -36,6 +36,7 @@ import { connectRedis, RedisIndex } from "../redis/index-client.js";
 import { Batcher } from "./batcher.js";
 import { type QueueMode, RedisFailover } from "./failover.js";
 import type { ReconcileReport } from "./reconciler.js";
+import { StopSignals } from "./stop-signals.js";
 import { asStoreError } from "./store-errors.js";
 import { WakeSignal } from "./wake.js";
 import { DEFAULT_HEALTH, type HealthPolicy, WorkerRegistry } from "./workers.js";
@@ -99,6 +100,7 @@ const MAX_CLAIM_ROUNDS = 10;
 
 export class BuildQueue extends EventEmitter {
   private readonly failover: RedisFailover;
+  private readonly stops: StopSignals;
   private readonly completions: Batcher<CompletionInput, Build | undefined>;
   private readonly failures: Batcher<FailureInput, Build | undefined>;
   private readonly wake: WakeSignal;
@@ -125,6 +127,13 @@ export class BuildQueue extends EventEmitter {
       (builds) => this.indexBuilds(builds.map((build) => ({ build, delayMs: 0 }))),
       logger,
       health,
+    );
+    this.stops = new StopSignals(
+      store.db,
+      `oculus_stop_${config.schema}`,
+      index?.redis,
+      index?.keys.stopChannel ?? "",
+      logger,
     );
     this.failover = new RedisFailover(store, index, logger, config.reconcileIntervalMs, {
       modeChanged: (mode, cause) => {
@@ -300,6 +309,52 @@ export class BuildQueue extends EventEmitter {
     return this.store.listQueued(limit, offset).catch((err) => {
       throw asStoreError(err);
     });
+  }
+
+  /**
+   * Stops a build. Queued: removed from the queue at once (status stopped). Running: status stopping,
+   * and the owning worker is told wherever it runs (Redis pub/sub and PostgreSQL NOTIFY, plus the
+   * status its heartbeats read): its handler's signal aborts, a build command gets SIGTERM then
+   * SIGKILL, and the build ends stopped. Stopping already: returns it. Finished: InvalidStateError.
+   */
+  async stop(id: string, options: ActorOptions & { reason?: string } = {}): Promise<Build> {
+    parseBuildId(id);
+    const actor = options.actor ?? "api";
+    const reason = options.reason ?? null;
+    if (reason !== null && (typeof reason !== "string" || reason.length > 1000)) {
+      throw new ValidationError("reason", "must be a string of at most 1000 characters");
+    }
+    for (;;) {
+      const build = await this.get(id);
+      if (build.status === "queued") {
+        try {
+          return await this.remove(id, { actor, reason: reason ?? undefined });
+        } catch (err) {
+          if (err instanceof InvalidStateError) continue; // claimed meanwhile: stop it running
+          throw err;
+        }
+      }
+      if (build.status === "stopping") return build;
+      if (build.status !== "running")
+        throw new InvalidStateError(id, build.status, "stop", ["queued", "running"]);
+      const stopping = await this.store.requestStop(id, actor, reason).catch((err) => {
+        throw asStoreError(err);
+      });
+      if (!stopping) continue; // it changed meanwhile: look again
+      await this.announceStop(id);
+      return stopping;
+    }
+  }
+
+  private async announceStop(id: string): Promise<void> {
+    // Both: the owning worker may be on either path. A worker gets it twice at most; once is enough.
+    await this.failover.tryRedis((index) => index.redis.publish(this.stops.redisChannel, id));
+    await this.store.notifyStop(this.stops.pgChannel, id).catch(() => undefined);
+  }
+
+  /** Calls `listener` with the id of each build asked to stop (workers use it). */
+  onStopRequested(listener: (buildId: string) => void): Promise<() => void> {
+    return this.stops.subscribe(listener);
   }
 
   /** Removes a queued build for good (status stopped). 404 if unknown, 409 if it is not queued. */
@@ -528,6 +583,7 @@ export class BuildQueue extends EventEmitter {
     this.closed = true;
     this.stopReaper?.();
     await this.failover.close();
+    await this.stops.stop();
     await this.wake.stop();
     await this.store.db.close();
   }

@@ -7,7 +7,13 @@
  */
 import type { Build } from "../core/build.js";
 import type { Logger } from "../core/logger.js";
-import type { HeldBuild, WorkerInfo, WorkerRecord, WorkerStore } from "../postgres/worker-store.js";
+import type {
+  HeldBuild,
+  HeldStatus,
+  WorkerInfo,
+  WorkerRecord,
+  WorkerStore,
+} from "../postgres/worker-store.js";
 import type { RedisIndex } from "../redis/index-client.js";
 
 export type WorkerStatus = "active" | "stale" | "dead" | "stopped";
@@ -60,7 +66,7 @@ export class WorkerRegistry {
    * the worker is running (`running`: id and lease of each; a build it does not name expires). Returns the builds PostgreSQL says the worker holds, or undefined when PostgreSQL could not
    * be reached (the worker then keeps going: its Redis heartbeat still counts for the reaper).
    */
-  async heartbeat(workerId: string, running: HeldBuild[]): Promise<HeldBuild[] | undefined> {
+  async heartbeat(workerId: string, running: HeldBuild[]): Promise<HeldStatus[] | undefined> {
     const [, held] = await Promise.all([
       this.redis((index) => index.workerHeartbeat(workerId)),
       this.store.heartbeat(workerId, this.health.deadAfterMs, running).catch((err: Error) => {

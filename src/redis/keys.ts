@@ -17,6 +17,8 @@ export interface RedisKeys {
   indexMarker: string;
   /** Sorted set: worker id -> last heartbeat (epoch ms, Redis clock). */
   workerHeartbeats: string;
+  /** Pub/sub channel: a build id, asked to stop. */
+  stopChannel: string;
   /** Pub/sub channel: "there is work", published when builds enter the index. */
   wakeChannel: string;
 }
@@ -29,6 +31,7 @@ export function redisKeys(prefix: string): RedisKeys {
     claiming: `${prefix}:build_claiming`,
     indexMarker: `${prefix}:index_marker`,
     workerHeartbeats: `${prefix}:worker_heartbeats`,
+    stopChannel: `${prefix}:stop`,
     wakeChannel: `${prefix}:wake`,
   };
 }

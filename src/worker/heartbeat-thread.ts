@@ -8,7 +8,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { silentLogger } from "../core/logger.js";
 import { openPostgres } from "../postgres/db.js";
-import { WorkerStore } from "../postgres/worker-store.js";
+import { type HeldStatus, WorkerStore } from "../postgres/worker-store.js";
 import { connectRedis, RedisIndex } from "../redis/index-client.js";
 
 export interface HeartbeatThreadData {
@@ -23,8 +23,13 @@ export interface HeartbeatThreadData {
 
 type Held = { id: string; lease: number }[];
 
-/** Thread to main: the answer to a heartbeat (the builds it named, and those PostgreSQL let it keep). */
-export type HeartbeatMessage = { type: "held"; asked: Held; held: Held } | { type: "error"; message: string };
+/**
+ * Thread to main: the answer to a heartbeat (the builds it named, those PostgreSQL let it keep, and
+ * whether each was asked to stop).
+ */
+export type HeartbeatMessage =
+  | { type: "held"; asked: Held; held: HeldStatus[] }
+  | { type: "error"; message: string };
 
 /** Main to thread: the builds the worker runs now, or stop. */
 export type HeartbeatCommand = { type: "running"; builds: Held } | { type: "stop" };

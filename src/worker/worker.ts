@@ -15,6 +15,7 @@ import { Worker as Thread } from "node:worker_threads";
 import type { ClaimedBuild, ProgressInput } from "../core/build.js";
 import { OculusError, StaleLeaseError, StoreUnavailableError } from "../core/errors.js";
 import { type Logger, silentLogger } from "../core/logger.js";
+import type { HeldStatus } from "../postgres/worker-store.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import { runClaimLoop } from "./claim-loop.js";
 import type { HeartbeatCommand, HeartbeatMessage, HeartbeatThreadData } from "./heartbeat-thread.js";
@@ -49,7 +50,7 @@ export interface WorkerOptions {
 export class BuildAbandoned extends Error {
   constructor(
     readonly buildId: string,
-    readonly why: "lease lost" | "worker shutdown",
+    readonly why: "lease lost" | "worker shutdown" | "stopped",
   ) {
     super(`build ${buildId}: ${why}`);
     this.name = "BuildAbandoned";
@@ -113,6 +114,7 @@ export class Worker {
   private loop: Promise<void> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeatThread: Thread | undefined;
+  private unsubscribeStops: (() => void) | undefined;
   private stopping = false;
 
   constructor(
@@ -140,6 +142,10 @@ export class Worker {
       capacity: this.capacity,
       labels: this.options.labels ?? {},
       version: this.options.version ?? "0.1.0",
+    });
+    this.unsubscribeStops = await this.queue.onStopRequested((buildId) => {
+      const entry = this.running.get(buildId);
+      if (entry) this.abandon(entry, "stopped");
     });
     this.startHeartbeats();
     this.loop = runClaimLoop(
@@ -295,12 +301,14 @@ export class Worker {
   }
 
   /** Abandons the builds the heartbeat named that PostgreSQL no longer lets this worker hold. */
-  private checkHeld(asked: { id: string; lease: number }[], held: { id: string; lease: number }[]): void {
-    const kept = new Set(held.map((h) => `${h.id}:${h.lease}`));
+  private checkHeld(asked: { id: string; lease: number }[], held: HeldStatus[]): void {
+    const kept = new Map(held.map((h) => [`${h.id}:${h.lease}`, h]));
     for (const { id, lease } of asked) {
       const entry = this.running.get(id);
-      if (entry && entry.build.lease === lease && !kept.has(`${id}:${lease}`))
-        this.abandon(entry, "lease lost");
+      if (!entry || entry.build.lease !== lease) continue;
+      const status = kept.get(`${id}:${lease}`);
+      if (!status) this.abandon(entry, "lease lost");
+      else if (status.stopRequested) this.abandon(entry, "stopped");
     }
   }
 
@@ -342,6 +350,7 @@ export class Worker {
       await Promise.race([this.loop, new Promise((r) => setTimeout(r, 5000).unref())]);
     }
     await this.stopHeartbeats();
+    this.unsubscribeStops?.();
     await this.queue.workers.markStopped(this.id).catch(() => undefined);
     this.logger.info("worker stopped");
   }

@@ -2,6 +2,7 @@
 -- is retryable) the build goes back to 'queued' with the same sequence number (front of its
 -- priority), retry_count + 1, a new lease (so the failed run can write nothing more) and run_at after
 -- an exponential backoff: min(max_delay, base_delay * 2^retry_count). Otherwise it ends 'failed'.
+-- A build that was asked to stop ('stopping') ends 'stopped': its run ended because of the stop.
 -- Fenced like complete_builds: stale leases change nothing and are absent from the result.
 -- $1 jsonb:    array of {id, lease, error, retryable, logTail}
 -- $2 integer:  backoff base delay, milliseconds
@@ -12,14 +13,15 @@ WITH input AS (
 ),
 old AS (
   SELECT b.id, b.status AS from_status, b.worker_id AS old_worker,
-         (input.retryable AND b.retry_count < b.max_retries) AS will_retry
+         (b.status = 'running' AND input.retryable AND b.retry_count < b.max_retries) AS will_retry
   FROM builds b JOIN input ON b.id = input.id AND b.lease = input.lease
   WHERE b.status IN ('running', 'stopping')
   FOR UPDATE OF b
 ),
 changed AS (
   UPDATE builds b
-  SET status      = CASE WHEN old.will_retry THEN 'queued' ELSE 'failed' END,
+  SET status      = CASE WHEN old.will_retry THEN 'queued'
+                         WHEN old.from_status = 'stopping' THEN 'stopped' ELSE 'failed' END,
       retry_count = CASE WHEN old.will_retry THEN b.retry_count + 1 ELSE b.retry_count END,
       lease       = CASE WHEN old.will_retry THEN b.lease + 1 ELSE b.lease END,
       worker_id   = CASE WHEN old.will_retry THEN NULL ELSE b.worker_id END,
@@ -37,7 +39,7 @@ changed AS (
 ),
 events AS (
   INSERT INTO build_events (build_id, type, from_status, to_status, actor, data)
-  SELECT id, CASE WHEN status = 'queued' THEN 'retry_scheduled' ELSE 'failed' END, from_status, status,
+  SELECT id, CASE WHEN status = 'queued' THEN 'retry_scheduled' ELSE status END, from_status, status,
          coalesce(old_worker, 'unknown'),
          jsonb_build_object('error', last_error, 'retryCount', retry_count, 'runAt', run_at)
   FROM changed

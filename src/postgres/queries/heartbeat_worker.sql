@@ -2,7 +2,8 @@
 -- it says it is running (only those: a build recorded under its id that it does not know of, e.g.
 -- from an earlier run of a worker with the same id, or a claim whose answer never reached it, is
 -- left to expire and be reaped); returns which of them it still holds (id, lease), so the worker can
--- abandon any build that was taken from it (requeued by the reaper, or stopped).
+-- abandon any build that was taken from it (requeued by the reaper), and stop those asked to stop
+-- (status 'stopping': the flag that makes a missed stop message no lost stop).
 -- $1 text:    worker id
 -- $2 integer: lease duration, ms
 -- $3 jsonb:   the builds the worker is running, [{id, lease}]
@@ -18,6 +19,6 @@ renewed AS (
   FROM running
   WHERE b.id = running.id AND b.lease = running.lease AND b.worker_id = $1
     AND b.status IN ('running', 'stopping')
-  RETURNING b.id, b.lease
+  RETURNING b.id, b.lease, b.status
 )
-SELECT id, lease FROM renewed
+SELECT id, lease, status FROM renewed

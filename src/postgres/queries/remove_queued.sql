@@ -4,7 +4,8 @@
 -- $3 text: reason (may be null)
 WITH removed AS (
   UPDATE builds
-  SET status = 'stopped', finished_at = now(), updated_at = now(), last_error = $3
+  SET status = 'stopped', finished_at = now(), updated_at = now(), last_error = $3,
+      stop_requested_at = now(), stopped_by = $2, stop_reason = $3
   WHERE id = $1 AND status = 'queued'
   RETURNING *
 ),

@@ -1,0 +1,56 @@
+/**
+ * Stop requests, delivered to the workers that run the builds: published on Redis (`<prefix>:stop`)
+ * and NOTIFYed on PostgreSQL (`oculus_stop_<schema>`), both carrying the build id. A worker listens on
+ * both; and since a message can be missed (a cut connection), the build's status ('stopping') is also
+ * returned by every heartbeat, so a missed message delays a stop by one heartbeat at most.
+ */
+import type { Redis } from "ioredis";
+import type { Logger } from "../core/logger.js";
+import type { Db } from "../postgres/db.js";
+
+export type StopListener = (buildId: string) => void;
+
+export class StopSignals {
+  private readonly listeners = new Set<StopListener>();
+  private started: Promise<void> | undefined;
+  private unlisten: (() => Promise<void>) | undefined;
+  private subscriber: Redis | undefined;
+
+  constructor(
+    private readonly db: Db,
+    readonly pgChannel: string,
+    private readonly redis: Redis | undefined,
+    readonly redisChannel: string,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Calls `listener` with the id of each build asked to stop; returns the unsubscribe function. */
+  async subscribe(listener: StopListener): Promise<() => void> {
+    this.listeners.add(listener);
+    this.started ??= this.start();
+    await this.started;
+    return () => this.listeners.delete(listener);
+  }
+
+  private deliver(buildId: string): void {
+    for (const listener of this.listeners) listener(buildId);
+  }
+
+  private async start(): Promise<void> {
+    this.unlisten = await this.db.listen(this.pgChannel, (payload) => this.deliver(payload));
+    if (!this.redis) return;
+    const subscriber = this.redis.duplicate({ enableOfflineQueue: true, lazyConnect: false });
+    this.subscriber = subscriber;
+    subscriber.on("error", () => undefined);
+    subscriber.on("message", (_channel: string, message: string) => this.deliver(message));
+    subscriber.subscribe(this.redisChannel).catch((err: Error) => {
+      this.logger.debug({ err: err.message }, "stop subscription pending; ioredis resubscribes on reconnect");
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.listeners.clear();
+    await this.unlisten?.().catch(() => undefined);
+    this.subscriber?.disconnect();
+  }
+}
