@@ -212,3 +212,39 @@ describe("oculus worker killed with SIGKILL while a build command runs", () => {
     }
   });
 });
+
+describe("stopping a build that runs as a command in another process", () => {
+  it("SIGTERMs the command's group, records the stop, and leaves nothing running", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "oculus-stop-"));
+    const opened = await openTestQueue("worker_cli_stop");
+    const command = `echo $$ > ${dir}/pgid; trap 'echo "got TERM"; exit 0' TERM; sleep 60 & wait`;
+    const child = spawn("node", [BIN, "worker", "--command", command, "--grace-ms", "2000"], {
+      env: {
+        PATH: process.env.PATH ?? "",
+        DATABASE_URL: TEST_DATABASE_URL,
+        OCULUS_SCHEMA: opened.schema,
+        OCULUS_LOG_LEVEL: "warn",
+      },
+      stdio: "ignore",
+    });
+    try {
+      const { build } = await opened.queue.submit({ strategyId: "to-stop" });
+      await eventually(
+        async () => existsSync(`${dir}/pgid`) && readFileSync(`${dir}/pgid`, "utf8").trim() !== "",
+      );
+      const pgid = Number(readFileSync(`${dir}/pgid`, "utf8"));
+      await opened.queue.stop(build.id, { actor: "dave", reason: "not needed" });
+      const stopped = await eventually(async () => {
+        const b = await opened.queue.get(build.id);
+        return b.status === "stopped" && b;
+      }, 20_000);
+      expect(stopped).toMatchObject({ stoppedBy: "dave", stopReason: "not needed", retryCount: 0 });
+      expect(stopped.logTail).toContain("got TERM");
+      await eventually(async () => liveProcessesInGroup(pgid).length === 0, 20_000);
+    } finally {
+      child.kill("SIGKILL");
+      await opened.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
