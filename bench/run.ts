@@ -1,13 +1,14 @@
 /**
  * `npm run bench [-- --json] [--runs N] [--builds N] [--latency N] [--skip-scale] [--scale-max N]
  *   [--skip-recovery] [--recovery-tries N] [--recovery-default-tries N] [--recovery-bullmq-default-tries N]
- *   [--only PART[,PART...]]`
+ *   [--skip-stop] [--stop-tries N] [--only PART[,PART...]]`
  *
  * Our queue (Redis mode and PostgreSQL-only mode) and BullMQ side by side, on one private
  * redis-server and one PostgreSQL: throughput, dispatch latency, behaviour at scale (in this
- * process), and worker recovery after a kill -9 (worker child processes, bench/recovery.ts).
+ * process), worker recovery after a kill -9 (worker child processes, bench/recovery.ts), and stop
+ * latency to a worker in another process (bench/stop.ts).
  * Readable tables on stdout; with --json, one JSON object on stdout and progress on stderr.
- * --only runs just the parts named (throughput, latency, scale, recovery).
+ * --only runs just the parts named (throughput, latency, scale, recovery, stop).
  */
 import os from "node:os";
 import { parseArgs } from "node:util";
@@ -27,6 +28,7 @@ import {
 } from "./report.js";
 import { runScale } from "./scale.js";
 import { type Distribution, distribution, median } from "./stats.js";
+import { runStop, stopStopWorkers } from "./stop.js";
 import { ourThroughput, type ThroughputOptions, type ThroughputSample } from "./throughput.js";
 
 const { values: args } = parseArgs({
@@ -41,14 +43,16 @@ const { values: args } = parseArgs({
     "recovery-tries": { type: "string", default: "20" },
     "recovery-default-tries": { type: "string", default: "3" },
     "recovery-bullmq-default-tries": { type: "string", default: "2" },
+    "skip-stop": { type: "boolean", default: false },
+    "stop-tries": { type: "string", default: "200" },
     only: { type: "string" },
   },
 });
 
-const PARTS = ["throughput", "latency", "scale", "recovery"] as const;
+const PARTS = ["throughput", "latency", "scale", "recovery", "stop"] as const;
 type Part = (typeof PARTS)[number];
 
-/** The parts to run: --only, else all of them, less --skip-scale and --skip-recovery. */
+/** The parts to run: --only, else all of them, less --skip-scale, --skip-recovery and --skip-stop. */
 function selectedParts(): Set<Part> {
   const parts = new Set<Part>(PARTS);
   if (args.only !== undefined) {
@@ -62,6 +66,7 @@ function selectedParts(): Set<Part> {
   }
   if (args["skip-scale"]) parts.delete("scale");
   if (args["skip-recovery"]) parts.delete("recovery");
+  if (args["skip-stop"]) parts.delete("stop");
   return parts;
 }
 
@@ -169,11 +174,13 @@ async function main(): Promise<void> {
     "recovery-bullmq-default-tries",
     args["recovery-bullmq-default-tries"],
   );
+  const stopTries = positiveInt("stop-tries", args["stop-tries"]);
   const parts = selectedParts();
   const loadAverage: Record<string, number> = { start: os.loadavg()[0] ?? 0 };
   const redis = await PrivateRedis.start();
   const cleanup = async () => {
     await stopRecoveryWorkers();
+    await stopStopWorkers();
     await redis.stop();
     await dropAllSchemas().catch((err: Error) => log(`could not drop the benchmark schemas: ${err.message}`));
   };
@@ -229,6 +236,11 @@ async function main(): Promise<void> {
         log,
       });
     }
+    let stop: Results["stop"] = null;
+    if (parts.has("stop")) {
+      loadAverage.stop = os.loadavg()[0] ?? 0;
+      stop = await runStop(redis, { tries: stopTries, warmup: 10, pauseMs: 5, log });
+    }
     loadAverage.end = os.loadavg()[0] ?? 0;
 
     const partial: Omit<Results, "targets"> = {
@@ -243,6 +255,7 @@ async function main(): Promise<void> {
       latency,
       scale,
       recovery,
+      stop,
       loadAverage,
       referenceNote: `reference figures are ${REFERENCE.note}`,
     };
