@@ -1,0 +1,76 @@
+/**
+ * A stop asked while the owning worker's Redis connection is cut for real (a TCP proxy) is still
+ * honoured: the worker hears it through PostgreSQL (NOTIFY, or the status its heartbeats read).
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BuildQueue } from "../../src/index.js";
+import { Worker } from "../../src/worker/worker.js";
+import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from "../helpers/postgres.js";
+import { eventually } from "../helpers/queue.js";
+import { RedisServer } from "../helpers/redis-server.js";
+import { TcpProxy } from "../helpers/tcp-proxy.js";
+
+const HEALTH = { heartbeatMs: 200, deadAfterMs: 5000 };
+
+describe("a stop while the worker's Redis connection is cut", () => {
+  const schema = uniqueSchema("stop_cut");
+  const prefix = `stopcut${process.pid}`;
+  let redis: RedisServer;
+  let redisProxy: TcpProxy;
+  let observer: BuildQueue;
+  let workerQueue: BuildQueue;
+  let worker: Worker;
+  const aborted = new Set<string>();
+
+  beforeAll(async () => {
+    redis = await RedisServer.start({ appendonly: false });
+    redisProxy = await TcpProxy.start(redis.port);
+    observer = await BuildQueue.open({
+      databaseUrl: TEST_DATABASE_URL,
+      redisUrl: redis.url,
+      schema,
+      prefix,
+      health: HEALTH,
+    });
+    workerQueue = await BuildQueue.open({
+      databaseUrl: TEST_DATABASE_URL,
+      redisUrl: `redis://127.0.0.1:${redisProxy.port}`,
+      schema,
+      prefix,
+      health: HEALTH,
+    });
+    worker = new Worker(workerQueue, {
+      handler: async (ctx) => {
+        await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve()));
+        aborted.add(ctx.build.id);
+        throw new Error("stopped");
+      },
+    });
+    await worker.start();
+  });
+
+  afterAll(async () => {
+    redisProxy?.restore();
+    await worker?.stop().catch(() => undefined);
+    await workerQueue?.close();
+    await observer?.close();
+    await redisProxy?.close();
+    await redis?.destroy();
+    await dropSchema(schema);
+  });
+
+  it("reaches the worker through PostgreSQL, and the build ends stopped", async () => {
+    const { build } = await observer.submit({ strategyId: "cut" });
+    await eventually(async () => (await observer.get(build.id)).status === "running");
+    redisProxy.cut();
+    const stopping = await observer.stop(build.id, { actor: "erin", reason: "cut test" });
+    expect(stopping.status).toBe("stopping");
+    expect(observer.mode).toBe("redis"); // the observer published on Redis: nobody heard it there
+    const stopped = await eventually(async () => {
+      const b = await observer.get(build.id);
+      return b.status === "stopped" && b;
+    });
+    expect(stopped).toMatchObject({ stoppedBy: "erin", retryCount: 0 });
+    expect(aborted.has(build.id)).toBe(true);
+  });
+});
