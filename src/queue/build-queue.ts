@@ -514,6 +514,7 @@ export class BuildQueue extends EventEmitter {
     const recorded = await this.store.fail(items, this.backoff);
     const requeued = recorded.filter((r) => r.build.status === "queued");
     if (requeued.length > 0) await this.indexBuilds(requeued);
+    this.wakeWhenDue(requeued.map((r) => r.delayMs));
     const byId = new Map(recorded.map((r) => [r.build.id, r.build]));
     return items.map((i) => {
       const build = byId.get(i.id);
@@ -521,6 +522,15 @@ export class BuildQueue extends EventEmitter {
       const lease = build?.status === "queued" ? i.lease + 1 : i.lease;
       return build?.lease === lease ? build : undefined;
     });
+  }
+
+  /**
+   * Idle claimers of this process wake when a retry's backoff ends, instead of at their next poll
+   * (other processes' claimers find it at their next poll, at most a second later).
+   */
+  private wakeWhenDue(delaysMs: number[]): void {
+    const soonest = Math.min(...delaysMs.filter((d) => d > 0));
+    if (Number.isFinite(soonest)) setTimeout(() => this.wake.wakeAll(), soonest + 5).unref();
   }
 
   /** Why a fenced write changed nothing; an already-recorded identical write returns the build. */
