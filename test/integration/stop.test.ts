@@ -17,9 +17,9 @@ describe.each(backends().filter((b) => b.name !== "pglite"))("stop on $name", (b
   let worker: Worker;
   const aborts = new Map<string, unknown>();
 
-  beforeAll(async () => {
-    ({ queue, cleanup } = await backend.open(`stop_${backend.name}`, { health: HEALTH }));
-    worker = new Worker(queue, {
+  /** A worker whose builds run until their signal aborts; it notes why. */
+  async function startWaitingWorker(): Promise<Worker> {
+    const started = new Worker(queue, {
       capacity: 2,
       handler: async (ctx) => {
         await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve()));
@@ -27,7 +27,13 @@ describe.each(backends().filter((b) => b.name !== "pglite"))("stop on $name", (b
         throw new Error("stopped by request");
       },
     });
-    await worker.start();
+    await started.start();
+    return started;
+  }
+
+  beforeAll(async () => {
+    ({ queue, cleanup } = await backend.open(`stop_${backend.name}`, { health: HEALTH }));
+    worker = await startWaitingWorker();
   });
   afterAll(async () => {
     await worker?.stop();
@@ -42,15 +48,7 @@ describe.each(backends().filter((b) => b.name !== "pglite"))("stop on $name", (b
     expect(stopped).toMatchObject({ status: "stopped", stoppedBy: "alice", stopReason: "wrong parameters" });
     expect(await queue.position(build.id)).toBeNull();
     await expect(queue.stop(build.id)).rejects.toBeInstanceOf(InvalidStateError);
-    worker = new Worker(queue, {
-      capacity: 2,
-      handler: async (ctx) => {
-        await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve()));
-        aborts.set(ctx.build.id, ctx.signal.reason);
-        throw new Error("stopped by request");
-      },
-    });
-    await worker.start();
+    worker = await startWaitingWorker();
   });
 
   it("stops a running build: the handler's signal aborts and the build ends stopped", async () => {

@@ -115,32 +115,18 @@ describe("oculus worker shutdown with a command that ignores SIGTERM", () => {
     const dir = mkdtempSync(path.join(tmpdir(), "oculus-stubborn-"));
     const opened = await openTestQueue("worker_cli_stubborn");
     const stubborn = `echo $$ > ${dir}/pgid; trap '' TERM; sleep 60 & sleep 60 & wait`;
-    const child = spawn(
-      "node",
-      [
-        BIN,
-        "worker",
-        "--command",
-        stubborn,
-        "--drain-ms",
-        "300",
-        "--grace-ms",
-        "500",
-        "--heartbeat-ms",
-        "200",
-        "--dead-after-ms",
-        "5000",
-      ],
-      {
-        env: {
-          PATH: process.env.PATH ?? "",
-          DATABASE_URL: TEST_DATABASE_URL,
-          OCULUS_SCHEMA: opened.schema,
-          OCULUS_LOG_LEVEL: "warn",
-        },
-        stdio: "ignore",
-      },
-    );
+    const child = spawnWorker(opened.schema, [
+      "--command",
+      stubborn,
+      "--drain-ms",
+      "300",
+      "--grace-ms",
+      "500",
+      "--heartbeat-ms",
+      "200",
+      "--dead-after-ms",
+      "5000",
+    ]);
     try {
       const { build } = await opened.queue.submit({ strategyId: "stubborn" });
       await eventually(
@@ -181,25 +167,15 @@ describe("oculus worker killed with SIGKILL while a build command runs", () => {
   it("does not leave the build command running: the watchdog ends its process group", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), "oculus-orphan-"));
     const opened = await openTestQueue("worker_cli_orphan");
-    const child = spawn(
-      "node",
-      [BIN, "worker", "--command", `echo $$ > ${dir}/pgid; sleep 60 & wait`, "--grace-ms", "500"],
-      {
-        env: {
-          PATH: process.env.PATH ?? "",
-          DATABASE_URL: TEST_DATABASE_URL,
-          OCULUS_SCHEMA: opened.schema,
-          OCULUS_LOG_LEVEL: "warn",
-        },
-        stdio: "ignore",
-      },
-    );
+    const child = spawnWorker(opened.schema, [
+      "--command",
+      `echo $$ > ${dir}/pgid; sleep 60 & wait`,
+      "--grace-ms",
+      "500",
+    ]);
     try {
       await opened.queue.submit({ strategyId: "orphan" });
-      await eventually(
-        async () => existsSync(`${dir}/pgid`) && readFileSync(`${dir}/pgid`, "utf8").trim() !== "",
-      );
-      const pgid = Number(readFileSync(`${dir}/pgid`, "utf8"));
+      const pgid = await commandGroup(dir);
       expect(liveProcessesInGroup(pgid).length).toBeGreaterThan(0);
       const exited = new Promise((resolve) => child.once("exit", resolve));
       child.kill("SIGKILL");
@@ -218,21 +194,10 @@ describe("stopping a build that runs as a command in another process", () => {
     const dir = mkdtempSync(path.join(tmpdir(), "oculus-stop-"));
     const opened = await openTestQueue("worker_cli_stop");
     const command = `echo $$ > ${dir}/pgid; trap 'echo "got TERM"; exit 0' TERM; sleep 60 & wait`;
-    const child = spawn("node", [BIN, "worker", "--command", command, "--grace-ms", "2000"], {
-      env: {
-        PATH: process.env.PATH ?? "",
-        DATABASE_URL: TEST_DATABASE_URL,
-        OCULUS_SCHEMA: opened.schema,
-        OCULUS_LOG_LEVEL: "warn",
-      },
-      stdio: "ignore",
-    });
+    const child = spawnWorker(opened.schema, ["--command", command, "--grace-ms", "2000"]);
     try {
       const { build } = await opened.queue.submit({ strategyId: "to-stop" });
-      await eventually(
-        async () => existsSync(`${dir}/pgid`) && readFileSync(`${dir}/pgid`, "utf8").trim() !== "",
-      );
-      const pgid = Number(readFileSync(`${dir}/pgid`, "utf8"));
+      const pgid = await commandGroup(dir);
       await opened.queue.stop(build.id, { actor: "dave", reason: "not needed" });
       const stopped = await eventually(async () => {
         const b = await opened.queue.get(build.id);
@@ -248,3 +213,24 @@ describe("stopping a build that runs as a command in another process", () => {
     }
   });
 });
+
+/** `oculus worker ARGS` on the test PostgreSQL in `schema`, without Redis, output ignored. */
+function spawnWorker(schema: string, args: string[]): ChildProcess {
+  return spawn("node", [BIN, "worker", ...args], {
+    env: {
+      PATH: process.env.PATH ?? "",
+      DATABASE_URL: TEST_DATABASE_URL,
+      OCULUS_SCHEMA: schema,
+      OCULUS_LOG_LEVEL: "warn",
+    },
+    stdio: "ignore",
+  });
+}
+
+/** The process group of the build command that wrote `echo $$ > DIR/pgid`, once it has. */
+async function commandGroup(dir: string): Promise<number> {
+  await eventually(
+    async () => existsSync(`${dir}/pgid`) && readFileSync(`${dir}/pgid`, "utf8").trim() !== "",
+  );
+  return Number(readFileSync(`${dir}/pgid`, "utf8"));
+}
