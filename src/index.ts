@@ -1,11 +1,14 @@
 export * from "./core/build.js";
 export { type Config, loadConfig } from "./core/config.js";
 export * from "./core/errors.js";
+export * from "./core/events.js";
 export { decodeScore, encodeScore, PRIORITY_MAX, PRIORITY_MIN, SEQ_MAX } from "./core/score.js";
 export { migrate } from "./postgres/migrate.js";
 export {
   BuildQueue,
+  type BuildPage,
   type BuildQueueOptions,
+  type ListOptions,
   type QueueMode,
   type SubmitOneResult,
   type SubmitResult,

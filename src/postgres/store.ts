@@ -283,4 +283,26 @@ export class BuildStore {
   async notifyWork(): Promise<void> {
     await this.db.query(queries.notify, [this.wakeChannel, ""]);
   }
+
+  /** Builds newest first; see list_builds.sql. */
+  async list(filter: {
+    status: BuildStatus | null;
+    strategyId: string | null;
+    beforeSeq: number | null;
+    limit: number;
+  }): Promise<Build[]> {
+    const res = await this.db.query<BuildRow>(queries.list_builds, [
+      filter.status,
+      filter.strategyId,
+      filter.beforeSeq,
+      filter.limit,
+    ]);
+    return res.rows.map(toBuild);
+  }
+
+  /** A failed or stopped build back to 'queued'; undefined when it is in another status. */
+  async retry(id: string, actor: string): Promise<Build | undefined> {
+    const res = await this.db.query<BuildRow>(queries.retry_build, [id, actor]);
+    return res.rows[0] ? toBuild(res.rows[0]) : undefined;
+  }
 }

@@ -3,7 +3,7 @@
  * leases of the builds a worker holds), the reaper's queries, and fenced progress updates. One method
  * per query file.
  */
-import type { Build, BuildProgress } from "../core/build.js";
+import type { Build } from "../core/build.js";
 import { queries } from "../generated/assets.js";
 import type { Db, Queryable } from "./db.js";
 import { type BuildRow, toBuild } from "./store.js";
@@ -156,11 +156,5 @@ export class WorkerStore {
     if (builds.length === 0) return [];
     const res = await this.db.query<BuildRow>(queries.release_builds, [JSON.stringify(builds), workerId]);
     return res.rows.map(toBuild);
-  }
-
-  /** Fenced: false when the lease is stale (the build was taken from this worker). */
-  async updateProgress(id: string, lease: number, progress: BuildProgress): Promise<boolean> {
-    const res = await this.db.query(queries.update_progress, [id, lease, JSON.stringify(progress)]);
-    return res.rowCount > 0;
   }
 }

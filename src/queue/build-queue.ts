@@ -8,7 +8,10 @@
 import { EventEmitter } from "node:events";
 import type { RedisOptions } from "ioredis";
 import {
+  BUILD_STATUSES,
   type Build,
+  type BuildProgress,
+  type BuildStatus,
   type ClaimedBuild,
   type ProgressInput,
   parseBuildId,
@@ -21,9 +24,11 @@ import {
 } from "../core/build.js";
 import { type Config, loadConfig, redactUrl } from "../core/config.js";
 import { BuildNotFoundError, InvalidStateError, StaleLeaseError, ValidationError } from "../core/errors.js";
+import type { StreamItem, SubscribeOptions } from "../core/events.js";
 import { type Logger, silentLogger } from "../core/logger.js";
 import { encodeScore } from "../core/score.js";
 import { type Db, openPglite, openPostgres } from "../postgres/db.js";
+import { EventStore } from "../postgres/event-store.js";
 import { migrate } from "../postgres/migrate.js";
 import {
   type BackoffPolicy,
@@ -34,7 +39,10 @@ import {
 import { WorkerStore } from "../postgres/worker-store.js";
 import { connectRedis, RedisIndex } from "../redis/index-client.js";
 import { Batcher } from "./batcher.js";
+import { DEFAULT_HUB_OPTIONS, EventHub, type EventHubOptions } from "./event-hub.js";
+import { EventNotices } from "./event-notices.js";
 import { type QueueMode, RedisFailover } from "./failover.js";
+import { ProgressThrottle } from "./progress-throttle.js";
 import type { ReconcileReport } from "./reconciler.js";
 import { StopSignals } from "./stop-signals.js";
 import { asStoreError } from "./store-errors.js";
@@ -55,6 +63,27 @@ export interface BuildQueueOptions extends Partial<Config> {
   poolSize?: number;
   /** Heartbeat interval and dead-worker timeout (default 2 s and 10 s). */
   health?: Partial<HealthPolicy>;
+  /** At most one progress write per build run per this many ms (default 200). */
+  progressIntervalMs?: number;
+  /** Progress events kept per build (default 100); state-change events are all kept. */
+  progressHistory?: number;
+  /** The event hub's poll interval and limits (see event-hub.ts). */
+  events?: Partial<EventHubOptions>;
+}
+
+export interface ListOptions {
+  status?: string;
+  strategyId?: string;
+  /** 1 to 1000 (default 50). */
+  limit?: number;
+  /** The `nextCursor` of the previous page. */
+  cursor?: string;
+}
+
+export interface BuildPage {
+  builds: Build[];
+  /** Pass as `cursor` for the next page; null on the last page. */
+  nextCursor: string | null;
 }
 
 export interface ClaimOptions {
@@ -104,6 +133,10 @@ export class BuildQueue extends EventEmitter {
   private readonly completions: Batcher<CompletionInput, Build | undefined>;
   private readonly failures: Batcher<FailureInput, Build | undefined>;
   private readonly wake: WakeSignal;
+  private readonly eventStore: EventStore;
+  private readonly hub: EventHub;
+  private readonly notices: EventNotices;
+  private readonly progressThrottle: ProgressThrottle;
   private closed = false;
   private readonly workerStore: WorkerStore;
   private stopReaper: (() => void) | undefined;
@@ -118,16 +151,41 @@ export class BuildQueue extends EventEmitter {
     /** The validated settings this queue was opened with (workers start their heartbeat thread from them). */
     readonly config: Config,
     health: HealthPolicy,
+    private readonly streamOptions: {
+      progressIntervalMs: number;
+      progressHistory: number;
+      hub: EventHubOptions;
+    },
   ) {
     super();
     this.workerStore = new WorkerStore(store.db);
+    this.eventStore = new EventStore(store.db);
     this.workers = new WorkerRegistry(
       this.workerStore,
       (op) => this.failover.tryRedis(op),
       (builds) => this.indexBuilds(builds.map((build) => ({ build, delayMs: 0 }))),
       logger,
       health,
+      (ids) => this.notices.announce(ids),
     );
+    const eventsPgChannel = `oculus_events_${config.schema}`;
+    const eventsRedisChannel = index?.keys.eventsChannel ?? "";
+    this.hub = new EventHub(
+      this.eventStore,
+      store.db,
+      eventsPgChannel,
+      index?.redis,
+      eventsRedisChannel,
+      logger,
+      streamOptions.hub,
+    );
+    this.notices = new EventNotices({
+      publishRedis: async (payload) =>
+        (await this.failover.tryRedis((i) => i.redis.publish(eventsRedisChannel, payload))).ok,
+      notifyPostgres: (payload) => this.eventStore.notify(eventsPgChannel, payload),
+      wakeLocal: () => this.hub.wake(),
+    });
+    this.progressThrottle = new ProgressThrottle(streamOptions.progressIntervalMs);
     this.stops = new StopSignals(
       store.db,
       `oculus_stop_${config.schema}`,
@@ -178,10 +236,20 @@ export class BuildQueue extends EventEmitter {
     const store = new BuildStore(db, `oculus_wake_${config.schema}`);
     const redis = config.redisUrl ? connectRedis(config.redisUrl, options.redisOptions) : undefined;
     const index = redis ? new RedisIndex(redis, config.prefix) : undefined;
-    const queue = new BuildQueue(store, index, logger, options.backoff ?? DEFAULT_BACKOFF, config, {
-      ...DEFAULT_HEALTH,
-      ...options.health,
-    });
+    const streamOptions = {
+      progressIntervalMs: nonNegative("progressIntervalMs", options.progressIntervalMs ?? 200),
+      progressHistory: nonNegative("progressHistory", options.progressHistory ?? 100),
+      hub: { ...DEFAULT_HUB_OPTIONS, ...options.events },
+    };
+    const queue = new BuildQueue(
+      store,
+      index,
+      logger,
+      options.backoff ?? DEFAULT_BACKOFF,
+      config,
+      { ...DEFAULT_HEALTH, ...options.health },
+      streamOptions,
+    );
     logger.info(
       {
         postgres: config.databaseUrl ? redactUrl(config.databaseUrl) : `embedded PGlite at ${config.dataDir}`,
@@ -241,6 +309,7 @@ export class BuildQueue extends EventEmitter {
     const created = results.filter((r) => r.created).map((r) => r.build);
     // A new build may run now (run_at defaults to now()).
     if (created.length > 0) await this.indexBuilds(created.map((build) => ({ build, delayMs: 0 })));
+    this.announce(created);
     return results;
   }
 
@@ -341,6 +410,7 @@ export class BuildQueue extends EventEmitter {
         throw asStoreError(err);
       });
       if (!stopping) continue; // it changed meanwhile: look again
+      this.announce([stopping]);
       await this.announceStop(id);
       return stopping;
     }
@@ -370,7 +440,66 @@ export class BuildQueue extends EventEmitter {
       throw new InvalidStateError(id, build.status, "remove", ["queued"]);
     }
     await this.failover.tryRedis((index) => index.remove([id]), true);
+    this.announce([removed]);
     return removed;
+  }
+
+  /**
+   * Runs a failed or stopped build again (an operator's retry): queued with its sequence number (front
+   * of its priority), a fresh set of retries, its outcome cleared. InvalidStateError in other states.
+   */
+  async retry(id: string, options: ActorOptions = {}): Promise<Build> {
+    parseBuildId(id);
+    const retried = await this.store.retry(id, options.actor ?? "api").catch((err) => {
+      throw asStoreError(err);
+    });
+    if (!retried) {
+      const build = await this.get(id);
+      throw new InvalidStateError(id, build.status, "retry", ["failed", "stopped"]);
+    }
+    await this.indexBuilds([{ build: retried, delayMs: 0 }]);
+    this.announce([retried]);
+    return retried;
+  }
+
+  /** Builds newest first, optionally of one status and/or strategy, a page at a time. */
+  async list(options: ListOptions = {}): Promise<BuildPage> {
+    const filter = parseListOptions(options);
+    const builds = await this.store.list(filter).catch((err) => {
+      throw asStoreError(err);
+    });
+    const last = builds.at(-1);
+    return { builds, nextCursor: builds.length === filter.limit && last ? encodeCursor(last.seq) : null };
+  }
+
+  /** How many builds are in each status (a full count: for monitoring). */
+  async statusCounts(): Promise<Record<BuildStatus, number>> {
+    return this.eventStore.statusCounts().catch((err) => {
+      throw asStoreError(err);
+    });
+  }
+
+  // ---------------------------------------------------------------- the event stream
+
+  /**
+   * The build event stream as an async iterator: with `buildId`, one build's events (ending after
+   * its final one), else every build's. It starts with a snapshot of the current state, or, given
+   * `lastEventId`, with the events after it (what a reconnecting subscriber missed); then live events,
+   * each once and in id order. Ends when `signal` aborts or the queue closes.
+   */
+  subscribe(options: SubscribeOptions = {}): AsyncGenerator<StreamItem> {
+    return this.hub.subscribe(options);
+  }
+
+  /** The stream's newest event this process has read (for diagnostics and tests). */
+  get eventPosition(): number {
+    return this.hub.position;
+  }
+
+  /** Tells subscribers everywhere that these builds changed (after the commit; never awaited). */
+  private announce(builds: Iterable<{ id: string }>): void {
+    const ids = [...builds].map((b) => b.id);
+    if (ids.length > 0) this.notices.announce(ids);
   }
 
   // ---------------------------------------------------------------- claim and results
@@ -389,9 +518,11 @@ export class BuildQueue extends EventEmitter {
       throw new ValidationError("leaseMs", "must be an integer number of milliseconds, at least 100");
     }
     try {
-      const viaRedis = await this.claimViaRedis(workerId, count, leaseMs);
-      if (viaRedis) return viaRedis;
-      return (await this.store.claimNext(count, workerId, leaseMs)) as ClaimedBuild[];
+      const claimed =
+        (await this.claimViaRedis(workerId, count, leaseMs)) ??
+        ((await this.store.claimNext(count, workerId, leaseMs)) as ClaimedBuild[]);
+      this.announce(claimed);
+      return claimed;
     } catch (err) {
       throw asStoreError(err);
     }
@@ -472,6 +603,7 @@ export class BuildQueue extends EventEmitter {
     parseBuildId(id);
     parseLease(lease);
     const input = { id, lease, result, logTail: keepTail(options.logTail) };
+    await this.flushProgress(id, lease);
     const done = await this.completions.run(input).catch((err) => {
       throw asStoreError(err);
     });
@@ -494,6 +626,7 @@ export class BuildQueue extends EventEmitter {
       retryable: options.retryable ?? true,
       logTail: keepTail(options.logTail),
     };
+    await this.flushProgress(id, lease);
     const failed = await this.failures.run(input).catch((err) => {
       throw asStoreError(err);
     });
@@ -504,6 +637,7 @@ export class BuildQueue extends EventEmitter {
   // answers only the item whose lease changed it, so the stale caller gets StaleLeaseError.
   private async flushCompletions(items: CompletionInput[]): Promise<(Build | undefined)[]> {
     const done = new Map((await this.store.complete(items)).map((b) => [b.id, b]));
+    this.announce(done.values());
     return items.map((i) => {
       const build = done.get(i.id);
       return build?.lease === i.lease ? build : undefined;
@@ -512,6 +646,7 @@ export class BuildQueue extends EventEmitter {
 
   private async flushFailures(items: FailureInput[]): Promise<(Build | undefined)[]> {
     const recorded = await this.store.fail(items, this.backoff);
+    this.announce(recorded.map((r) => r.build));
     const requeued = recorded.filter((r) => r.build.status === "queued");
     if (requeued.length > 0) await this.indexBuilds(requeued);
     this.wakeWhenDue(requeued.map((r) => r.delayMs));
@@ -547,21 +682,35 @@ export class BuildQueue extends EventEmitter {
   }
 
   /**
-   * A worker's progress for a build: stored as the build's latest progress (and its phase). Fenced:
-   * StaleLeaseError when the build was taken from this worker (requeued, stopped), which must then
-   * abandon it.
+   * A worker's progress for a build: stored as the build's latest progress (and its phase) and sent
+   * on the event stream. Fenced: StaleLeaseError when the build was taken from this worker
+   * (requeued, stopped), which must then abandon it. Throttled per run (progressIntervalMs): calls
+   * in between are coalesced into the next write of the newest value, which they all wait for.
    */
   async reportProgress(id: string, lease: number, progress: ProgressInput): Promise<void> {
     parseBuildId(id);
     parseLease(lease);
     const update = { ...parseProgress(progress), at: new Date().toISOString() };
-    const recorded = await this.workerStore.updateProgress(id, lease, update).catch((err) => {
+    await this.progressThrottle.report(`${id}:${lease}`, () => this.writeProgress(id, lease, update));
+  }
+
+  private async writeProgress(id: string, lease: number, update: BuildProgress): Promise<void> {
+    const keep = this.streamOptions.progressHistory;
+    const eventId = await this.eventStore.recordProgress(id, lease, update, keep).catch((err) => {
       throw asStoreError(err);
     });
-    if (recorded) return;
+    if (eventId !== undefined) {
+      this.notices.announce([id]);
+      return;
+    }
     const build = await this.get(id);
     if (build.lease !== lease) throw new StaleLeaseError(id, lease, build.lease, build.status);
     throw new InvalidStateError(id, build.status, "report progress for", ["running", "stopping"]);
+  }
+
+  /** A run's pending progress goes out before its result (subscribers see the last step first). */
+  private async flushProgress(id: string, lease: number): Promise<void> {
+    await this.progressThrottle.flush(`${id}:${lease}`).catch(() => undefined);
   }
 
   /**
@@ -592,9 +741,43 @@ export class BuildQueue extends EventEmitter {
     if (this.closed) return;
     this.closed = true;
     this.stopReaper?.();
+    await this.hub.close();
     await this.failover.close();
     await this.stops.stop();
     await this.wake.stop();
     await this.store.db.close();
   }
+}
+
+function nonNegative(field: string, value: number): number {
+  if (!Number.isInteger(value) || value < 0) throw new ValidationError(field, "must be an integer >= 0");
+  return value;
+}
+
+const encodeCursor = (seq: number) => Buffer.from(`seq:${seq}`).toString("base64url");
+
+function decodeCursor(cursor: string): number {
+  const match = /^seq:(\d{1,16})$/.exec(Buffer.from(cursor, "base64url").toString());
+  if (!match?.[1]) throw new ValidationError("cursor", "is not a cursor returned by a previous page");
+  return Number(match[1]);
+}
+
+function parseListOptions(options: ListOptions) {
+  const limit = options.limit ?? 50;
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+    throw new ValidationError("limit", "must be an integer from 1 to 1000");
+  }
+  const status = options.status ?? null;
+  if (status !== null && !(BUILD_STATUSES as readonly string[]).includes(status)) {
+    throw new ValidationError("status", `must be one of ${BUILD_STATUSES.join(", ")}`);
+  }
+  const strategyId = options.strategyId ?? null;
+  if (
+    strategyId !== null &&
+    (typeof strategyId !== "string" || strategyId.length === 0 || strategyId.length > 200)
+  ) {
+    throw new ValidationError("strategyId", "must be a non-empty string of at most 200 characters");
+  }
+  const beforeSeq = options.cursor === undefined ? null : decodeCursor(options.cursor);
+  return { status: status as BuildStatus | null, strategyId, beforeSeq, limit };
 }

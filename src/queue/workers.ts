@@ -54,6 +54,8 @@ export class WorkerRegistry {
     private readonly onRequeued: (builds: Build[]) => Promise<void>,
     private readonly logger: Logger,
     readonly health: HealthPolicy,
+    /** Builds whose status changed here (their events go out on the stream). */
+    private readonly onChanged: (buildIds: string[]) => void = () => undefined,
   ) {}
 
   async register(info: WorkerInfo): Promise<void> {
@@ -85,6 +87,7 @@ export class WorkerRegistry {
   async release(workerId: string, builds: HeldBuild[]): Promise<Build[]> {
     const released = await this.store.release(builds, workerId);
     if (released.length > 0) await this.onRequeued(released);
+    this.onChanged(released.map((b) => b.id));
     return released;
   }
 
@@ -152,6 +155,7 @@ export class WorkerRegistry {
     }
     const requeued = report.reaped.filter((b) => b.status === "queued");
     if (requeued.length > 0) await this.onRequeued(requeued);
+    if (report.reaped.length > 0) this.onChanged(report.reaped.map((b) => b.id));
     return report;
   }
 

@@ -21,6 +21,8 @@ export interface RedisKeys {
   stopChannel: string;
   /** Pub/sub channel: "there is work", published when builds enter the index. */
   wakeChannel: string;
+  /** Pub/sub channel: `{"v":1,"builds":[ids]|null}`, published after events were committed. */
+  eventsChannel: string;
 }
 
 export function redisKeys(prefix: string): RedisKeys {
@@ -33,5 +35,6 @@ export function redisKeys(prefix: string): RedisKeys {
     workerHeartbeats: `${prefix}:worker_heartbeats`,
     stopChannel: `${prefix}:stop`,
     wakeChannel: `${prefix}:wake`,
+    eventsChannel: `${prefix}:events`,
   };
 }

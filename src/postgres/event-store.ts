@@ -1,0 +1,125 @@
+/**
+ * The event stream's reads and the progress writes (`build_events`), mapped to the stream's model
+ * here and nowhere else.
+ */
+import type { Build, BuildProgress, BuildStatus } from "../core/build.js";
+import { type BuildEvent, streamTypeOf } from "../core/events.js";
+import { queries } from "../generated/assets.js";
+import type { Db } from "./db.js";
+import { type BuildRow, toBuild } from "./store.js";
+
+interface EventRow {
+  id: string;
+  build_id: string;
+  type: string;
+  from_status: BuildStatus | null;
+  to_status: BuildStatus | null;
+  actor: string;
+  data: Record<string, unknown> | null;
+  at: Date;
+}
+
+/** A stream event with the reader's transaction horizon (see events_after.sql). */
+export interface HorizonEvent {
+  event: BuildEvent;
+  /** Oldest running transaction id when the row was read. */
+  xmin: bigint;
+  /** Next transaction id to be assigned when the row was read. */
+  xmax: bigint;
+}
+
+export function toEvent(row: EventRow): BuildEvent {
+  const event: BuildEvent = {
+    kind: "event",
+    id: String(row.id),
+    buildId: row.build_id,
+    type: streamTypeOf(row.type, row.to_status),
+    event: row.type,
+    status: row.to_status,
+    fromStatus: row.from_status,
+    actor: row.actor,
+    at: row.at.toISOString(),
+    data: row.type === "progress" ? null : row.data,
+  };
+  if (row.type === "progress" && row.data) event.progress = row.data as unknown as BuildProgress;
+  return event;
+}
+
+export class EventStore {
+  constructor(private readonly db: Db) {}
+
+  /** Fenced progress write; the new event's id, or undefined when the lease is stale. */
+  async recordProgress(
+    id: string,
+    lease: number,
+    progress: BuildProgress,
+    keep: number,
+  ): Promise<number | undefined> {
+    const res = await this.db.query<{ id: string }>(queries.record_progress, [
+      id,
+      lease,
+      JSON.stringify(progress),
+      keep,
+    ]);
+    return res.rows[0] ? Number(res.rows[0].id) : undefined;
+  }
+
+  async after(afterId: number, limit: number): Promise<HorizonEvent[]> {
+    const res = await this.db.query<EventRow & { xmin: string; xmax: string }>(queries.events_after, [
+      afterId,
+      limit,
+    ]);
+    return res.rows.map((row) => ({ event: toEvent(row), xmin: BigInt(row.xmin), xmax: BigInt(row.xmax) }));
+  }
+
+  async between(
+    buildId: string | undefined,
+    afterId: number,
+    uptoId: number,
+    limit: number,
+  ): Promise<BuildEvent[]> {
+    const res = await this.db.query<EventRow>(queries.events_between, [
+      buildId ?? null,
+      afterId,
+      uptoId,
+      limit,
+    ]);
+    return res.rows.map(toEvent);
+  }
+
+  async head(): Promise<number> {
+    const res = await this.db.query<{ id: string }>(queries.events_head);
+    return Number(res.rows[0]?.id ?? 0);
+  }
+
+  /** The build and the id of its newest event, from one snapshot; undefined if unknown. */
+  async buildSnapshot(id: string): Promise<{ build: Build; lastEventId: number } | undefined> {
+    const res = await this.db.query<BuildRow & { last_event_id: string }>(queries.build_snapshot, [id]);
+    const row = res.rows[0];
+    return row ? { build: toBuild(row), lastEventId: Number(row.last_event_id) } : undefined;
+  }
+
+  async activeBuilds(limit: number): Promise<Build[]> {
+    const res = await this.db.query<BuildRow>(queries.active_builds, [limit]);
+    return res.rows.map(toBuild);
+  }
+
+  async statusCounts(): Promise<Record<BuildStatus, number>> {
+    const res = await this.db.query<{ status: BuildStatus; n: string }>(queries.status_counts);
+    const counts: Record<BuildStatus, number> = {
+      queued: 0,
+      running: 0,
+      stopping: 0,
+      completed: 0,
+      failed: 0,
+      stopped: 0,
+    };
+    for (const row of res.rows) counts[row.status] = Number(row.n);
+    return counts;
+  }
+
+  /** Tells every process's hub that events were committed (LISTEN/NOTIFY). */
+  async notify(channel: string, payload: string): Promise<void> {
+    await this.db.query(queries.notify, [channel, payload]);
+  }
+}

@@ -1,0 +1,309 @@
+/**
+ * The event hub: one reader of the event stream per process, fanned out in memory to any number of
+ * subscribers (a thousand browsers cost one query per wake-up, not a thousand).
+ *
+ * Order and completeness come from PostgreSQL, not from the notices: the hub reads `build_events` in
+ * id order after its cursor and advances only over ids it has read, or over a missing id once no
+ * transaction that could still commit it is running (events_after.sql). Redis pub/sub
+ * (`<prefix>:events`) and PostgreSQL NOTIFY (`oculus_events_<schema>`) only wake it early; a timer
+ * wakes it anyway, so a lost notice delays an event by one poll, never loses it.
+ *
+ * A subscriber gets the current state first (a snapshot), or, resuming after an event id, the events
+ * it missed from the table; then live events. Both join at the hub's cursor at attach time, so nothing
+ * is missed and nothing repeats.
+ */
+import type { Redis } from "ioredis";
+import { type Build, FINAL_STATUSES, parseBuildId } from "../core/build.js";
+import { BuildNotFoundError, ValidationError } from "../core/errors.js";
+import type { BuildEvent, BuildSnapshot, StreamItem, SubscribeOptions } from "../core/events.js";
+import type { Logger } from "../core/logger.js";
+import type { Db } from "../postgres/db.js";
+import type { EventStore, HorizonEvent } from "../postgres/event-store.js";
+
+export interface EventHubOptions {
+  /** Poll even without a notice (default 500 ms). */
+  pollMs: number;
+  /** A missing id that stays missing this long is skipped even if transactions are still running. */
+  maxGapWaitMs: number;
+  /** A subscriber this many events behind is ended (it resumes with its last event id). */
+  maxBuffered: number;
+}
+
+export const DEFAULT_HUB_OPTIONS: EventHubOptions = {
+  pollMs: 500,
+  maxGapWaitMs: 10_000,
+  maxBuffered: 10_000,
+};
+
+const PAGE = 500;
+const GAP_RECHECK_MS = 5;
+const ACTIVE_IN_SNAPSHOT = 1000;
+const START_BEHIND_HEAD = 10_000;
+
+class SubscriberFellBehind extends Error {
+  constructor() {
+    super("subscriber fell too far behind the event stream; resume with its last event id");
+  }
+}
+
+interface Subscriber {
+  buildId: string | undefined;
+  buffer: BuildEvent[];
+  failed: Error | undefined;
+  notify: (() => void) | undefined;
+}
+
+interface Gap {
+  /** The missing id. */
+  id: number;
+  /** Closed once the oldest running transaction is at least this (all then running have ended). */
+  untilXmin: bigint;
+  since: number;
+}
+
+export class EventHub {
+  private cursor = 0;
+  private readonly subscribers = new Set<Subscriber>();
+  private started: Promise<void> | undefined;
+  private reading: Promise<void> | undefined;
+  private readAgain = false;
+  private gap: Gap | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private gapTimer: NodeJS.Timeout | undefined;
+  private unlisten: (() => Promise<void>) | undefined;
+  private subscriber: Redis | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly events: EventStore,
+    private readonly db: Db,
+    readonly pgChannel: string,
+    private readonly redis: Redis | undefined,
+    readonly redisChannel: string,
+    private readonly logger: Logger,
+    private readonly options: EventHubOptions = DEFAULT_HUB_OPTIONS,
+  ) {}
+
+  /** The stream: a snapshot (or the missed events), then live events; see SubscribeOptions. */
+  async *subscribe(options: SubscribeOptions = {}): AsyncGenerator<StreamItem> {
+    const buildId = options.buildId === undefined ? undefined : parseBuildId(options.buildId, "buildId");
+    const resumeAfter = parseLastEventId(options.lastEventId);
+    await this.start();
+    await this.read(); // what committed before this call goes in the snapshot, not after it
+    const sub: Subscriber = { buildId, buffer: [], failed: undefined, notify: undefined };
+    this.subscribers.add(sub);
+    const attachedAt = this.cursor;
+    const onAbort = () => sub.notify?.();
+    options.signal?.addEventListener("abort", onAbort);
+    try {
+      let last = resumeAfter ?? 0;
+      const initial =
+        resumeAfter === undefined
+          ? await this.snapshotItems(buildId, attachedAt)
+          : await this.missedItems(buildId, resumeAfter, attachedAt);
+      for (const item of initial.items) {
+        yield item;
+        last = Math.max(last, Number(item.id));
+      }
+      if (initial.ended) return;
+      for (;;) {
+        const event = await this.next(sub, options.signal);
+        if (!event) return;
+        if (Number(event.id) <= last) continue;
+        last = Number(event.id);
+        yield event;
+        if (buildId && isFinal(event)) return;
+      }
+    } finally {
+      options.signal?.removeEventListener("abort", onAbort);
+      this.subscribers.delete(sub);
+    }
+  }
+
+  /** Reads new events now (this process just committed some, or a notice came). */
+  wake(): void {
+    if (this.started && !this.closed) void this.read();
+  }
+
+  /** The hub's position in the stream (events up to it have been dispatched). */
+  get position(): number {
+    return this.cursor;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    clearTimeout(this.gapTimer);
+    for (const sub of this.subscribers) sub.notify?.();
+    await this.unlisten?.().catch(() => undefined);
+    this.subscriber?.disconnect();
+  }
+
+  private start(): Promise<void> {
+    this.started ??= this.listen();
+    return this.started;
+  }
+
+  private async listen(): Promise<void> {
+    // Start a little behind the head: an event committed after this read may carry an id below the
+    // head (its transaction drew the id earlier); reading from before it, with the gap rule, gets it.
+    this.cursor = Math.max(0, (await this.events.head()) - START_BEHIND_HEAD);
+    this.unlisten = await this.db.listen(this.pgChannel, () => this.wake());
+    if (this.redis) {
+      const subscriber = this.redis.duplicate({ enableOfflineQueue: true, lazyConnect: false });
+      this.subscriber = subscriber;
+      subscriber.on("error", () => undefined); // the main connection reports Redis faults
+      subscriber.on("message", () => this.wake());
+      subscriber.subscribe(this.redisChannel).catch((err: Error) => {
+        this.logger.debug(
+          { err: err.message },
+          "event subscription pending; ioredis resubscribes on reconnect",
+        );
+      });
+    }
+    this.timer = setInterval(() => this.wake(), this.options.pollMs);
+    this.timer.unref();
+    await this.read(); // catch up before the first subscriber attaches
+  }
+
+  /**
+   * Single-flight: a wake-up during a read makes the read go round once more. Resolves when a read
+   * that started after the call has finished (so everything committed before it was dispatched).
+   */
+  private read(): Promise<void> {
+    if (this.reading) {
+      this.readAgain = true;
+      return this.reading;
+    }
+    this.reading = this.readRounds().finally(() => {
+      this.reading = undefined;
+    });
+    return this.reading;
+  }
+
+  private async readRounds(): Promise<void> {
+    try {
+      do {
+        this.readAgain = false;
+        while (await this.readPage()) {}
+      } while (this.readAgain && !this.closed);
+    } catch (err) {
+      this.logger.debug({ err: (err as Error).message }, "event read failed; the next poll retries");
+    }
+  }
+
+  /** True when a full page was read (there may be more). */
+  private async readPage(): Promise<boolean> {
+    const rows = await this.events.after(this.cursor, PAGE);
+    for (const row of rows) {
+      const id = Number(row.event.id);
+      if (id !== this.cursor + 1 && !this.gapClosed(row)) {
+        this.recheckGapSoon();
+        return false;
+      }
+      this.cursor = id;
+      this.gap = undefined;
+      this.dispatch(row.event);
+    }
+    return rows.length === PAGE;
+  }
+
+  /** Whether the id after the cursor can still appear (see Gap). */
+  private gapClosed(row: HorizonEvent): boolean {
+    const missing = this.cursor + 1;
+    if (this.gap?.id !== missing) this.gap = { id: missing, untilXmin: row.xmax, since: Date.now() };
+    if (row.xmin >= this.gap.untilXmin) return true;
+    if (Date.now() - this.gap.since < this.options.maxGapWaitMs) return false;
+    this.logger.warn(
+      { missing, waitedMs: Date.now() - this.gap.since },
+      "event id still missing while transactions run; skipping it (resuming subscribers still get it)",
+    );
+    return true;
+  }
+
+  private recheckGapSoon(): void {
+    if (this.gapTimer) return;
+    this.gapTimer = setTimeout(() => {
+      this.gapTimer = undefined;
+      this.wake();
+    }, GAP_RECHECK_MS);
+  }
+
+  private dispatch(event: BuildEvent): void {
+    for (const sub of this.subscribers) {
+      if (sub.buildId !== undefined && sub.buildId !== event.buildId) continue;
+      if (sub.failed) continue;
+      if (sub.buffer.length >= this.options.maxBuffered) sub.failed = new SubscriberFellBehind();
+      else sub.buffer.push(event);
+      sub.notify?.();
+    }
+  }
+
+  /** The subscriber's next live event; undefined when it is aborted or the hub closes. */
+  private async next(sub: Subscriber, signal: AbortSignal | undefined): Promise<BuildEvent | undefined> {
+    for (;;) {
+      if (signal?.aborted || this.closed) return undefined;
+      const event = sub.buffer.shift();
+      if (event) return event;
+      if (sub.failed) throw sub.failed;
+      await new Promise<void>((resolve) => {
+        sub.notify = resolve;
+      });
+      sub.notify = undefined;
+    }
+  }
+
+  private async snapshotItems(
+    buildId: string | undefined,
+    attachedAt: number,
+  ): Promise<{ items: StreamItem[]; ended: boolean }> {
+    if (buildId) {
+      const found = await this.events.buildSnapshot(buildId);
+      if (!found) throw new BuildNotFoundError(buildId);
+      const snapshot: BuildSnapshot = { kind: "snapshot", id: String(found.lastEventId), build: found.build };
+      return { items: [snapshot], ended: isFinalBuild(found.build) };
+    }
+    const [active, counts] = await Promise.all([
+      this.events.activeBuilds(ACTIVE_IN_SNAPSHOT),
+      this.events.statusCounts(),
+    ]);
+    return { items: [{ kind: "snapshot", id: String(attachedAt), active, counts }], ended: false };
+  }
+
+  /** Events after `afterId` up to the hub's cursor at attach time, from the table. */
+  private async missedItems(
+    buildId: string | undefined,
+    afterId: number,
+    attachedAt: number,
+  ): Promise<{ items: StreamItem[]; ended: boolean }> {
+    const items: BuildEvent[] = [];
+    let from = afterId;
+    for (;;) {
+      const page = await this.events.between(buildId, from, attachedAt, PAGE);
+      items.push(...page);
+      const lastOfPage = page.at(-1);
+      if (!lastOfPage || page.length < PAGE) break;
+      from = Number(lastOfPage.id);
+    }
+    if (!buildId) return { items, ended: false };
+    const found = await this.events.buildSnapshot(buildId);
+    if (!found) throw new BuildNotFoundError(buildId);
+    // Ended when the build is final and the client has (or now gets) its final event.
+    const seen = Math.max(afterId, Number(items.at(-1)?.id ?? 0));
+    return { items, ended: isFinalBuild(found.build) && found.lastEventId <= seen };
+  }
+}
+
+function isFinal(event: BuildEvent): boolean {
+  return event.type === "completed" || event.type === "failed" || event.type === "stopped";
+}
+
+function isFinalBuild(build: Build): boolean {
+  return FINAL_STATUSES.includes(build.status);
+}
+
+function parseLastEventId(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d{1,15}$/.test(value)) throw new ValidationError("lastEventId", "must be an event id (digits)");
+  return Number(value);
+}
