@@ -8,6 +8,7 @@ export {
   BuildQueue,
   type BuildPage,
   type BuildQueueOptions,
+  type EventStream,
   type ListOptions,
   type QueueMode,
   type SubmitOneResult,

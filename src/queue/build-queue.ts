@@ -71,6 +71,13 @@ export interface BuildQueueOptions extends Partial<Config> {
   events?: Partial<EventHubOptions>;
 }
 
+/** The build event stream (see BuildQueue.events). */
+export interface EventStream {
+  subscribe(options?: SubscribeOptions): AsyncGenerator<StreamItem>;
+  /** The newest event id this process has read and dispatched. */
+  position(): number;
+}
+
 export interface ListOptions {
   status?: string;
   strategyId?: string;
@@ -487,14 +494,10 @@ export class BuildQueue extends EventEmitter {
    * `lastEventId`, with the events after it (what a reconnecting subscriber missed); then live events,
    * each once and in id order. Ends when `signal` aborts or the queue closes.
    */
-  subscribe(options: SubscribeOptions = {}): AsyncGenerator<StreamItem> {
-    return this.hub.subscribe(options);
-  }
-
-  /** The stream's newest event this process has read (for diagnostics and tests). */
-  get eventPosition(): number {
-    return this.hub.position;
-  }
+  readonly events: EventStream = {
+    subscribe: (options: SubscribeOptions = {}) => this.hub.subscribe(options),
+    position: () => this.hub.position,
+  };
 
   /** Tells subscribers everywhere that these builds changed (after the commit; never awaited). */
   private announce(builds: Iterable<{ id: string }>): void {
@@ -517,11 +520,14 @@ export class BuildQueue extends EventEmitter {
     if (!Number.isInteger(leaseMs) || leaseMs < 100) {
       throw new ValidationError("leaseMs", "must be an integer number of milliseconds, at least 100");
     }
+    const started = performance.now();
     try {
       const claimed =
         (await this.claimViaRedis(workerId, count, leaseMs)) ??
         ((await this.store.claimNext(count, workerId, leaseMs)) as ClaimedBuild[]);
       this.announce(claimed);
+      // For the HTTP API's claim and dispatch latency histograms (src/http/metrics.ts).
+      if (claimed.length > 0) this.emit("claimed", { durationMs: performance.now() - started, builds: claimed });
       return claimed;
     } catch (err) {
       throw asStoreError(err);

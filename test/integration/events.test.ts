@@ -75,7 +75,7 @@ describe.each(backends())("event stream on $name", (backend) => {
 
   it("gives a build's snapshot, then its events in order, and ends after the final one", async () => {
     const { build } = await producer.submit({ strategyId: "stream-one" });
-    const stream = watcher.subscribe({ buildId: build.id });
+    const stream = watcher.events.subscribe({ buildId: build.id });
     const collected = collect(stream);
     // Let the subscription attach before the build moves (the snapshot then says queued).
     await new Promise((r) => setTimeout(r, 100));
@@ -97,7 +97,7 @@ describe.each(backends())("event stream on $name", (backend) => {
   it("a finished build's stream is its snapshot alone", async () => {
     const { build } = await producer.submit({ strategyId: "stream-done" });
     await producer.stop(build.id, { reason: "not needed" });
-    const items = await collect(watcher.subscribe({ buildId: build.id }));
+    const items = await collect(watcher.events.subscribe({ buildId: build.id }));
     expect(items).toHaveLength(1);
     expect(items[0]).toMatchObject({ kind: "snapshot", build: { status: "stopped" } });
   });
@@ -105,9 +105,9 @@ describe.each(backends())("event stream on $name", (backend) => {
   it("a reconnecting subscriber gets every missed event exactly once, in order", async () => {
     const { build } = await producer.submit({ strategyId: "stream-resume" });
     const claimed = await claimThis(build.id);
-    const full = collect(watcher.subscribe({ buildId: build.id }));
+    const full = collect(watcher.events.subscribe({ buildId: build.id }));
     // First connection: reads the snapshot and two progress events, then drops.
-    const first = watcher.subscribe({ buildId: build.id });
+    const first = watcher.events.subscribe({ buildId: build.id });
     const seen: StreamItem[] = [];
     const firstDone = (async () => {
       for await (const item of first) {
@@ -126,7 +126,7 @@ describe.each(backends())("event stream on $name", (backend) => {
     const lastSeen = seen.at(-1)?.id ?? "0";
     await producer.stop(build.id, { actor: "bob", reason: "enough" });
     await producer.fail(build.id, claimed.lease, "stopped by request");
-    const resumed = await collect(watcher.subscribe({ buildId: build.id, lastEventId: lastSeen }));
+    const resumed = await collect(watcher.events.subscribe({ buildId: build.id, lastEventId: lastSeen }));
     const all = events(await full);
     const missed = all.filter((e) => Number(e.id) > Number(lastSeen));
     expect(resumed.map((e) => e.id)).toEqual(missed.map((e) => e.id));
@@ -143,7 +143,7 @@ describe.each(backends())("event stream on $name", (backend) => {
   it("refuses progress from a stale lease, and it never reaches subscribers", async () => {
     const { build } = await producer.submit({ strategyId: "stream-stale", maxRetries: 1 });
     const first = await claimThis(build.id);
-    const all = watcher.subscribe({});
+    const all = watcher.events.subscribe({});
     const snapshot = (await all.next()).value as StreamItem;
     expect(snapshot.kind).toBe("snapshot");
     await producer.fail(build.id, first.lease, "flaky"); // requeued: lease bumped
@@ -186,7 +186,7 @@ describe.each(backends())("event stream on $name", (backend) => {
     const stored = await producer.get(build.id);
     expect(stored.progress).toMatchObject({ iteration: 1000 });
     await producer.complete(build.id, claimed.lease, null);
-    const items = await collect(watcher.subscribe({ buildId: build.id, lastEventId: "0" }));
+    const items = await collect(watcher.events.subscribe({ buildId: build.id, lastEventId: "0" }));
     const progress = events(items).filter((e) => e.type === "progress");
     expect(progress.length).toBeGreaterThanOrEqual(1);
     expect(progress.length).toBeLessThan(100); // 1,000 calls in one burst: a handful of writes
@@ -201,7 +201,7 @@ describe.each(backends())("event stream on $name", (backend) => {
     expect(retried).toMatchObject({ status: "queued", retryCount: 0, lastError: null });
     await expect(producer.retry(build.id)).rejects.toThrow(/retry/);
     const history = events(
-      await collect(watcher.subscribe({ buildId: build.id, lastEventId: "0" }), (items) =>
+      await collect(watcher.events.subscribe({ buildId: build.id, lastEventId: "0" }), (items) =>
         events(items).some((e) => e.event === "retried"),
       ),
     );
@@ -224,10 +224,14 @@ describe.each(backends())("event stream on $name", (backend) => {
   });
 
   it("rejects bad subscriptions and list filters clearly", async () => {
-    await expect(watcher.subscribe({ lastEventId: "abc" }).next()).rejects.toBeInstanceOf(ValidationError);
-    await expect(watcher.subscribe({ buildId: "nope" }).next()).rejects.toBeInstanceOf(ValidationError);
+    await expect(watcher.events.subscribe({ lastEventId: "abc" }).next()).rejects.toBeInstanceOf(
+      ValidationError,
+    );
+    await expect(watcher.events.subscribe({ buildId: "nope" }).next()).rejects.toBeInstanceOf(
+      ValidationError,
+    );
     await expect(
-      watcher.subscribe({ buildId: "00000000-0000-4000-8000-000000000000" }).next(),
+      watcher.events.subscribe({ buildId: "00000000-0000-4000-8000-000000000000" }).next(),
     ).rejects.toBeInstanceOf(BuildNotFoundError);
     await expect(watcher.list({ limit: 0 })).rejects.toMatchObject({ field: "limit" });
     await expect(watcher.list({ status: "lost" })).rejects.toMatchObject({ field: "status" });
@@ -236,7 +240,7 @@ describe.each(backends())("event stream on $name", (backend) => {
 
   it("ends subscriptions when their signal aborts", async () => {
     const controller = new AbortController();
-    const stream = watcher.subscribe({ signal: controller.signal });
+    const stream = watcher.events.subscribe({ signal: controller.signal });
     expect((await stream.next()).value).toMatchObject({ kind: "snapshot" });
     const pending = stream.next();
     controller.abort();
@@ -257,7 +261,7 @@ describe.each(backends())("event stream on $name", (backend) => {
         ),
       );
       try {
-        const stream = watcher.subscribe({});
+        const stream = watcher.events.subscribe({});
         const snapshot = (await stream.next()).value as StreamItem;
         const received: BuildEvent[] = [];
         let endId = "";

@@ -1,0 +1,423 @@
+/**
+ * The CLI client commands: they talk to a running `oculus up` over its HTTP API (`--url` /
+ * OCULUS_URL, `--token` / OCULUS_TOKEN), print tables for people and `--json` for scripts.
+ * Exit codes: 0 done; 1 the API refused or could not be reached (the message says why); 2 bad usage;
+ * `watch`: 0 only if the build completed, 1 if it failed or was stopped.
+ */
+import { readFileSync } from "node:fs";
+import { type Command, Option } from "commander";
+import { ApiClient, DEFAULT_API_URL } from "./api-client.js";
+
+interface ClientFlags {
+  url?: string;
+  token?: string;
+  json?: boolean;
+}
+
+interface ApiBuild {
+  id: string;
+  strategyId: string;
+  status: string;
+  phase: string | null;
+  progress: Progress | null;
+  priority: number;
+  workerId: string | null;
+  retryCount: number;
+  maxRetries: number;
+  lastError: string | null;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  stoppedBy: string | null;
+  stopReason: string | null;
+}
+
+interface Progress {
+  phase?: string;
+  percent?: number;
+  iteration?: number;
+  maxIterations?: number;
+  message?: string;
+}
+
+const FINAL = new Set(["completed", "failed", "stopped"]);
+
+export function registerClientCommands(program: Command): void {
+  const withClient = (command: Command) =>
+    command
+      .addOption(new Option("--url <url>", "the Oculus API").env("OCULUS_URL").default(DEFAULT_API_URL))
+      .addOption(
+        new Option("--token <token>", "bearer token (scopes read, submit, admin)").env("OCULUS_TOKEN"),
+      )
+      .option("--json", "print JSON (for scripts)");
+
+  withClient(program.command("submit").description("submit a build"))
+    .requiredOption("--strategy <id>", "strategy id")
+    .option("--priority <n>", "priority, -1000..1000 (higher runs first)", intArg("--priority"))
+    .option("--params <json>", "build parameters: a JSON object, or @file.json")
+    .option("--max-retries <n>", "automatic retries after a failure", intArg("--max-retries"))
+    .option("--idempotency-key <key>", "a repeat with the same key returns the first build")
+    .action(async (opts: ClientFlags & SubmitFlags) => {
+      const body = {
+        strategyId: opts.strategy,
+        ...(opts.priority === undefined ? {} : { priority: opts.priority }),
+        ...(opts.params === undefined ? {} : { params: parseParams(opts.params) }),
+        ...(opts.maxRetries === undefined ? {} : { maxRetries: opts.maxRetries }),
+        ...(opts.idempotencyKey === undefined ? {} : { idempotencyKey: opts.idempotencyKey }),
+      };
+      const res = await client(opts).post<{ build: ApiBuild; position: number | null }>("/v1/builds", body);
+      if (opts.json) {
+        printJson(res);
+        return;
+      }
+      console.log(`${res.build.id}  ${res.build.status}${res.position ? `  position ${res.position}` : ""}`);
+    });
+
+  withClient(program.command("status").description("show a build").argument("<id>", "build id")).action(
+    async (id: string, opts: ClientFlags) => {
+      const res = await client(opts).get<{ build: ApiBuild; position: number | null }>(
+        `/v1/builds/${encodeURIComponent(id)}`,
+      );
+      if (opts.json) {
+        printJson(res);
+        return;
+      }
+      printBuild(res.build, res.position);
+    },
+  );
+
+  withClient(
+    program.command("queue").description("the queue: waiting builds, running builds, workers"),
+  ).action(async (opts: ClientFlags) => {
+    const res = await client(opts).get<QueueOverview>("/v1/queue");
+    if (opts.json) {
+      printJson(res);
+      return;
+    }
+    printQueue(res);
+  });
+
+  withClient(program.command("workers").description("the workers and their load")).action(
+    async (opts: ClientFlags) => {
+      const res = await client(opts).get<{ workers: ApiWorker[] }>("/v1/workers");
+      if (opts.json) {
+        printJson(res);
+        return;
+      }
+      printWorkers(res.workers);
+    },
+  );
+
+  withClient(program.command("stop").description("stop a build").argument("<id>", "build id"))
+    .option("--reason <text>", "why (recorded with the build)")
+    .action(async (id: string, opts: ClientFlags & { reason?: string }) => {
+      const res = await client(opts).post<{ build: ApiBuild }>(
+        `/v1/builds/${encodeURIComponent(id)}/stop`,
+        opts.reason === undefined ? {} : { reason: opts.reason },
+      );
+      if (opts.json) {
+        printJson(res);
+        return;
+      }
+      const how = res.build.status === "stopping" ? "stopping (its worker is told)" : res.build.status;
+      console.log(`${res.build.id}  ${how}`);
+    });
+
+  withClient(
+    program.command("retry").description("run a failed or stopped build again").argument("<id>", "build id"),
+  ).action(async (id: string, opts: ClientFlags) => {
+    const res = await client(opts).post<{ build: ApiBuild }>(
+      `/v1/builds/${encodeURIComponent(id)}/retry`,
+      {},
+    );
+    if (opts.json) {
+      printJson(res);
+      return;
+    }
+    console.log(`${res.build.id}  ${res.build.status}`);
+  });
+
+  withClient(
+    program
+      .command("watch")
+      .description("follow a build live until it ends (exit 0 only if it completed)")
+      .argument("<id>", "build id"),
+  ).action(async (id: string, opts: ClientFlags) => {
+    const status = await watch(client(opts), id, Boolean(opts.json));
+    process.exitCode = status === "completed" ? 0 : 1;
+  });
+}
+
+interface SubmitFlags {
+  strategy: string;
+  priority?: number;
+  params?: string;
+  maxRetries?: number;
+  idempotencyKey?: string;
+}
+
+function client(opts: ClientFlags): ApiClient {
+  return new ApiClient({ url: opts.url ?? DEFAULT_API_URL, token: opts.token });
+}
+
+/** Follows the build's event stream; resolves with its final status. */
+async function watch(api: ApiClient, id: string, json: boolean): Promise<string> {
+  const view = new WatchView(json);
+  let final = "";
+  await api.stream(
+    `/v1/builds/${encodeURIComponent(id)}/events`,
+    (message) => {
+      const data = JSON.parse(message.data) as WatchItem;
+      view.show(message.event ?? "message", data);
+      const status = data.kind === "snapshot" ? data.build?.status : data.status;
+      if (status && FINAL.has(status) && (data.kind === "snapshot" || data.type !== "progress")) {
+        final = status;
+        return true;
+      }
+      return false;
+    },
+    { onReconnect: () => view.note("connection lost; reconnecting from the last event") },
+  );
+  view.end(final);
+  return final;
+}
+
+interface WatchItem {
+  kind: "snapshot" | "event";
+  id: string;
+  type?: string;
+  status?: string;
+  actor?: string;
+  progress?: Progress;
+  data?: Record<string, unknown> | null;
+  build?: ApiBuild;
+}
+
+/** A progress bar on a terminal; one line per event otherwise (or JSON lines). */
+class WatchView {
+  private readonly tty = Boolean(process.stdout.isTTY);
+  private barShown = false;
+
+  constructor(private readonly json: boolean) {}
+
+  show(name: string, item: WatchItem): void {
+    if (this.json) {
+      printJsonLine({ event: name, ...item });
+      return;
+    }
+    if (item.kind === "snapshot" && item.build) {
+      const b = item.build;
+      this.line(`build ${b.id} (${b.strategyId}): ${b.status}${b.workerId ? ` on ${b.workerId}` : ""}`);
+      if (b.progress) this.progress(b.progress);
+      return;
+    }
+    if (item.type === "progress" && item.progress) {
+      this.progress(item.progress);
+      return;
+    }
+    const detail = describeEvent(item);
+    this.line(`${new Date().toISOString().slice(11, 19)} ${item.type}${detail ? `: ${detail}` : ""}`);
+  }
+
+  note(text: string): void {
+    if (!this.json) this.line(text);
+  }
+
+  end(status: string): void {
+    if (this.json) return;
+    this.clearBar();
+    console.log(status === "completed" ? "completed" : `ended ${status || "without an outcome"}`);
+  }
+
+  private progress(p: Progress): void {
+    const text = progressText(p);
+    if (!this.tty) {
+      this.line(text);
+      return;
+    }
+    process.stdout.write(`\r\x1b[2K${text}`);
+    this.barShown = true;
+  }
+
+  private line(text: string): void {
+    this.clearBar();
+    console.log(text);
+  }
+
+  private clearBar(): void {
+    if (this.barShown) process.stdout.write("\r\x1b[2K");
+    this.barShown = false;
+  }
+}
+
+export function progressText(p: Progress): string {
+  const width = 30;
+  const percent =
+    p.percent ?? (p.iteration && p.maxIterations ? (100 * p.iteration) / p.maxIterations : undefined);
+  const parts: string[] = [];
+  if (percent !== undefined) {
+    const filled = Math.round((Math.max(0, Math.min(100, percent)) / 100) * width);
+    parts.push(`[${"#".repeat(filled)}${".".repeat(width - filled)}] ${percent.toFixed(0).padStart(3)}%`);
+  }
+  if (p.phase) parts.push(p.phase);
+  if (p.iteration !== undefined)
+    parts.push(`iteration ${p.iteration}${p.maxIterations ? `/${p.maxIterations}` : ""}`);
+  if (p.message) parts.push(p.message);
+  return parts.join("  ");
+}
+
+function describeEvent(item: WatchItem): string {
+  const data = item.data ?? {};
+  const bits: string[] = [];
+  if (item.actor) bits.push(`by ${item.actor}`);
+  for (const key of ["reason", "error", "retryCount"]) {
+    if (data[key] !== undefined && data[key] !== null) bits.push(`${key} ${String(data[key])}`);
+  }
+  return bits.join(", ");
+}
+
+interface ApiWorker {
+  id: string;
+  hostname: string;
+  status: string;
+  capacity: number;
+  activeBuilds: number;
+  freeSlots: number;
+  heartbeatAgeMs: number;
+}
+
+interface QueueOverview {
+  mode: string;
+  length: number;
+  queued: { build: ApiBuild; position: number | null }[] | ApiBuild[];
+  active: ApiBuild[];
+  workers: ApiWorker[];
+  [key: string]: unknown;
+}
+
+function printQueue(q: QueueOverview): void {
+  console.log(`mode ${q.mode}, ${q.length} queued`);
+  const queued = (q.queued ?? []).map((entry) =>
+    "build" in entry ? { ...entry.build, position: entry.position } : { ...entry, position: null },
+  );
+  if (queued.length > 0) {
+    console.log("\nqueued");
+    printTable(
+      ["POS", "ID", "STRATEGY", "PRIORITY", "WAITING"],
+      queued.map((b) => [
+        String(b.position ?? "-"),
+        b.id,
+        b.strategyId,
+        String(b.priority),
+        age(b.createdAt),
+      ]),
+    );
+  }
+  if ((q.active ?? []).length > 0) {
+    console.log("\nrunning");
+    printTable(
+      ["ID", "STATUS", "WORKER", "PHASE", "PROGRESS"],
+      q.active.map((b) => [
+        b.id,
+        b.status,
+        b.workerId ?? "-",
+        b.phase ?? "-",
+        b.progress ? progressText(b.progress) : "-",
+      ]),
+    );
+  }
+  console.log("");
+  printWorkers(q.workers ?? []);
+}
+
+function printWorkers(workers: ApiWorker[]): void {
+  if (workers.length === 0) {
+    console.log("no workers");
+    return;
+  }
+  printTable(
+    ["WORKER", "STATUS", "RUNNING", "CAPACITY", "FREE", "HEARTBEAT"],
+    workers.map((w) => [
+      w.id,
+      w.status,
+      String(w.activeBuilds),
+      String(w.capacity),
+      String(w.freeSlots),
+      `${(w.heartbeatAgeMs / 1000).toFixed(1)} s ago`,
+    ]),
+  );
+}
+
+function printBuild(b: ApiBuild, position: number | null): void {
+  const rows: [string, string][] = [
+    ["id", b.id],
+    ["strategy", b.strategyId],
+    ["status", b.status + (position ? ` (position ${position})` : "")],
+    ["priority", String(b.priority)],
+    ["phase", b.phase ?? "-"],
+    ["progress", b.progress ? progressText(b.progress) : "-"],
+    ["worker", b.workerId ?? "-"],
+    ["retries", `${b.retryCount} of ${b.maxRetries}`],
+    ["created", b.createdAt],
+    ["started", b.startedAt ?? "-"],
+    ["finished", b.finishedAt ?? "-"],
+  ];
+  if (b.lastError) rows.push(["error", b.lastError]);
+  if (b.stoppedBy) rows.push(["stopped by", `${b.stoppedBy}${b.stopReason ? `: ${b.stopReason}` : ""}`]);
+  const width = Math.max(...rows.map(([k]) => k.length));
+  for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+}
+
+function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const format = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join("  ")
+      .trimEnd();
+  console.log(format(header));
+  for (const row of rows) console.log(format(row));
+}
+
+function age(iso: string): string {
+  const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (seconds < 120) return `${seconds.toFixed(0)} s`;
+  if (seconds < 7200) return `${(seconds / 60).toFixed(0)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+function printJson(value: unknown): void {
+  console.log(JSON.stringify(value, null, 2));
+}
+
+function printJsonLine(value: unknown): void {
+  console.log(JSON.stringify(value));
+}
+
+function parseParams(text: string): unknown {
+  const source = text.startsWith("@") ? readParamsFile(text.slice(1)) : text;
+  try {
+    return JSON.parse(source);
+  } catch (err) {
+    throw new UsageError(`--params: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+function readParamsFile(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (err) {
+    throw new UsageError(`--params: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+  }
+}
+
+/** Bad usage: exit code 2. */
+export class UsageError extends Error {}
+
+function intArg(flag: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n)) throw new UsageError(`${flag} must be an integer, got "${value}"`);
+    return n;
+  };
+}
