@@ -1,4 +1,5 @@
 /** The benchmark's result object, the targets it is judged against, and the readable tables. */
+import { FANOUT_SYSTEMS, type FanoutPart, type FanoutSystem } from "./fanout.js";
 import type { RecoveryPart, RecoveryResult } from "./recovery.js";
 import type { ScaleStep } from "./scale.js";
 import type { Distribution } from "./stats.js";
@@ -77,6 +78,8 @@ export interface Results {
   recovery: RecoveryPart | null;
   /** Stop latency to a worker in another process (bench/stop.ts); null with --skip-stop. */
   stop: StopPart | null;
+  /** Progress fan-out to 1,000 subscribers (bench/fanout.ts); null when not run. */
+  fanout: FanoutPart | null;
   /** 1-minute load average when each part started and when the run ended (other work on the machine). */
   loadAverage: Record<string, number>;
   targets: Target[];
@@ -172,6 +175,15 @@ export function evaluateTargets(r: Omit<Results, "targets">): Target[] {
       });
     }
   }
+  for (const system of ["redis", "postgres"] as const) {
+    const x = r.fanout?.results[system];
+    if (!x) continue;
+    targets.push({
+      target: `${FANOUT_LABELS[system]}: progress fan-out delivers every update to every subscriber once (p99 reported, no threshold)`,
+      measured: `${fmt(x.delivered)} of ${fmt(x.expected)} deliveries, ${fmt(x.missing)} missing, ${fmt(x.duplicates)} duplicates; p99 ${fmt(x.ms.p99, 2)} ms`,
+      met: x.missing === 0 && x.duplicates === 0 && x.foreign === 0,
+    });
+  }
   return targets;
 }
 
@@ -211,6 +223,7 @@ export function renderText(r: Results): string {
   if (r.scale) renderScale(out, r.scale);
   if (r.recovery) renderRecovery(out, r.recovery);
   if (r.stop) renderStop(out, r.stop);
+  if (r.fanout) renderFanout(out, r.fanout);
   out.push("", "Targets");
   out.push(
     table(
@@ -338,4 +351,92 @@ function renderStop(out: string[], stop: StopPart): void {
   out.push(
     `   reference (${REFERENCE.note}): BullMQ cancelJob relayed over pub/sub p50 1.5 ms, p95 2-3 ms (no durable record of the stop)`,
   );
+}
+
+const FANOUT_LABELS: Record<FanoutSystem, string> = {
+  redis: "ours, Redis mode",
+  postgres: "ours, PostgreSQL-only",
+  bullmq: "BullMQ 6.7 QueueEvents",
+};
+
+function renderFanout(out: string[], f: FanoutPart): void {
+  const subs = f.subscribers.allBuilds + f.subscribers.perBuild;
+  out.push(
+    "",
+    `6. Progress fan-out: ${fmt(subs)} subscribers (${fmt(f.subscribers.allBuilds)} all-builds, ${fmt(f.subscribers.perBuild)} per-build) in this process, ${f.rate} updates/s from a producer process over ${f.builds} running builds (each build once a second; progressIntervalMs ${f.progressIntervalMs}), ${f.seconds} s measured after ${f.warmupSeconds} s warm-up; latency = send in the producer -> receive in each subscriber's loop`,
+  );
+  const systems = FANOUT_SYSTEMS.filter((s) => f.results[s]);
+  const ms = (d: { p50: number; p99: number }) => `${fmt(d.p50, 2)} / ${fmt(d.p99, 2)}`;
+  out.push(
+    table(
+      [
+        "system",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "mean ms",
+        "first delivery p50/p99",
+        "spread p50/p99",
+        "producer call p50/p99",
+      ],
+      systems.map((s) => {
+        const x = f.results[s];
+        if (!x) return [];
+        return [
+          FANOUT_LABELS[s],
+          ...[x.ms.p50, x.ms.p95, x.ms.p99, x.ms.max, x.ms.mean].map((v) => fmt(v, 2)),
+          ms(x.firstMs),
+          ms(x.spreadMs),
+          ms(x.producer.callMs),
+        ];
+      }),
+    ),
+  );
+  out.push(
+    table(
+      [
+        "system",
+        "updates",
+        "rate/s",
+        "delivered",
+        "expected",
+        "missing",
+        "duplicates",
+        "foreign",
+        "subscriber CPU",
+        "producer CPU",
+        "load avg 1/5/15 start -> end",
+      ],
+      systems.map((s) => {
+        const x = f.results[s];
+        if (!x) return [];
+        const load = (l: number[]) => l.map((v) => v.toFixed(2)).join("/");
+        return [
+          FANOUT_LABELS[s],
+          fmt(x.updates),
+          fmt(x.achievedRatePerSec, 1),
+          fmt(x.delivered),
+          fmt(x.expected),
+          `${fmt(x.missing)}${x.subscribersMissing ? ` (${x.subscribersMissing} subs)` : ""}`,
+          `${fmt(x.duplicates)}${x.subscribersWithDuplicates ? ` (${x.subscribersWithDuplicates} subs)` : ""}`,
+          fmt(x.foreign),
+          `${fmt(x.subscriberCpuMs / 1000, 2)} s (${fmt((x.subscriberCpuMs / x.subscriberWallMs) * 100)} %)`,
+          `${fmt(x.producer.cpuMs / 1000, 2)} s (${fmt((x.producer.cpuMs / x.producer.wallMs) * 100)} %)`,
+          `${load(x.loadAverage.start)} -> ${load(x.loadAverage.end)}`,
+        ];
+      }),
+    ),
+  );
+  out.push(
+    "   first delivery: per update, send -> the first subscriber's receive (write + notice + one hub read); spread: first -> last subscriber (the in-process fan-out); producer call: send -> reportProgress resolved (ours: the progress commit) or updateProgress resolved (BullMQ); CPU: over the measured window, % of one core",
+  );
+  for (const s of systems) {
+    const x = f.results[s];
+    if (x && (x.subscriptionErrors.length > 0 || x.producer.errors > 0)) {
+      out.push(
+        `   ${FANOUT_LABELS[s]}: ${x.subscriptionErrors.length} subscription errors ${x.subscriptionErrors.slice(0, 3).join("; ")}; producer errors ${x.producer.errors} ${x.producer.firstError ?? ""}`,
+      );
+    }
+  }
 }

@@ -1,18 +1,20 @@
 /**
  * `npm run bench [-- --json] [--runs N] [--builds N] [--latency N] [--skip-scale] [--scale-max N]
  *   [--skip-recovery] [--recovery-tries N] [--recovery-default-tries N] [--recovery-bullmq-default-tries N]
- *   [--skip-stop] [--stop-tries N] [--only PART[,PART...]]`
+ *   [--skip-stop] [--stop-tries N] [--skip-fanout] [--fanout-seconds N] [--only PART[,PART...]]`
  *
  * Our queue (Redis mode and PostgreSQL-only mode) and BullMQ side by side, on one private
  * redis-server and one PostgreSQL: throughput, dispatch latency, behaviour at scale (in this
- * process), worker recovery after a kill -9 (worker child processes, bench/recovery.ts), and stop
- * latency to a worker in another process (bench/stop.ts).
+ * process), worker recovery after a kill -9 (worker child processes, bench/recovery.ts), stop
+ * latency to a worker in another process (bench/stop.ts), and progress fan-out from a producer
+ * process to 1,000 subscribers (bench/fanout.ts).
  * Readable tables on stdout; with --json, one JSON object on stdout and progress on stderr.
- * --only runs just the parts named (throughput, latency, scale, recovery, stop).
+ * --only runs just the parts named (throughput, latency, scale, recovery, stop, fanout).
  */
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { bullmqLatency, bullmqThroughput } from "./bullmq.js";
+import { FANOUT_SYSTEMS, runFanout, stopFanoutProducers } from "./fanout.js";
 import { ourLatency } from "./latency.js";
 import { DATABASE_URL, dropAllSchemas, postgresVersion } from "./postgres.js";
 import { runRecovery, stopRecoveryWorkers } from "./recovery.js";
@@ -45,14 +47,16 @@ const { values: args } = parseArgs({
     "recovery-bullmq-default-tries": { type: "string", default: "2" },
     "skip-stop": { type: "boolean", default: false },
     "stop-tries": { type: "string", default: "200" },
+    "skip-fanout": { type: "boolean", default: false },
+    "fanout-seconds": { type: "string", default: "20" },
     only: { type: "string" },
   },
 });
 
-const PARTS = ["throughput", "latency", "scale", "recovery", "stop"] as const;
+const PARTS = ["throughput", "latency", "scale", "recovery", "stop", "fanout"] as const;
 type Part = (typeof PARTS)[number];
 
-/** The parts to run: --only, else all of them, less --skip-scale, --skip-recovery and --skip-stop. */
+/** The parts to run: --only, else all of them, less --skip-scale, --skip-recovery, --skip-stop, --skip-fanout. */
 function selectedParts(): Set<Part> {
   const parts = new Set<Part>(PARTS);
   if (args.only !== undefined) {
@@ -67,6 +71,7 @@ function selectedParts(): Set<Part> {
   if (args["skip-scale"]) parts.delete("scale");
   if (args["skip-recovery"]) parts.delete("recovery");
   if (args["skip-stop"]) parts.delete("stop");
+  if (args["skip-fanout"]) parts.delete("fanout");
   return parts;
 }
 
@@ -175,12 +180,14 @@ async function main(): Promise<void> {
     args["recovery-bullmq-default-tries"],
   );
   const stopTries = positiveInt("stop-tries", args["stop-tries"]);
+  const fanoutSeconds = positiveInt("fanout-seconds", args["fanout-seconds"]);
   const parts = selectedParts();
   const loadAverage: Record<string, number> = { start: os.loadavg()[0] ?? 0 };
   const redis = await PrivateRedis.start();
   const cleanup = async () => {
     await stopRecoveryWorkers();
     await stopStopWorkers();
+    await stopFanoutProducers();
     await redis.stop();
     await dropAllSchemas().catch((err: Error) => log(`could not drop the benchmark schemas: ${err.message}`));
   };
@@ -241,6 +248,22 @@ async function main(): Promise<void> {
       loadAverage.stop = os.loadavg()[0] ?? 0;
       stop = await runStop(redis, { tries: stopTries, warmup: 10, pauseMs: 5, log });
     }
+    let fanout: Results["fanout"] = null;
+    if (parts.has("fanout")) {
+      loadAverage.fanout = os.loadavg()[0] ?? 0;
+      fanout = await runFanout(redis, {
+        seconds: fanoutSeconds,
+        warmupSeconds: 3,
+        rate: 100,
+        builds: 100,
+        allBuildsSubscribers: 900,
+        perBuildSubscribers: 100,
+        progressIntervalMs: 200,
+        drainMs: 5000,
+        systems: FANOUT_SYSTEMS,
+        log,
+      });
+    }
     loadAverage.end = os.loadavg()[0] ?? 0;
 
     const partial: Omit<Results, "targets"> = {
@@ -256,6 +279,7 @@ async function main(): Promise<void> {
       scale,
       recovery,
       stop,
+      fanout,
       loadAverage,
       referenceNote: `reference figures are ${REFERENCE.note}`,
     };
