@@ -3,10 +3,43 @@ export { type Config, loadConfig } from "./core/config.js";
 export * from "./core/errors.js";
 export * from "./core/events.js";
 export { decodeScore, encodeScore, PRIORITY_MAX, PRIORITY_MIN, SEQ_MAX } from "./core/score.js";
+export {
+  type AuthConfig,
+  authConfig,
+  loadAuthConfig,
+  type Scope,
+  type TokenSpec,
+} from "./http/auth.js";
+export {
+  buildServer,
+  listenApi,
+  type RateLimitOptions,
+  type ServerOptions,
+} from "./http/server.js";
+export {
+  type BackupOptions,
+  type BackupResult,
+  backupRedis,
+} from "./ops/backup.js";
+export {
+  type CheckStatus,
+  checkPersistence,
+  checkStatusCode,
+  type PersistenceCheck,
+  type PersistenceCheckOptions,
+  type PersistenceReport,
+} from "./ops/persistence-checks.js";
+export {
+  DEFAULT_PERSISTENCE_INTERVAL_MS,
+  PersistenceMonitor,
+  type PersistenceMonitorOptions,
+} from "./ops/persistence-monitor.js";
+export { checkPostgres, checkQueueIndex } from "./ops/queue-checks.js";
+export { type VerifyOptions, type VerifyReport, verifyBackup } from "./ops/verify-backup.js";
 export { migrate } from "./postgres/migrate.js";
 export {
-  BuildQueue,
   type BuildPage,
+  BuildQueue,
   type BuildQueueOptions,
   type EventStream,
   type ListOptions,

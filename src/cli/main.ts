@@ -12,7 +12,19 @@ import { migrate } from "../postgres/migrate.js";
 import { BuildQueue } from "../queue/build-queue.js";
 import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
-import { Worker, type WorkerHandler } from "../worker/worker.js";
+import { Worker } from "../worker/worker.js";
+import { ApiError } from "./api-client.js";
+import { registerClientCommands, UsageError } from "./client-commands.js";
+import { registerOpsCommands } from "./ops-commands.js";
+import {
+  announce,
+  DEFAULT_HOST,
+  DEFAULT_PORT,
+  parsePort,
+  runUp,
+  stopOnSignal,
+  type UpOptions,
+} from "./up.js";
 
 const program = new Command("oculus")
   .description("Oculus build queue: durable priority queue on PostgreSQL, with Redis as fast path")
@@ -90,35 +102,20 @@ program
 
 program
   .command("up")
-  .description("run the build queue: stores, reconciler, reaper and local workers")
+  .description("run the build queue: HTTP API, stores, reconciler, reaper and local workers")
+  .addOption(
+    new Option("--host <host>", "address the HTTP API listens on").env("OCULUS_HOST").default(DEFAULT_HOST),
+  )
+  .addOption(
+    new Option("--port <port>", "HTTP API port (0: any free port)")
+      .env("OCULUS_PORT")
+      .default(DEFAULT_PORT)
+      .argParser(parsePort),
+  )
   .addOption(new Option("--workers <n>", "local workers").default(1).argParser(nonNegativeInt("--workers")))
   .option("--command <cmd>", "shell command each local worker runs per build (default: the demo build)")
   .option("--demo", "submit two demo builds at start")
-  .action(async (opts: { workers: number; command?: string; demo?: boolean }) => {
-    const c = config();
-    const logger = createLogger();
-    const queue = await BuildQueue.open({ ...c, logger });
-    queue.on("mode", (mode: string) => console.log(`mode: ${mode}`));
-    queue.startReaper();
-    console.log(
-      `oculus build queue up: PostgreSQL ${c.databaseUrl ? "server" : `embedded (PGlite, ${c.dataDir})`}, ` +
-        `Redis ${c.redisUrl ? "configured" : "none"}, mode ${queue.mode}`,
-    );
-    const handler = opts.command ? commandHandler(opts.command) : announce(demoBuild);
-    const workers = Array.from({ length: opts.workers }, () => new Worker(queue, { handler, logger }));
-    for (const worker of workers) await worker.start();
-    if (opts.demo) {
-      const results = await queue.submitMany([
-        { strategyId: "demo-momentum", priority: 0 },
-        { strategyId: "demo-mean-reversion", priority: 5 },
-      ]);
-      for (const r of results) console.log(`submitted demo build ${r.build.id} (${r.build.strategyId})`);
-    }
-    stopOnSignal(async () => {
-      await Promise.all(workers.map((w) => w.stop()));
-      await queue.close();
-    });
-  });
+  .action(async (opts: UpOptions) => runUp(config(), opts));
 
 program
   .command("worker")
@@ -188,27 +185,6 @@ interface WorkerFlags {
   deadAfterMs: number;
 }
 
-/** The demo build, with a line on stdout as each build starts and ends. */
-function announce(handler: WorkerHandler): WorkerHandler {
-  return async (ctx) => {
-    console.log(`build ${ctx.build.id} (${ctx.build.strategyId}) started`);
-    const result = await handler(ctx);
-    console.log(`build ${ctx.build.id} completed`);
-    return result;
-  };
-}
-
-/** SIGTERM or SIGINT: shut down gracefully once, then exit 0. */
-function stopOnSignal(shutdown: () => Promise<void>): void {
-  const onSignal = async () => {
-    console.log("shutting down");
-    await shutdown();
-    process.exit(0);
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-}
-
 function parseLabels(pairs: string[]): Record<string, string> {
   const labels: Record<string, string> = {};
   for (const pair of pairs) {
@@ -238,8 +214,15 @@ function positiveInt(flag: string) {
   };
 }
 
+registerClientCommands(program);
+registerOpsCommands(program, config);
+
 program.parseAsync().catch((err: unknown) => {
   const message = err instanceof Error ? err.message : String(err);
   console.error(`oculus: ${message}`);
-  process.exit(err instanceof OculusError && err.code === "config_invalid" ? 2 : 1);
+  const usage =
+    err instanceof UsageError ||
+    (err instanceof OculusError && err.code === "config_invalid") ||
+    (err instanceof ApiError && err.code === "config_invalid");
+  process.exit(usage ? 2 : 1);
 });

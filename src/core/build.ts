@@ -84,7 +84,8 @@ export const MAX_RETRIES_LIMIT = 100;
 export const MAX_PARAMS_BYTES = 100 * 1024;
 export const MAX_BATCH_SIZE = 10_000;
 
-const submitSchema = z.strictObject({
+/** What a submit accepts (also the HTTP API's request body schema). */
+export const submitSchema = z.strictObject({
   strategyId: z
     .string({ error: "is required and must be a string" })
     .min(1, "must not be empty")
@@ -139,11 +140,12 @@ export function parseSubmitMany(inputs: unknown): SubmitRequest[] {
   return inputs.map((input, index) => parseSubmit(input, `builds[${index}].`));
 }
 
-const BUILD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** A build id: a lower-case UUID. */
+export const BUILD_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Build ids are UUIDs; anything else cannot name a build. */
 export function parseBuildId(id: unknown, field = "id"): string {
-  if (typeof id !== "string" || !BUILD_ID.test(id)) {
+  if (typeof id !== "string" || !BUILD_ID_PATTERN.test(id)) {
     throw new ValidationError(field, "must be a build id (a UUID)");
   }
   return id;

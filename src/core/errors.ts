@@ -9,7 +9,10 @@ export type ErrorCode =
   | "invalid_state"
   | "stale_lease"
   | "config_invalid"
-  | "store_unavailable";
+  | "store_unavailable"
+  | "unauthorized"
+  | "forbidden"
+  | "rate_limited";
 
 export class OculusError extends Error {
   readonly code: ErrorCode;
@@ -90,5 +93,26 @@ export class StoreUnavailableError extends OculusError {
   constructor(message: string, cause?: unknown) {
     super("store_unavailable", 503, message);
     if (cause !== undefined) this.cause = cause;
+  }
+}
+
+/** HTTP: no bearer token, or one that matches no configured token. */
+export class UnauthorizedError extends OculusError {
+  constructor(message: string) {
+    super("unauthorized", 401, message);
+  }
+}
+
+/** HTTP: a valid token without the scope the route needs. */
+export class ForbiddenError extends OculusError {
+  constructor(tokenName: string, scope: string) {
+    super("forbidden", 403, `token "${tokenName}" lacks the scope "${scope}"`, { scope });
+  }
+}
+
+/** HTTP: too many requests for this token (or address) in the current window. */
+export class RateLimitedError extends OculusError {
+  constructor(retryAfterSeconds: number) {
+    super("rate_limited", 429, `rate limit exceeded: retry in ${retryAfterSeconds} s`, { retryAfterSeconds });
   }
 }

@@ -3,10 +3,12 @@
  * (a pool, plus a dedicated connection for LISTEN) and the embedded PGlite. The same SQL runs on both.
  * Every connection's search_path is the configured schema, so queries name tables unqualified.
  */
+
 import { mkdirSync } from "node:fs";
 import pg from "pg";
 import type { Logger } from "../core/logger.js";
 import { queries } from "../generated/assets.js";
+import { lockDataDir } from "./data-dir-lock.js";
 
 export interface QueryResult<T> {
   rows: T[];
@@ -165,7 +167,11 @@ class PostgresListener {
 export async function openPglite(dataDir: string, schema: string): Promise<Db> {
   const { PGlite } = await import("@electric-sql/pglite");
   mkdirSync(dataDir, { recursive: true });
-  const db = await PGlite.create(dataDir);
+  const unlock = lockDataDir(dataDir);
+  const db = await PGlite.create(dataDir).catch((err: unknown) => {
+    unlock();
+    throw err;
+  });
   await db.exec(
     `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}; SET search_path TO ${quoteIdent(schema)}`,
   );
@@ -197,6 +203,7 @@ export async function openPglite(dataDir: string, schema: string): Promise<Db> {
     },
     async close() {
       await db.close();
+      unlock();
     },
   };
 }

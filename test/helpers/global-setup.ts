@@ -1,9 +1,11 @@
 /**
  * Checks, before any test runs, that what the tests need is here, and says exactly what is missing:
- * the redis-server binary (tests start private servers) and a reachable PostgreSQL.
+ * the redis-server binary (tests start private servers), a reachable PostgreSQL, and Chromium (the
+ * dashboard's browser test).
  */
 import { execFileSync } from "node:child_process";
 import pg from "pg";
+import { CHROMIUM_PATH } from "./browser.js";
 import { TEST_DATABASE_URL } from "./postgres.js";
 
 export default async function setup(): Promise<void> {
@@ -14,6 +16,14 @@ export default async function setup(): Promise<void> {
     missing.push(
       "redis-server is not installed or not on PATH: the tests start private Redis servers " +
         "(Debian: apt-get install redis-server)",
+    );
+  }
+  try {
+    execFileSync(CHROMIUM_PATH, ["--version"], { stdio: "pipe" });
+  } catch {
+    missing.push(
+      `Chromium is not at ${CHROMIUM_PATH}: the dashboard test drives a real browser ` +
+        "(Debian: apt-get install chromium, or set CHROMIUM_PATH)",
     );
   }
   const client = new pg.Client({ connectionString: TEST_DATABASE_URL, connectionTimeoutMillis: 5000 });

@@ -1,47 +1,215 @@
 /**
- * `npm start` runs `oculus up` on the embedded store: it must come up with no server at all, run the
- * demo builds to completion and shut down cleanly on SIGTERM.
+ * `npm start` runs `oculus up` on the embedded store: it must come up with no server at all, answer
+ * /health, take a build over HTTP, run the demo builds to completion and shut down cleanly on
+ * SIGTERM. Several `oculus up` processes share one PostgreSQL and Redis; an open API is refused
+ * beyond loopback.
  */
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { BuildQueue } from "../../src/index.js";
+import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from "../helpers/postgres.js";
+import { eventually } from "../helpers/queue.js";
+import { RedisServer } from "../helpers/redis-server.js";
+
+const MAIN = path.resolve("dist/src/cli/main.js");
+
+interface UpProcess {
+  child: ChildProcess;
+  url: string;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+/** Starts `oculus up` with `args` and only `env` (plus PATH); resolves once it says where it listens. */
+async function startUp(args: string[], env: Record<string, string>): Promise<UpProcess> {
+  const child = spawn("node", [MAIN, "up", "--port", "0", ...args], {
+    env: { PATH: process.env.PATH ?? "", OCULUS_LOG_LEVEL: "warn", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code, signal) => {
+      if (signal) out += `\n(killed by ${signal})`;
+      resolve(code);
+    }),
+  );
+  let gone = false;
+  void exited.then(() => {
+    gone = true;
+  });
+  const url = await eventually(async () => {
+    if (gone) throw new Error(`oculus up exited:\n${out}`);
+    return /API listening on (http:\/\/\S+) /.exec(out)?.[1];
+  }, 45_000).catch((err: Error) => {
+    child.kill("SIGKILL");
+    throw new Error(`${err.message}\n${out}`);
+  });
+  return { child, url, output: () => out, exited };
+}
+
+async function stopUp(up: UpProcess): Promise<number | null> {
+  up.child.kill("SIGTERM");
+  return up.exited;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: tests read response bodies freely
+const json = async (res: Response): Promise<{ status: number; body: any }> => ({
+  status: res.status,
+  body: await res.json(),
+});
 
 describe("oculus up (the main command)", () => {
   const dataDir = mkdtempSync(path.join(tmpdir(), "oculus-up-"));
   afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
-  it("runs demo builds to completion on the embedded store and exits cleanly", async () => {
-    const child = spawn("node", [path.resolve("dist/src/cli/main.js"), "up", "--demo", "--workers", "2"], {
-      env: { PATH: process.env.PATH ?? "", OCULUS_DATA_DIR: dataDir, OCULUS_LOG_LEVEL: "warn" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      out += d.toString();
-    });
-    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-    const deadline = Date.now() + 45_000;
-    while ((out.match(/completed$/gm) ?? []).length < 2) {
-      if (Date.now() > deadline) throw new Error(`demo builds did not complete:\n${out}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(out).toMatch(/embedded \(PGlite/);
-    child.kill("SIGTERM");
-    expect(await exited).toBe(0);
+  it("on the embedded store: /health, a build submitted over HTTP and the demo builds complete; SIGTERM exits 0", async () => {
+    const up = await startUp(["--demo", "--workers", "2"], { OCULUS_DATA_DIR: dataDir });
+    let exitCode: number | null;
+    try {
+      expect(up.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(up.output()).toMatch(/embedded PostgreSQL \(PGlite/);
+      expect(up.output()).toMatch(/Redis none; mode postgres/);
+      expect(up.output()).toMatch(/no tokens configured: .*\(loopback\)/);
+      const health = await eventually(async () => {
+        const res = await json(await fetch(`${up.url}/health`));
+        return res.status === 200 ? res : undefined;
+      });
+      expect(health.body).toMatchObject({ status: "ok", mode: "postgres", postgres: { status: "up" } });
 
-    // The record survived the process: both demo builds are completed in the embedded store.
+      const submitted = await json(
+        await fetch(`${up.url}/v1/builds`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ strategyId: "http-demo", params: { stepMs: 20 } }),
+        }),
+      );
+      expect(submitted.status).toBe(201);
+      const id = submitted.body.build.id as string;
+      const done = await eventually(async () => {
+        const res = await json(await fetch(`${up.url}/v1/builds/${id}`));
+        return res.body.build.status === "completed" ? res.body.build : undefined;
+      }, 45_000);
+      expect(done.result).toMatchObject({ image: "oculus/http-demo:demo" });
+      await eventually(async () => (up.output().match(/completed$/gm) ?? []).length >= 3, 45_000);
+    } finally {
+      exitCode = await stopUp(up);
+    }
+    expect(exitCode, up.output()).toBe(0);
+
+    // The record survived the process: every build is completed in the embedded store.
     const queue = await BuildQueue.open({ dataDir });
     try {
       const res = await queue.store.db.query<{ status: string }>("SELECT status FROM builds");
-      expect(res.rows.map((r) => r.status)).toEqual(["completed", "completed"]);
+      expect(res.rows.map((r) => r.status)).toEqual(["completed", "completed", "completed"]);
     } finally {
       await queue.close();
     }
+  });
+
+  it("refuses to listen beyond loopback without tokens (exit 2, before opening anything)", async () => {
+    const child = spawn("node", [MAIN, "up", "--host", "0.0.0.0", "--port", "0"], {
+      env: { PATH: process.env.PATH ?? "", OCULUS_DATA_DIR: path.join(dataDir, "never") },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let err = "";
+    child.stderr.on("data", (d: Buffer) => {
+      err += d.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    expect(code).toBe(2);
+    expect(err).toMatch(/refusing to listen on 0\.0\.0\.0 without authentication/);
+  });
+
+  it("a bad --port or token configuration stops start-up with exit 2", async () => {
+    for (const [args, env, message] of [
+      [["--port", "http"], {}, /--port \/ OCULUS_PORT/],
+      [[], { OCULUS_PORT: "70000" }, /--port \/ OCULUS_PORT/],
+      [[], { OCULUS_TOKENS: "ci:read:short" }, /OCULUS_TOKENS/],
+    ] as const) {
+      const child = spawn("node", [MAIN, "up", ...args], {
+        env: { PATH: process.env.PATH ?? "", OCULUS_DATA_DIR: path.join(dataDir, "never"), ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let err = "";
+      child.stderr.on("data", (d: Buffer) => {
+        err += d.toString();
+      });
+      expect(await new Promise<number | null>((resolve) => child.once("exit", resolve))).toBe(2);
+      expect(err).toMatch(message);
+    }
+  });
+});
+
+describe("several oculus up processes on one PostgreSQL and Redis", () => {
+  const schema = uniqueSchema("up_fleet");
+  let redis: RedisServer;
+  afterAll(async () => {
+    await redis?.destroy();
+    await dropSchema(schema);
+  });
+
+  it("serve the same queue: a build submitted through one completes and shows through the other", async () => {
+    redis = await RedisServer.start({ appendonly: false });
+    const token = "fleet-admin-token-0123456789";
+    const env = {
+      DATABASE_URL: TEST_DATABASE_URL,
+      REDIS_URL: redis.url,
+      OCULUS_SCHEMA: schema,
+      OCULUS_PREFIX: `${schema}p`,
+      OCULUS_TOKENS: `ops:admin:${token}`,
+    };
+    const [a, b] = await Promise.all([
+      startUp(["--workers", "1"], env),
+      // With tokens, any address may be bound (it is still reached through loopback here).
+      startUp(["--workers", "1", "--host", "0.0.0.0"], env),
+    ]);
+    let exitCodes: (number | null)[];
+    try {
+      const auth = { authorization: `Bearer ${token}` };
+      expect(a.output()).toMatch(/auth: 1 token\(s\) configured/);
+      const port = new URL(b.url).port;
+      const bUrl = `http://127.0.0.1:${port}`;
+      expect((await fetch(`${bUrl}/v1/queue`)).status).toBe(401);
+      const submitted = await json(
+        await fetch(`${a.url}/v1/builds`, {
+          method: "POST",
+          headers: { ...auth, "content-type": "application/json" },
+          body: JSON.stringify({ strategyId: "fleet", params: { stepMs: 10 } }),
+        }),
+      );
+      expect(submitted.status).toBe(201);
+      const id = submitted.body.build.id as string;
+      await eventually(async () => {
+        const res = await json(await fetch(`${bUrl}/v1/builds/${id}`, { headers: auth }));
+        return res.body.build?.status === "completed";
+      }, 30_000);
+      const workers = await json(await fetch(`${bUrl}/v1/workers?status=active`, { headers: auth }));
+      expect(workers.body.workers).toHaveLength(2);
+      for (const url of [a.url, bUrl]) {
+        const health = await eventually(async () => {
+          const res = await json(await fetch(`${url}/health`));
+          return res.body.persistence ? res.body : undefined;
+        });
+        // The test Redis runs without persistence: the checks say so, and the queue still runs.
+        expect(health).toMatchObject({
+          mode: "redis",
+          redis: { status: "up" },
+          persistence: { status: "fail" },
+        });
+      }
+      expect(a.output()).toMatch(/Redis persistence checks: fail/);
+    } finally {
+      exitCodes = await Promise.all([stopUp(a), stopUp(b)]);
+    }
+    expect(exitCodes).toEqual([0, 0]);
   });
 });

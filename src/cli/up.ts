@@ -1,0 +1,177 @@
+/**
+ * `oculus up`, the main command (what `npm start` runs): the queue (stores, migrations, reconciler,
+ * reaper), the HTTP API, and local workers. Any number of `oculus up` processes may share one
+ * PostgreSQL and Redis: the reaper runs one pass at a time fleet-wide (an advisory lock), migrations
+ * run under a lock, worker ids are unique per process, and each API serves from the shared record.
+ */
+
+import { Redis } from "ioredis";
+import type { Config } from "../core/config.js";
+import { ConfigError } from "../core/errors.js";
+import { createLogger, type Logger } from "../core/logger.js";
+import { type AuthConfig, authEnabled, checkBind, loadAuthConfig } from "../http/auth.js";
+import {
+  buildServer,
+  DEFAULT_RATE_LIMIT,
+  listenApi,
+  type PersistenceProvider,
+  type PersistenceReport,
+  type RateLimitOptions,
+} from "../http/server.js";
+import { PersistenceMonitor } from "../ops/persistence-monitor.js";
+import { BuildQueue } from "../queue/build-queue.js";
+import { commandHandler } from "../worker/command-handler.js";
+import { demoBuild } from "../worker/demo-build.js";
+import { Worker, type WorkerHandler } from "../worker/worker.js";
+
+export interface UpOptions {
+  host: string;
+  port: number;
+  workers: number;
+  command?: string;
+  demo?: boolean;
+}
+
+export const DEFAULT_HOST = "127.0.0.1";
+export const DEFAULT_PORT = 8080;
+
+/** `--port` / OCULUS_PORT: 0..65535 (0: any free port, printed once bound). */
+export function parsePort(value: string): number {
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isInteger(n) || n < 0 || n > 65535) {
+    throw new ConfigError(`invalid --port / OCULUS_PORT: must be an integer from 0 to 65535, got "${value}"`);
+  }
+  return n;
+}
+
+/** OCULUS_RATE_LIMIT: requests a minute per token (per address without auth); 0 turns it off. */
+export function rateLimitFromEnv(env: NodeJS.ProcessEnv = process.env): RateLimitOptions | false {
+  const raw = env.OCULUS_RATE_LIMIT?.trim();
+  if (!raw) return DEFAULT_RATE_LIMIT;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) {
+    throw new ConfigError(
+      `invalid OCULUS_RATE_LIMIT: must be a whole number of requests a minute, got "${raw}"`,
+    );
+  }
+  return n === 0 ? false : { max: n, windowMs: 60_000 };
+}
+
+export async function runUp(config: Config, opts: UpOptions): Promise<void> {
+  // Everything that can be refused is checked before a store is opened or a port bound.
+  const auth = loadAuthConfig(process.env);
+  const host = opts.host.trim() || DEFAULT_HOST;
+  checkBind(host, auth);
+  const rateLimit = rateLimitFromEnv();
+  const logger = createLogger();
+  const queue = await BuildQueue.open({ ...config, logger });
+  const monitor = config.redisUrl ? startPersistenceMonitor(config.redisUrl, logger) : undefined;
+  const workers: Worker[] = [];
+  let app: ReturnType<typeof buildServer> | undefined;
+  // Registered before anything else starts, so a signal during start-up still shuts down cleanly.
+  stopOnSignal(async () => {
+    await app?.close(); // ends event streams, stops taking requests
+    await Promise.all(workers.map((w) => w.stop()));
+    await monitor?.stop();
+    await queue.close();
+  });
+  queue.on("mode", (mode: string) => console.log(`mode: ${mode}`));
+  queue.startReaper();
+  const persistence: PersistenceProvider | undefined = monitor ? () => monitor.latest() : undefined;
+  app = buildServer(queue, { auth, logger, rateLimit, persistence });
+  let url: string;
+  try {
+    ({ url } = await listenApi(app, { host, port: opts.port, auth }));
+  } catch (err) {
+    await monitor?.stop();
+    await queue.close();
+    throw listenError(err, host, opts.port);
+  }
+  printBanner(url, config, queue, auth);
+
+  const handler = opts.command ? commandHandler(opts.command) : announce(demoBuild);
+  for (let i = 0; i < opts.workers; i++) {
+    const worker = new Worker(queue, { handler, logger });
+    workers.push(worker);
+    await worker.start();
+  }
+  if (opts.demo) await submitDemoBuilds(queue);
+}
+
+/**
+ * Checks Redis persistence now and every minute (src/ops): /health and /metrics show the latest
+ * report, the first one is printed, and later changes are logged by the monitor.
+ */
+function startPersistenceMonitor(redisUrl: string, logger: Logger): PersistenceMonitor {
+  const monitor = new PersistenceMonitor(() => new Redis(redisUrl, { maxRetriesPerRequest: 1 }), {
+    logger,
+    timeoutMs: 5000,
+  });
+  monitor.once("report", (report: PersistenceReport) => {
+    const failing = report.checks.filter((c) => c.status !== "pass");
+    const detail = failing.map(
+      (c) => `${c.name} ${c.status}: ${c.message}${c.fix ? ` (fix: ${c.fix})` : ""}`,
+    );
+    console.log(
+      `Redis persistence checks: ${report.status}${detail.length ? `\n  ${detail.join("\n  ")}` : ""}`,
+    );
+  });
+  monitor.start();
+  return monitor;
+}
+
+function printBanner(url: string, config: Config, queue: BuildQueue, auth: AuthConfig): void {
+  const postgres = config.databaseUrl
+    ? "PostgreSQL server"
+    : `embedded PostgreSQL (PGlite, ${config.dataDir})`;
+  console.log(`oculus build queue up: API listening on ${url} (docs ${url}/docs)`);
+  console.log(`stores: ${postgres}, Redis ${config.redisUrl ? "configured" : "none"}; mode ${queue.mode}`);
+  console.log(
+    authEnabled(auth)
+      ? `auth: ${auth.tokens.length} token(s) configured`
+      : "auth: no tokens configured: the API is open to this machine only (loopback)",
+  );
+}
+
+async function submitDemoBuilds(queue: BuildQueue): Promise<void> {
+  const results = await queue.submitMany([
+    { strategyId: "demo-momentum", priority: 0 },
+    { strategyId: "demo-mean-reversion", priority: 5 },
+  ]);
+  for (const r of results) console.log(`submitted demo build ${r.build.id} (${r.build.strategyId})`);
+}
+
+/** A port in use is the likely mistake: say which, and what to do. */
+function listenError(err: unknown, host: string, port: number): Error {
+  const code = (err as { code?: string }).code;
+  if (code === "EADDRINUSE") {
+    return new Error(
+      `${host}:${port} is in use: pick another --port (or OCULUS_PORT), or 0 for any free port`,
+    );
+  }
+  if (code === "EADDRNOTAVAIL" || code === "ENOTFOUND") {
+    return new ConfigError(`invalid --host / OCULUS_HOST: ${host} is not an address of this machine`);
+  }
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/** The demo build, with a line on stdout as each build starts and ends. */
+export function announce(handler: WorkerHandler): WorkerHandler {
+  return async (ctx) => {
+    console.log(`build ${ctx.build.id} (${ctx.build.strategyId}) started`);
+    const result = await handler(ctx);
+    console.log(`build ${ctx.build.id} completed`);
+    return result;
+  };
+}
+
+/** SIGTERM or SIGINT: shut down gracefully once, then exit 0. */
+export function stopOnSignal(shutdown: () => Promise<void>): void {
+  const onSignal = async () => {
+    console.log("shutting down");
+    await shutdown();
+    process.exit(0);
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+}

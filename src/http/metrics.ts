@@ -1,0 +1,157 @@
+/**
+ * Prometheus metrics for GET /metrics. Gauges are read from the stores at scrape time (so several
+ * API processes on one database report the same numbers); the claim and dispatch histograms are
+ * fed by this process's queue ("claimed" events), so they cover the claims made here: the local
+ * workers of `oculus up`. Each server gets its own registry (tests run several in one process).
+ */
+import { collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { Build } from "../core/build.js";
+import { BUILD_STATUSES } from "../core/build.js";
+import type { Logger } from "../core/logger.js";
+import type { BuildQueue } from "../queue/build-queue.js";
+import type { PersistenceProvider } from "./persistence.js";
+import { statusLevel } from "./persistence.js";
+
+export interface ApiMetrics {
+  registry: Registry;
+  /** Stops listening to the queue. */
+  close(): void;
+}
+
+/** What the queue emits after each claim that returned builds (build-queue.ts). */
+export interface ClaimedEvent {
+  durationMs: number;
+  builds: Build[];
+}
+
+const WORKER_STATUSES = ["active", "stale", "dead", "stopped"] as const;
+const MODES = ["redis", "postgres"] as const;
+
+export function createMetrics(
+  queue: BuildQueue,
+  persistence: PersistenceProvider | undefined,
+  logger: Logger,
+): ApiMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  // A failed read leaves the gauge empty for this scrape rather than failing the whole scrape.
+  const guarded = (name: string, read: () => Promise<void>) => async () => {
+    try {
+      await read();
+    } catch (err) {
+      logger.warn({ err: (err as Error).message, metric: name }, "metric not available");
+    }
+  };
+
+  // Both gauges come from one read per scrape (prom-client collects metrics concurrently).
+  let countsRead: Promise<{ ready: number; delayed: number }> | undefined;
+  const readCounts = () => {
+    countsRead ??= queue.counts().finally(() => {
+      countsRead = undefined;
+    });
+    return countsRead;
+  };
+  const ready = new Gauge({
+    name: "oculus_queue_length",
+    help: "Queued builds ready to dispatch",
+    registers: [registry],
+    collect: guarded("oculus_queue_length", async () => {
+      ready.set((await readCounts()).ready);
+    }),
+  });
+  const delayed = new Gauge({
+    name: "oculus_queue_delayed",
+    help: "Queued builds waiting out a retry backoff",
+    registers: [registry],
+    collect: guarded("oculus_queue_delayed", async () => {
+      delayed.set((await readCounts()).delayed);
+    }),
+  });
+
+  const builds = new Gauge({
+    name: "oculus_builds",
+    help: "Builds by status (a full count over the builds table)",
+    labelNames: ["status"],
+    registers: [registry],
+    collect: guarded("oculus_builds", async () => {
+      const counts = await queue.statusCounts();
+      for (const status of BUILD_STATUSES) builds.set({ status }, counts[status] ?? 0);
+    }),
+  });
+
+  const workers = new Gauge({
+    name: "oculus_workers",
+    help: "Registered workers by status",
+    labelNames: ["status"],
+    registers: [registry],
+    collect: guarded("oculus_workers", async () => {
+      const fleet = await queue.workers.list();
+      for (const status of WORKER_STATUSES) {
+        workers.set({ status }, fleet.filter((w) => w.status === status).length);
+      }
+    }),
+  });
+
+  const mode = new Gauge({
+    name: "oculus_queue_mode",
+    help: "1 for the mode the queue runs in: redis (fast path) or postgres (fallback)",
+    labelNames: ["mode"],
+    registers: [registry],
+    collect() {
+      for (const m of MODES) mode.set({ mode: m }, queue.mode === m ? 1 : 0);
+    },
+  });
+
+  registerPersistenceGauges(registry, persistence);
+
+  const claimDuration = new Histogram({
+    name: "oculus_claim_duration_seconds",
+    help: "Duration of claim calls that returned builds, in this process",
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  const dispatchLatency = new Histogram({
+    name: "oculus_dispatch_latency_seconds",
+    help: "From when a build became claimable (submit, or the end of its retry backoff) to its claim",
+    buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600],
+    registers: [registry],
+  });
+  const onClaimed = (event: ClaimedEvent) => {
+    claimDuration.observe(event.durationMs / 1000);
+    const now = Date.now();
+    for (const build of event.builds) {
+      // createdAt and runAt are PostgreSQL's clock, now is ours: clamp a small skew at zero.
+      const since = Math.max(build.createdAt.getTime(), build.runAt.getTime());
+      dispatchLatency.observe(Math.max(0, now - since) / 1000);
+    }
+  };
+  queue.on("claimed", onClaimed);
+
+  return { registry, close: () => queue.off("claimed", onClaimed) };
+}
+
+/** Gauges for the Redis persistence checks, when a provider gives a report: 0 pass, 1 warn, 2 fail. */
+function registerPersistenceGauges(registry: Registry, persistence: PersistenceProvider | undefined): void {
+  if (!persistence) return;
+  // Each gauge reads the provider itself: prom-client collects metrics concurrently.
+  const overall = new Gauge({
+    name: "oculus_redis_persistence_status",
+    help: "Redis persistence checks overall: 0 pass, 1 warn, 2 fail",
+    registers: [registry],
+    collect() {
+      overall.reset();
+      const report = persistence();
+      if (report) overall.set(statusLevel(report.status));
+    },
+  });
+  const check = new Gauge({
+    name: "oculus_redis_persistence_check",
+    help: "Each Redis persistence check: 0 pass, 1 warn, 2 fail",
+    labelNames: ["check"],
+    registers: [registry],
+    collect() {
+      check.reset();
+      for (const c of persistence()?.checks ?? []) check.set({ check: c.name }, statusLevel(c.status));
+    },
+  });
+}

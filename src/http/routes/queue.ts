@@ -1,0 +1,62 @@
+/**
+ * GET /v1/queue: the operator's overview in one call: how many builds wait, the first of them with
+ * their positions, what is running (with phase and progress), the workers and their free slots, and
+ * the mode.
+ */
+import { z } from "zod";
+import type { Build } from "../../core/build.js";
+import { type ApiApp, AUTH_ERRORS, accessDoc, errorResponses, type RouteContext } from "../context.js";
+import { buildSchema, queueQuery, toApiBuild, toApiWorker, workerSchema } from "../schemas.js";
+
+const overviewSchema = z.object({
+  mode: z.enum(["redis", "postgres"]).describe("redis: fast path; postgres: fallback (or no Redis)"),
+  length: z.number().int().describe("queued builds ready to dispatch"),
+  delayed: z.number().int().describe("queued builds waiting out a retry backoff"),
+  queued: z
+    .array(z.object({ build: buildSchema, position: z.number().int().nullable() }))
+    .describe("the first queued builds in dispatch order (ready first, then delayed: position null)"),
+  active: z
+    .array(buildSchema)
+    .describe("running and stopping builds, newest first (at most `limit` of each)"),
+  workers: z.array(workerSchema).describe("workers that are not stopped"),
+});
+
+export function queueRoutes(app: ApiApp, { queue }: RouteContext): void {
+  app.get(
+    "/v1/queue",
+    {
+      config: { access: "read" },
+      schema: {
+        tags: ["queue"],
+        summary: "Overview: queue length, first queued builds, active builds, workers, mode",
+        ...accessDoc("read"),
+        querystring: queueQuery,
+        response: { 200: overviewSchema, ...errorResponses(400, ...AUTH_ERRORS) },
+      },
+    },
+    async (request) => {
+      const { limit } = request.query;
+      const [counts, queued, running, stopping, fleet] = await Promise.all([
+        queue.counts(),
+        queue.listQueued({ limit }),
+        queue.list({ status: "running", limit }),
+        queue.list({ status: "stopping", limit }),
+        queue.workers.list(),
+      ]);
+      return {
+        mode: queue.mode,
+        length: counts.ready,
+        delayed: counts.delayed,
+        queued: await withPositions(queued, (id) => queue.position(id)),
+        active: [...stopping.builds, ...running.builds].map(toApiBuild),
+        workers: fleet.filter((w) => w.status !== "stopped").map(toApiWorker),
+      };
+    },
+  );
+}
+
+/** Each build with its current position (null once it was claimed meanwhile, or while delayed). */
+async function withPositions(builds: Build[], position: (id: string) => Promise<number | null>) {
+  const positions = await Promise.all(builds.map((b) => position(b.id)));
+  return builds.map((build, i) => ({ build: toApiBuild(build), position: positions[i] ?? null }));
+}

@@ -1,0 +1,219 @@
+/**
+ * The HTTP API's shapes, as zod schemas: they validate requests (400 naming the field), check
+ * responses, and generate the OpenAPI document. Builds leave the library as `Build` objects (Dates,
+ * internal fields such as the lease); `toApiBuild` turns them into the documented JSON.
+ */
+import { z } from "zod";
+import { BUILD_ID_PATTERN, BUILD_STATUSES, type Build, submitSchema } from "../core/build.js";
+import type { WorkerView } from "../queue/workers.js";
+
+export const MAX_LIST_LIMIT = 1000;
+export const DEFAULT_LIST_LIMIT = 50;
+
+const time = z.string().describe("ISO 8601 time");
+const nullableTime = time.nullable();
+
+export const buildStatusSchema = z.enum(BUILD_STATUSES);
+
+export const progressSchema = z
+  .object({
+    phase: z.string().optional(),
+    percent: z.number().optional(),
+    iteration: z.number().optional(),
+    maxIterations: z.number().optional(),
+    message: z.string().optional(),
+    at: z.string().optional().describe("when the worker reported it"),
+  })
+  .meta({ id: "Progress", description: "The latest progress its worker reported." });
+
+const buildFields = {
+  id: z.string().describe("build id (UUID)"),
+  strategyId: z.string(),
+  status: buildStatusSchema,
+  phase: z.string().nullable().describe("the current phase (designing, training, ...)"),
+  progress: progressSchema.nullable(),
+  priority: z.number().int(),
+  params: z.record(z.string(), z.unknown()),
+  result: z.unknown().describe("what the build returned (completed builds)"),
+  lastError: z.string().nullable(),
+  workerId: z.string().nullable().describe("the worker running it (or that ran it last)"),
+  retryCount: z.number().int(),
+  maxRetries: z.number().int(),
+  idempotencyKey: z.string().nullable(),
+  createdAt: time,
+  updatedAt: time,
+  runAt: time.describe("when a queued build becomes claimable (later than now during a retry backoff)"),
+  startedAt: nullableTime,
+  finishedAt: nullableTime,
+  stopRequestedAt: nullableTime,
+  stoppedBy: z.string().nullable(),
+  stopReason: z.string().nullable(),
+};
+
+/** A build as lists show it. */
+export const buildSchema = z.object(buildFields).meta({ id: "Build" });
+
+/** One build in full: also the last part of its output. */
+export const buildDetailSchema = z
+  .object({ ...buildFields, logTail: z.string().nullable().describe("the last 64 KiB of output") })
+  .meta({ id: "BuildDetail" });
+
+export type ApiBuild = z.output<typeof buildSchema>;
+export type ApiBuildDetail = z.output<typeof buildDetailSchema>;
+
+const iso = (d: Date | null) => (d === null ? null : d.toISOString());
+
+/** The API's view of a build: times as ISO strings, internals (lease, seq, lease expiry) left out. */
+export function toApiBuild(build: Build): ApiBuild {
+  return {
+    id: build.id,
+    strategyId: build.strategyId,
+    status: build.status,
+    phase: build.phase,
+    progress: build.progress,
+    priority: build.priority,
+    params: build.params,
+    result: build.result,
+    lastError: build.lastError,
+    workerId: build.workerId,
+    retryCount: build.retryCount,
+    maxRetries: build.maxRetries,
+    idempotencyKey: build.idempotencyKey,
+    createdAt: build.createdAt.toISOString(),
+    updatedAt: build.updatedAt.toISOString(),
+    runAt: build.runAt.toISOString(),
+    startedAt: iso(build.startedAt),
+    finishedAt: iso(build.finishedAt),
+    stopRequestedAt: iso(build.stopRequestedAt),
+    stoppedBy: build.stoppedBy,
+    stopReason: build.stopReason,
+  };
+}
+
+export function toApiBuildDetail(build: Build): ApiBuildDetail {
+  return { ...toApiBuild(build), logTail: build.logTail };
+}
+
+const position = z
+  .number()
+  .int()
+  .nullable()
+  .describe("1-based place among ready queued builds; null when not waiting (running, finished, backoff)");
+
+export const buildWithPositionSchema = z.object({ build: buildSchema, position });
+export const buildDetailWithPositionSchema = z.object({ build: buildDetailSchema, position });
+export const buildEnvelopeSchema = z.object({ build: buildSchema });
+
+export const buildListSchema = z.object({
+  builds: z.array(buildSchema),
+  nextCursor: z.string().nullable().describe("pass as `cursor` for the next page; null on the last page"),
+});
+
+export const workerSchema = z
+  .object({
+    id: z.string(),
+    hostname: z.string(),
+    pid: z.number().int(),
+    version: z.string(),
+    labels: z.record(z.string(), z.string()),
+    status: z.enum(["active", "stale", "dead", "stopped"]),
+    capacity: z.number().int(),
+    activeBuilds: z.number().int(),
+    freeSlots: z.number().int(),
+    heartbeatAgeMs: z.number(),
+    startedAt: time,
+    lastHeartbeatAt: time,
+    stoppedAt: nullableTime,
+  })
+  .meta({ id: "Worker" });
+
+export function toApiWorker(worker: WorkerView): z.output<typeof workerSchema> {
+  return {
+    id: worker.id,
+    hostname: worker.hostname,
+    pid: worker.pid,
+    version: worker.version,
+    labels: worker.labels,
+    status: worker.status,
+    capacity: worker.capacity,
+    activeBuilds: worker.activeBuilds,
+    freeSlots: worker.freeSlots,
+    heartbeatAgeMs: Math.round(worker.heartbeatAgeMs),
+    startedAt: worker.startedAt.toISOString(),
+    lastHeartbeatAt: worker.lastHeartbeatAt.toISOString(),
+    stoppedAt: iso(worker.stoppedAt),
+  };
+}
+
+export const errorSchema = z
+  .object({
+    error: z.object({
+      code: z.string().describe("stable machine-readable code (invalid_input, not_found, ...)"),
+      message: z.string(),
+      field: z.string().optional().describe("the offending field, for invalid_input"),
+      requestId: z.string().optional().describe("quote it when reporting an internal error"),
+    }),
+  })
+  .meta({ id: "Error" });
+
+// ---------------------------------------------------------------- requests
+
+const buildId = z.string().regex(BUILD_ID_PATTERN, "must be a build id (a UUID)").describe("build id (UUID)");
+
+export const buildIdParams = z.strictObject({ id: buildId });
+
+/** POST /v1/builds: the library's own submit schema (the same fields, limits and messages). */
+export const submitBody = submitSchema;
+
+const reason = z
+  .string({ error: "must be a string" })
+  .max(1000, "must be at most 1000 characters")
+  .optional()
+  .describe("why (recorded with the build)");
+
+/** POST /v1/builds/:id/stop: a body is optional (null when absent). */
+export const stopBody = z.strictObject({ reason }).nullable();
+
+/** POST /v1/builds/:id/retry takes no fields; an empty object or no body. */
+export const retryBody = z.strictObject({}).nullable();
+
+const limit = (max: number, fallback: number) =>
+  z.coerce
+    .number({ error: "must be a number" })
+    .int("must be an integer")
+    .min(1, "must be at least 1")
+    .max(max, `must be at most ${max}`)
+    .default(fallback);
+
+export const listQuery = z.strictObject({
+  status: z.enum(BUILD_STATUSES, { error: `must be one of ${BUILD_STATUSES.join(", ")}` }).optional(),
+  strategyId: z.string().min(1, "must not be empty").max(200, "must be at most 200 characters").optional(),
+  limit: limit(MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT).describe(`page size (1..${MAX_LIST_LIMIT})`),
+  cursor: z
+    .string()
+    .min(1, "must not be empty")
+    .max(200, "must be at most 200 characters")
+    .optional()
+    .describe("nextCursor of the previous page"),
+});
+
+export const queueQuery = z.strictObject({
+  limit: limit(100, 20).describe("how many queued and active builds to show (1..100)"),
+});
+
+export const workersQuery = z.strictObject({
+  status: z
+    .enum(["active", "stale", "dead", "stopped"], { error: "must be one of active, stale, dead, stopped" })
+    .optional(),
+});
+
+/** Event ids are the events' row ids: digits. */
+export const EVENT_ID_PATTERN = /^\d{1,15}$/;
+
+export const eventsQuery = z.strictObject({
+  lastEventId: z
+    .string()
+    .regex(EVENT_ID_PATTERN, "must be an event id (digits)")
+    .optional()
+    .describe("resume after this event (for clients that cannot send the Last-Event-ID header)"),
+});

@@ -1,0 +1,192 @@
+/**
+ * The HTTP API (docs/http-api.md): Fastify with zod schemas (request validation, response checks and
+ * the OpenAPI document from the same definitions), bearer-token auth, a per-token rate limit, request
+ * ids, Prometheus metrics and Server-Sent Events. `buildServer` wires it to a BuildQueue without
+ * binding a port (tests use `inject`); `listenApi` binds it, refusing an open API beyond loopback.
+ */
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import type { AddressInfo } from "node:net";
+import rateLimit from "@fastify/rate-limit";
+import swagger from "@fastify/swagger";
+import swaggerUi from "@fastify/swagger-ui";
+import Fastify, { type FastifyBaseLogger, type FastifyRequest } from "fastify";
+import {
+  createJsonSchemaTransform,
+  jsonSchemaTransformObject,
+  serializerCompiler,
+  type ZodTypeProvider,
+} from "fastify-type-provider-zod";
+import type { z } from "zod";
+import { RateLimitedError } from "../core/errors.js";
+import type { Logger } from "../core/logger.js";
+import type { BuildQueue } from "../queue/build-queue.js";
+import { type AuthConfig, authEnabled, checkBind, installAuth } from "./auth.js";
+import type { ApiApp, RouteContext } from "./context.js";
+import { installErrorHandlers, toValidationError } from "./errors.js";
+import { createMetrics } from "./metrics.js";
+import type { PersistenceProvider } from "./persistence.js";
+import { buildRoutes } from "./routes/builds.js";
+import { dashboardRoutes } from "./routes/dashboard.js";
+import { eventRoutes } from "./routes/events.js";
+import { healthRoutes } from "./routes/health.js";
+import { metricsRoutes } from "./routes/metrics.js";
+import { queueRoutes } from "./routes/queue.js";
+import { workerRoutes } from "./routes/workers.js";
+import { StreamRegistry } from "./sse.js";
+
+export type { AuthConfig } from "./auth.js";
+export type { PersistenceProvider, PersistenceReport } from "./persistence.js";
+
+export interface RateLimitOptions {
+  /** Requests per window per token (per client address when auth is off). */
+  max: number;
+  windowMs: number;
+}
+
+export interface ServerOptions {
+  auth: AuthConfig;
+  logger: Logger;
+  /** The latest Redis persistence report (shown by /health and /metrics), if checks run. */
+  persistence?: PersistenceProvider;
+  /** Default 1200 requests a minute; false: no limit. */
+  rateLimit?: RateLimitOptions | false;
+  /** Largest request body in bytes (default 1 MiB; larger: 413). */
+  bodyLimit?: number;
+  /** Interval of SSE heartbeat comments (default 15 s). */
+  sseHeartbeatMs?: number;
+  /**
+   * On close, requests in flight get this long (default 10 s); then every connection still open is
+   * cut, so that a client that connected and sent nothing cannot hold the shutdown.
+   */
+  shutdownGraceMs?: number;
+}
+
+export const DEFAULT_RATE_LIMIT: RateLimitOptions = { max: 1200, windowMs: 60_000 };
+export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+const DOCS_PREFIX = "/docs";
+
+/** A client's own request id is kept when it is short and plain; otherwise a new one is drawn. */
+function requestIdOf(req: IncomingMessage): string {
+  const given = req.headers["x-request-id"];
+  return typeof given === "string" && /^[A-Za-z0-9._:-]{1,64}$/.test(given) ? given : randomUUID();
+}
+
+export function buildServer(queue: BuildQueue, options: ServerOptions): ApiApp {
+  const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const app = Fastify({
+    // Typed as Fastify's logger so the instance keeps the default logger type parameter.
+    loggerInstance: options.logger as FastifyBaseLogger,
+    bodyLimit,
+    genReqId: requestIdOf,
+    requestIdHeader: false,
+    return503OnClosing: true,
+  }).withTypeProvider<ZodTypeProvider>();
+
+  // zod validates every params, query and body; a failure is the queue's ValidationError (field, reason).
+  app.setValidatorCompiler<z.ZodType>(({ schema, httpPart }) => (data) => {
+    const result = schema.safeParse(data);
+    return result.success
+      ? { value: result.data }
+      : { error: toValidationError(result.error, httpPart ?? "body") };
+  });
+  app.setSerializerCompiler(serializerCompiler);
+  // JSON only: other bodies get 415 rather than a confusing validation error.
+  app.removeContentTypeParser("text/plain");
+  installErrorHandlers(app, bodyLimit);
+  installAuth(app, options.auth);
+  app.addHook("onSend", async (request, reply) => {
+    reply.header("x-request-id", request.id);
+  });
+
+  const streams = new StreamRegistry();
+  const metrics = createMetrics(queue, options.persistence, options.logger);
+  let deadline: NodeJS.Timeout | undefined;
+  // Before the HTTP server closes: end the event streams, or they would hold it open.
+  app.addHook("preClose", async () => {
+    streams.closeAll();
+    deadline = setTimeout(() => app.server.closeAllConnections(), options.shutdownGraceMs ?? 10_000);
+    deadline.unref();
+  });
+  app.addHook("onClose", async () => {
+    clearTimeout(deadline);
+    metrics.close();
+  });
+
+  registerDocs(app, options.auth);
+  registerRateLimit(app, options.rateLimit ?? DEFAULT_RATE_LIMIT);
+
+  const ctx: RouteContext = {
+    queue,
+    persistence: options.persistence,
+    streams,
+    sseHeartbeatMs: options.sseHeartbeatMs ?? 15_000,
+  };
+  // Registered as a plugin so that it loads after swagger and the rate limit, whose route hooks it needs.
+  app.register(async (api) => {
+    const typed = api.withTypeProvider<ZodTypeProvider>();
+    buildRoutes(typed, ctx);
+    queueRoutes(typed, ctx);
+    workerRoutes(typed, ctx);
+    eventRoutes(typed, ctx);
+    dashboardRoutes(typed);
+    healthRoutes(typed, ctx);
+    metricsRoutes(typed, metrics);
+    typed.get("/openapi.json", { config: { access: "public" }, schema: { hide: true } }, async () =>
+      app.swagger(),
+    );
+  });
+  return app;
+}
+
+function registerDocs(app: ApiApp, auth: AuthConfig): void {
+  app.register(swagger, {
+    openapi: {
+      openapi: "3.0.3",
+      info: {
+        title: "Oculus build queue",
+        description:
+          "Durable priority build queue. Errors are `{error: {code, message, field?}}`. " +
+          (authEnabled(auth) ? "Send `Authorization: Bearer <token>`." : "Auth is off on this server."),
+        version: "1",
+      },
+      components: {
+        securitySchemes: { bearerAuth: { type: "http", scheme: "bearer" } },
+      },
+    },
+    transform: createJsonSchemaTransform({ skipList: [] }),
+    transformObject: jsonSchemaTransformObject,
+  });
+  // The UI's assets ship inside the package: /docs works without network access.
+  app.register(swaggerUi, {
+    routePrefix: DOCS_PREFIX,
+    uiConfig: { validatorUrl: null, deepLinking: true },
+  });
+}
+
+function registerRateLimit(app: ApiApp, limit: RateLimitOptions | false): void {
+  if (limit === false) return;
+  app.register(rateLimit, {
+    max: limit.max,
+    timeWindow: limit.windowMs,
+    // Runs after auth (a route hook; auth is an instance hook), so a token's requests share a budget.
+    keyGenerator: (request: FastifyRequest) =>
+      request.principal ? `token:${request.principal.name}` : `ip:${request.ip}`,
+    allowList: (request: FastifyRequest) =>
+      request.url.startsWith(DOCS_PREFIX) || request.url === "/openapi.json",
+    errorResponseBuilder: (_request, context) =>
+      new RateLimitedError(Math.max(1, Math.ceil(context.ttl / 1000))),
+  });
+}
+
+/** Binds the server (port 0: any free port); refuses a non-loopback host when auth is off. */
+export async function listenApi(
+  app: ApiApp,
+  options: { host: string; port: number; auth: AuthConfig },
+): Promise<{ url: string; port: number }> {
+  checkBind(options.host, options.auth);
+  await app.listen({ host: options.host, port: options.port });
+  const address = app.server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  return { url: `http://${host}:${address.port}`, port: address.port };
+}

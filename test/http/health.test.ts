@@ -1,0 +1,93 @@
+/**
+ * /health and /metrics as the stores come and go: PostgreSQL cut off (through a TCP proxy) gives 503
+ * and store_unavailable without internals, Redis stopped gives "degraded" in PostgreSQL mode, and the
+ * Redis persistence report of the provider shows in both.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { PersistenceReport } from "../../src/http/server.js";
+import { countBuilds, openTestApi, type TestApi } from "../helpers/api.js";
+import { TEST_DATABASE_URL } from "../helpers/postgres.js";
+import { eventually } from "../helpers/queue.js";
+import { RedisServer } from "../helpers/redis-server.js";
+import { TcpProxy } from "../helpers/tcp-proxy.js";
+
+describe("health and metrics as the stores come and go", () => {
+  let redis: RedisServer;
+  let proxy: TcpProxy;
+  let api: TestApi;
+  let report: PersistenceReport | undefined;
+
+  beforeAll(async () => {
+    redis = await RedisServer.start({ appendonly: false });
+    const pg = new URL(TEST_DATABASE_URL);
+    proxy = await TcpProxy.start(Number(pg.port || 5432), pg.hostname);
+    pg.host = `127.0.0.1:${proxy.port}`;
+    api = await openTestApi("http_health", {
+      persistence: () => report,
+      queue: { databaseUrl: pg.toString(), redisUrl: redis.url },
+    });
+    await eventually(async () => api.queue.mode === "redis");
+  });
+  afterAll(async () => {
+    proxy?.restore();
+    await api?.cleanup();
+    await proxy?.close();
+    await redis?.destroy();
+  });
+
+  it("the persistence report shows in /health (a failing check: degraded, still 200) and as gauges", async () => {
+    report = {
+      status: "fail",
+      checks: [
+        { name: "appendonly", status: "pass", value: "yes", message: "AOF is on", fix: null },
+        {
+          name: "maxmemory-policy",
+          status: "fail",
+          value: "allkeys-lru",
+          message: "evicts keys",
+          fix: "set noeviction",
+        },
+      ],
+    };
+    const health = await api.fetch("GET", "/health");
+    expect(health.status).toBe(200);
+    expect(health.json).toMatchObject({ status: "degraded", redis: { status: "up" }, persistence: report });
+    const metrics = await api.fetch("GET", "/metrics");
+    expect(metrics.text).toMatch(/^oculus_redis_persistence_status 2$/m);
+    expect(metrics.text).toMatch(/^oculus_redis_persistence_check\{check="appendonly"\} 0$/m);
+    expect(metrics.text).toMatch(/^oculus_redis_persistence_check\{check="maxmemory-policy"\} 2$/m);
+    report = { status: "pass", checks: [] };
+    expect((await api.fetch("GET", "/health")).json.status).toBe("ok");
+  });
+
+  it("Redis stopped: 200, degraded, Redis unavailable, mode postgres; submits still work", async () => {
+    await redis.stop();
+    await eventually(async () => (await api.fetch("GET", "/health")).json.mode === "postgres");
+    const health = await api.fetch("GET", "/health");
+    expect(health.status).toBe(200);
+    expect(health.json).toMatchObject({
+      status: "degraded",
+      redis: { status: "unavailable" },
+      postgres: { status: "up" },
+    });
+    expect((await api.fetch("POST", "/v1/builds", { body: { strategyId: "no-redis" } })).status).toBe(201);
+    expect((await api.fetch("GET", "/metrics")).text).toMatch(/^oculus_queue_mode\{mode="postgres"\} 1$/m);
+    await redis.restart();
+    await eventually(async () => (await api.fetch("GET", "/health")).json.status === "ok");
+  });
+
+  it("PostgreSQL cut off: /health 503, a submit 503 store_unavailable with no internals; back when it returns", async () => {
+    const before = await countBuilds(api.queue);
+    proxy.cut();
+    const health = await api.fetch("GET", "/health");
+    expect(health.status).toBe(503);
+    expect(health.json).toMatchObject({ status: "unavailable", postgres: { status: "down" } });
+    const submit = await api.fetch("POST", "/v1/builds", { body: { strategyId: "no-postgres" } });
+    expect(submit.status).toBe(503);
+    expect(submit.json.error.code).toBe("store_unavailable");
+    expect(submit.text).not.toMatch(/127\.0\.0\.1|ECONN|:\d{4,5}/);
+    proxy.restore();
+    await eventually(async () => (await api.fetch("GET", "/health")).status === 200);
+    expect(await countBuilds(api.queue)).toBe(before);
+  });
+});
