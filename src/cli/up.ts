@@ -124,7 +124,7 @@ function printBanner(url: string, config: Config, queue: BuildQueue, auth: AuthC
   const postgres = config.databaseUrl
     ? "PostgreSQL server"
     : `embedded PostgreSQL (PGlite, ${config.dataDir})`;
-  console.log(`oculus build queue up: API listening on ${url} (docs ${url}/docs)`);
+  console.log(`oculus build queue up: API listening on ${url} (dashboard ${url}/, docs ${url}/docs)`);
   console.log(`stores: ${postgres}, Redis ${config.redisUrl ? "configured" : "none"}; mode ${queue.mode}`);
   console.log(
     authEnabled(auth)
