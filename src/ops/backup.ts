@@ -127,7 +127,9 @@ export async function backupRedis(options: BackupOptions): Promise<BackupResult>
 
   const name = await freeName(options.dest, now);
   const staging = path.join(options.dest, `.${name}.partial`);
+  const dir = path.join(options.dest, name);
   await mkdir(staging);
+  let manifest: BackupManifest;
   try {
     const copied =
       source.kind === "files"
@@ -135,31 +137,42 @@ export async function backupRedis(options: BackupOptions): Promise<BackupResult>
         : await streamSnapshot(options, staging, source.reason, log);
     const postgres = options.postgres ? await dumpPostgres(options.postgres, staging, log) : null;
     const files = await writeChecksums(staging, await listFiles(staging));
-    const manifest: BackupManifest = {
-      format: "oculus-redis-backup/1",
-      createdAt: now.toISOString(),
-      method: source.kind === "files" ? "files" : "rdb-stream",
-      redis: {
-        url: redactUrl(options.redisUrl),
-        version: info.get("redis_version") ?? "unknown",
-        dir: settings?.dir ?? null,
-        appendonly: settings?.appendonly ?? (info.get("aof_enabled") === "1" ? "yes" : "no"),
-      },
-      aof: copied.aof,
-      rdb: copied.rdb,
-      postgres,
-      files,
-      notes: copied.notes,
-    };
+    manifest = describe(options, now, source, info, settings, { ...copied, postgres, files });
     await writeFile(path.join(staging, BACKUP_JSON), `${JSON.stringify(manifest, null, 2)}\n`);
-    const dir = path.join(options.dest, name);
     await rename(staging, dir);
-    const removed = await applyRetention(options.dest, options.retentionDays ?? 7, now, name);
-    return { dir, method: manifest.method, files, notes: copied.notes, removed };
   } catch (err) {
     await rm(staging, { recursive: true, force: true });
     throw err;
   }
+  // Only once the new backup is complete may older ones go.
+  const removed = await applyRetention(options.dest, options.retentionDays ?? 7, now, name);
+  return { dir, method: manifest.method, files: manifest.files, notes: manifest.notes, removed };
+}
+
+function describe(
+  options: BackupOptions,
+  now: Date,
+  source: Source,
+  info: Map<string, string>,
+  settings: Settings | undefined,
+  contents: Copied & Pick<BackupManifest, "postgres" | "files">,
+): BackupManifest {
+  return {
+    format: "oculus-redis-backup/1",
+    createdAt: now.toISOString(),
+    method: source.kind === "files" ? "files" : "rdb-stream",
+    redis: {
+      url: redactUrl(options.redisUrl),
+      version: info.get("redis_version") ?? "unknown",
+      dir: settings?.dir ?? null,
+      appendonly: settings?.appendonly ?? (info.get("aof_enabled") === "1" ? "yes" : "no"),
+    },
+    aof: contents.aof,
+    rdb: contents.rdb,
+    postgres: contents.postgres,
+    files: contents.files,
+    notes: contents.notes,
+  };
 }
 
 function toSettings(values: Map<string, string>): Settings {
@@ -187,13 +200,19 @@ async function chooseSource(
     };
   }
   const dataDir = options.redisDataDir ?? settings.dir;
+  // CONFIG GET dir answers "" when Redis's own directory is gone: nothing to copy, and a relative path
+  // would point into this process's directory.
+  if (!path.isAbsolute(dataDir)) {
+    return { kind: "stream", reason: `Redis reports no usable data directory ("${dataDir}")` };
+  }
+  // With the AOF on, its manifest must be here; with it off, the directory the snapshot will be written to.
   const probe =
     settings.appendonly === "yes"
       ? path.join(dataDir, settings.appenddirname, `${settings.appendfilename}.manifest`)
       : dataDir;
   try {
     await access(probe);
-    await readdir(path.dirname(probe));
+    await readdir(settings.appendonly === "yes" ? path.dirname(probe) : dataDir);
     return { kind: "files", dataDir, settings };
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
@@ -430,7 +449,10 @@ async function copyFreshRdb(
   await waitQuiet(options, log);
   const savesBefore = (await readInfo(options.redis)).get("rdb_last_save_time");
   const startedAt = Date.now();
-  await options.redis.bgsave();
+  // A snapshot that started since waitQuiet will do: it is as fresh as ours would be.
+  await options.redis.bgsave().catch((err: Error) => {
+    if (!/already in progress/i.test(err.message)) throw err;
+  });
   log("appendonly is no: taking a fresh RDB snapshot (BGSAVE)");
   const info = await waitForInfo(
     options.redis,

@@ -84,7 +84,11 @@ export async function checkPersistence(
   const lastStart =
     options.readLog === false
       ? ({ readable: false, reason: "not asked to read the log" } as const)
-      : await readLastStart(logfile, config.ok ? config.values.get("dir") : undefined);
+      : await readLastStart(
+          logfile,
+          config.ok ? config.values.get("dir") : undefined,
+          info.get("process_id"),
+        );
   return evaluatePersistence({ info, config, lastStart }, options);
 }
 
@@ -230,9 +234,9 @@ function appendfsyncCheck(f: Facts): PersistenceCheck {
       "appendfsync",
       "pass",
       value,
-      "fsync once a second: a machine crash loses about 1 s of writes, and a disk too slow for the " +
-        "fsync holds up to 2 s of acknowledged writes in Redis's memory (lost even on kill -9; see " +
-        "aof_delayed_fsync)",
+      "fsync once a second: a machine crash loses about 1 s of writes, and while an fsync runs (long " +
+        "on a busy disk) Redis holds new acknowledged writes in memory for up to 2 s, lost even on kill -9 " +
+        "(the queue restores its index from PostgreSQL)",
     );
   }
   if (value === "always") {

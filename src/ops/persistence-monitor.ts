@@ -3,7 +3,7 @@
  * server's `/health`, `/metrics` and start-up (`--require-persistence`). A check that turns warn or
  * fail is logged once, when it changes, not on every run; one that recovers is logged at info.
  *
- *   const monitor = new PersistenceMonitor(() => new Redis(url), { logger });
+ *   const monitor = new PersistenceMonitor(() => new Redis(url), { logger }); // a client that failed is replaced
  *   const first = await monitor.checkNow();   // e.g. refuse to start when first.status === "fail"
  *   monitor.start();
  *   monitor.latest();                          // the last report, or undefined before the first
@@ -11,7 +11,7 @@
  *
  * Events: "report" (report) after every run.
  */
-import { EventEmitter } from "node:events";
+import { EventEmitter, once } from "node:events";
 import type { Redis } from "ioredis";
 import { type Logger, silentLogger } from "../core/logger.js";
 import {
@@ -107,9 +107,15 @@ export class PersistenceMonitor extends EventEmitter {
       timer = setTimeout(() => reject(new Error(`Redis did not answer within ${timeoutMs} ms`)), timeoutMs);
     });
     try {
-      report = await Promise.race([checkPersistence(this.client(), this.options.checks), timeout]);
+      const check = async () => checkPersistence(await this.readyClient(), this.options.checks);
+      report = await Promise.race([check(), timeout]);
     } catch (err) {
       report = unreachable(err as Error);
+      // A client of our own that failed may hold queued commands: start the next run on a new one.
+      if (this.ownsClient) {
+        this.redis?.disconnect();
+        this.redis = undefined;
+      }
     } finally {
       clearTimeout(timer);
     }
@@ -119,13 +125,17 @@ export class PersistenceMonitor extends EventEmitter {
     return report;
   }
 
-  private client(): Redis {
+  /** The client, connected (a client of our own is made on first use; any client may be connecting). */
+  private async readyClient(): Promise<Redis> {
     if (!this.redis) {
       if (!this.factory || this.stopped) throw new Error("the persistence monitor is stopped");
       this.redis = this.factory();
       this.redis.on("error", () => undefined);
     }
-    return this.redis;
+    const redis = this.redis;
+    if (redis.status === "wait") await redis.connect();
+    else if (redis.status !== "ready") await once(redis, "ready");
+    return redis;
   }
 
   /** Logs each check whose status changed since the previous report (the first report: every non-pass). */

@@ -29,9 +29,14 @@ export type LastStart =
 /**
  * Reads the tail of `logfile` (CONFIG GET logfile) and describes the last start found in it. A relative
  * logfile is relative to `dir`: Redis changes into its data directory while reading its configuration
- * and opens the log file afterwards.
+ * and opens the log file afterwards. `pid` (INFO process_id) must be the pid that start logged: the
+ * same path on this machine may be another Redis's log (a remote server's path read here).
  */
-export async function readLastStart(logfile: string | undefined, dir?: string): Promise<LastStart> {
+export async function readLastStart(
+  logfile: string | undefined,
+  dir?: string,
+  pid?: string,
+): Promise<LastStart> {
   if (logfile === undefined) return { readable: false, reason: "CONFIG GET logfile is not available" };
   if (logfile === "") return { readable: false, reason: "Redis logs to stdout (logfile is empty)" };
   if (!path.isAbsolute(logfile)) {
@@ -49,6 +54,13 @@ export async function readLastStart(logfile: string | undefined, dir?: string): 
   }
   const start = text.lastIndexOf(START_MARKER);
   const since = start < 0 ? "" : text.slice(start);
+  const loggedPid = /pid=(\d+), just started/.exec(since)?.[1];
+  if (pid && loggedPid && loggedPid !== pid) {
+    return {
+      readable: false,
+      reason: `${logfile} here was last started by pid ${loggedPid}, not this Redis (pid ${pid}): another server's log`,
+    };
+  }
   const truncated = /# (.*loaded anyway because aof-load-truncated is enabled.*)/.exec(since)?.[1];
   return {
     readable: true,
