@@ -115,6 +115,12 @@ program
   .addOption(new Option("--workers <n>", "local workers").default(1).argParser(nonNegativeInt("--workers")))
   .option("--command <cmd>", "shell command each local worker runs per build (default: the demo build)")
   .option("--demo", "submit two demo builds at start")
+  .addOption(
+    new Option(
+      "--require-persistence",
+      "refuse to start while a Redis persistence check fails (oculus doctor)",
+    ).env("OCULUS_REQUIRE_PERSISTENCE"),
+  )
   .action(async (opts: UpOptions) => runUp(config(), opts));
 
 program

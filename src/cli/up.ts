@@ -30,6 +30,8 @@ export interface UpOptions {
   workers: number;
   command?: string;
   demo?: boolean;
+  /** Refuse to start while a Redis persistence check fails. */
+  requirePersistence?: boolean | string;
 }
 
 export const DEFAULT_HOST = "127.0.0.1";
@@ -63,9 +65,17 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   const host = opts.host.trim() || DEFAULT_HOST;
   checkBind(host, auth);
   const rateLimit = rateLimitFromEnv();
+  const requirePersistence = flagOn(opts.requirePersistence);
+  if (requirePersistence && !config.redisUrl) {
+    throw new ConfigError("--require-persistence / OCULUS_REQUIRE_PERSISTENCE: needs a Redis (REDIS_URL)");
+  }
   const logger = createLogger();
-  const queue = await BuildQueue.open({ ...config, logger });
   const monitor = config.redisUrl ? startPersistenceMonitor(config.redisUrl, logger) : undefined;
+  if (requirePersistence && monitor) await refuseOnFailingCheck(monitor);
+  const queue = await BuildQueue.open({ ...config, logger }).catch(async (err: unknown) => {
+    await monitor?.stop();
+    throw err;
+  });
   const workers: Worker[] = [];
   let app: ReturnType<typeof buildServer> | undefined;
   // Registered before anything else starts, so a signal during start-up still shuts down cleanly.
@@ -96,6 +106,25 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
     await worker.start();
   }
   if (opts.demo) await submitDemoBuilds(queue);
+}
+
+/** A boolean flag that may also come from the environment ("1", "true", "yes"). */
+function flagOn(value: boolean | string | undefined): boolean {
+  if (typeof value === "string") return ["1", "true", "yes"].includes(value.trim().toLowerCase());
+  return value === true;
+}
+
+/** --require-persistence: the first check must not fail (warnings are printed, not refused). */
+async function refuseOnFailingCheck(monitor: PersistenceMonitor): Promise<void> {
+  const report = await monitor.checkNow();
+  if (report.status !== "fail") return;
+  await monitor.stop();
+  const failing = report.checks
+    .filter((c) => c.status === "fail")
+    .map((c) => `${c.name}: ${c.message}${c.fix ? ` (fix: ${c.fix})` : ""}`);
+  throw new ConfigError(
+    `--require-persistence: Redis persistence checks fail, not starting:\n  ${failing.join("\n  ")}`,
+  );
 }
 
 /**

@@ -213,3 +213,44 @@ describe("several oculus up processes on one PostgreSQL and Redis", () => {
     expect(exitCodes).toEqual([0, 0]);
   });
 });
+
+describe("oculus up --require-persistence", () => {
+  const schema = uniqueSchema("up_persist");
+  const servers: RedisServer[] = [];
+  afterAll(async () => {
+    for (const server of servers) await server.destroy();
+    await dropSchema(schema);
+  });
+  const env = (redisUrl: string) => ({
+    DATABASE_URL: TEST_DATABASE_URL,
+    REDIS_URL: redisUrl,
+    OCULUS_SCHEMA: schema,
+    OCULUS_PREFIX: `${schema}p`,
+  });
+
+  it("refuses to start on a Redis without AOF (exit 2, naming the setting), and starts on one with it", async () => {
+    const bare = await RedisServer.start({ appendonly: false });
+    servers.push(bare);
+    const child = spawn("node", [MAIN, "up", "--port", "0", "--workers", "0", "--require-persistence"], {
+      env: { PATH: process.env.PATH ?? "", OCULUS_LOG_LEVEL: "warn", ...env(bare.url) },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    expect(await new Promise<number | null>((resolve) => child.once("exit", resolve))).toBe(2);
+    expect(out).toMatch(/--require-persistence: Redis persistence checks fail/);
+    expect(out).toMatch(/appendonly/);
+    expect(out).not.toMatch(/API listening/);
+
+    const durable = await RedisServer.start({ appendfsync: "everysec" });
+    servers.push(durable);
+    const up = await startUp(["--workers", "0", "--require-persistence"], env(durable.url));
+    expect(up.output()).toMatch(/Redis persistence checks: (pass|warn)/);
+    expect(await stopUp(up)).toBe(0);
+  });
+});
