@@ -131,7 +131,7 @@ async function killChild(child: ChildProcess): Promise<void> {
   await within(exited, 10_000, "fan-out producer exit").catch(() => undefined);
 }
 
-class Producer {
+export class Producer {
   private readonly child: ChildProcess;
   private readonly seen = new Map<string, string>();
   private readonly waiters = new Map<string, (rest: string) => void>();

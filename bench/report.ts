@@ -1,5 +1,9 @@
 /** The benchmark's result object, the targets it is judged against, and the readable tables. */
 import { FANOUT_SYSTEMS, type FanoutPart, type FanoutSystem } from "./fanout.js";
+import type { HttpPart } from "./http.js";
+import { httpTargets, renderHttp } from "./http-report.js";
+import type { PersistencePart } from "./persistence.js";
+import { persistenceTargets, renderPersistence } from "./persistence-report.js";
 import type { RecoveryPart, RecoveryResult } from "./recovery.js";
 import type { ScaleStep } from "./scale.js";
 import type { Distribution } from "./stats.js";
@@ -80,6 +84,10 @@ export interface Results {
   stop: StopPart | null;
   /** Progress fan-out to 1,000 subscribers (bench/fanout.ts); null when not run. */
   fanout: FanoutPart | null;
+  /** Redis persistence: throughput by fsync setting, loss after kill -9 (bench/persistence.ts); null when not run. */
+  persistence: PersistencePart | null;
+  /** The HTTP API in a server process: submit, read, SSE fan-out (bench/http.ts); null when not run. */
+  http: HttpPart | null;
   /** 1-minute load average when each part started and when the run ended (other work on the machine). */
   loadAverage: Record<string, number>;
   targets: Target[];
@@ -184,6 +192,8 @@ export function evaluateTargets(r: Omit<Results, "targets">): Target[] {
       met: x.missing === 0 && x.duplicates === 0 && x.foreign === 0,
     });
   }
+  if (r.persistence) targets.push(...persistenceTargets(r.persistence));
+  if (r.http) targets.push(...httpTargets(r.http));
   return targets;
 }
 
@@ -224,6 +234,8 @@ export function renderText(r: Results): string {
   if (r.recovery) renderRecovery(out, r.recovery);
   if (r.stop) renderStop(out, r.stop);
   if (r.fanout) renderFanout(out, r.fanout);
+  if (r.persistence) renderPersistence(out, r.persistence);
+  if (r.http) renderHttp(out, r.http);
   out.push("", "Targets");
   out.push(
     table(

@@ -1,21 +1,29 @@
 /**
  * `npm run bench [-- --json] [--runs N] [--builds N] [--latency N] [--skip-scale] [--scale-max N]
  *   [--skip-recovery] [--recovery-tries N] [--recovery-default-tries N] [--recovery-bullmq-default-tries N]
- *   [--skip-stop] [--stop-tries N] [--skip-fanout] [--fanout-seconds N] [--only PART[,PART...]]`
+ *   [--skip-stop] [--stop-tries N] [--skip-fanout] [--fanout-seconds N] [--only PART[,PART...]]
+ *   [--persistence-builds N] [--persistence-tries N] [--skip-http] [--http-seconds N]
+ *   [--http-connections N,N...] [--http-read-queue N] [--http-sse-connections N] [--http-sse-clients N]
+ *   [--http-sse-seconds N] [--http-sse-rate N[,N...]] [--http-parts submit,read,sse]`
  *
  * Our queue (Redis mode and PostgreSQL-only mode) and BullMQ side by side, on one private
  * redis-server and one PostgreSQL: throughput, dispatch latency, behaviour at scale (in this
  * process), worker recovery after a kill -9 (worker child processes, bench/recovery.ts), stop
  * latency to a worker in another process (bench/stop.ts), and progress fan-out from a producer
- * process to 1,000 subscribers (bench/fanout.ts).
+ * process to 1,000 subscribers (bench/fanout.ts), and the HTTP API in a server process: submit and
+ * read rates with autocannon against the library calls, SSE fan-out to 1,000 streams (bench/http.ts).
  * Readable tables on stdout; with --json, one JSON object on stdout and progress on stderr.
- * --only runs just the parts named (throughput, latency, scale, recovery, stop, fanout).
+ * --only runs just the parts named (throughput, latency, scale, recovery, stop, fanout, http,
+ * persistence).
+ * persistence (bench/persistence.ts: Redis fsync settings, kill -9 under disk load) runs only when named.
  */
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { bullmqLatency, bullmqThroughput } from "./bullmq.js";
 import { FANOUT_SYSTEMS, runFanout, stopFanoutProducers } from "./fanout.js";
+import { HTTP_MODES, HTTP_SECTIONS, type HttpSection, runHttp, stopHttpChildren } from "./http.js";
 import { ourLatency } from "./latency.js";
+import { runPersistence } from "./persistence.js";
 import { DATABASE_URL, dropAllSchemas, postgresVersion } from "./postgres.js";
 import { runRecovery, stopRecoveryWorkers } from "./recovery.js";
 import { PrivateRedis } from "./redis-server.js";
@@ -49,16 +57,37 @@ const { values: args } = parseArgs({
     "stop-tries": { type: "string", default: "200" },
     "skip-fanout": { type: "boolean", default: false },
     "fanout-seconds": { type: "string", default: "20" },
+    "skip-http": { type: "boolean", default: false },
+    "http-seconds": { type: "string", default: "10" },
+    "http-parts": { type: "string", default: "submit,read,sse" },
+    "http-connections": { type: "string", default: "10,50" },
+    "http-read-queue": { type: "string", default: "10000" },
+    "http-sse-connections": { type: "string", default: "1000" },
+    "http-sse-clients": { type: "string", default: "2" },
+    "http-sse-seconds": { type: "string", default: "15" },
+    "http-sse-rate": { type: "string", default: "100,50,20" },
+    "persistence-builds": { type: "string", default: "10000" },
+    "persistence-tries": { type: "string", default: "4" },
     only: { type: "string" },
   },
 });
 
-const PARTS = ["throughput", "latency", "scale", "recovery", "stop", "fanout"] as const;
+const PARTS = [
+  "throughput",
+  "latency",
+  "scale",
+  "recovery",
+  "stop",
+  "fanout",
+  "http",
+  "persistence",
+] as const;
 type Part = (typeof PARTS)[number];
 
-/** The parts to run: --only, else all of them, less --skip-scale, --skip-recovery, --skip-stop, --skip-fanout. */
+/** The parts to run: --only, else all of them, less the --skip-... ones. */
 function selectedParts(): Set<Part> {
-  const parts = new Set<Part>(PARTS);
+  // persistence loads the disk for minutes and kills servers: only when asked for.
+  const parts = new Set<Part>(PARTS.filter((p) => p !== "persistence"));
   if (args.only !== undefined) {
     parts.clear();
     for (const name of args.only.split(",").map((p) => p.trim())) {
@@ -72,6 +101,7 @@ function selectedParts(): Set<Part> {
   if (args["skip-recovery"]) parts.delete("recovery");
   if (args["skip-stop"]) parts.delete("stop");
   if (args["skip-fanout"]) parts.delete("fanout");
+  if (args["skip-http"]) parts.delete("http");
   return parts;
 }
 
@@ -181,6 +211,22 @@ async function main(): Promise<void> {
   );
   const stopTries = positiveInt("stop-tries", args["stop-tries"]);
   const fanoutSeconds = positiveInt("fanout-seconds", args["fanout-seconds"]);
+  const httpSeconds = positiveInt("http-seconds", args["http-seconds"]);
+  const httpConnections = args["http-connections"]
+    .split(",")
+    .map((c) => positiveInt("http-connections", c.trim()));
+  const httpReadQueue = positiveInt("http-read-queue", args["http-read-queue"]);
+  const sseConnections = positiveInt("http-sse-connections", args["http-sse-connections"]);
+  const sseClients = positiveInt("http-sse-clients", args["http-sse-clients"]);
+  const sseSeconds = positiveInt("http-sse-seconds", args["http-sse-seconds"]);
+  const sseRates = args["http-sse-rate"].split(",").map((r) => positiveInt("http-sse-rate", r.trim()));
+  const httpSections = args["http-parts"].split(",").map((p) => {
+    const name = p.trim();
+    if (!(HTTP_SECTIONS as readonly string[]).includes(name)) {
+      throw new Error(`--http-parts: unknown ${name} (${HTTP_SECTIONS.join(", ")})`);
+    }
+    return name as HttpSection;
+  });
   const parts = selectedParts();
   const loadAverage: Record<string, number> = { start: os.loadavg()[0] ?? 0 };
   const redis = await PrivateRedis.start();
@@ -188,6 +234,7 @@ async function main(): Promise<void> {
     await stopRecoveryWorkers();
     await stopStopWorkers();
     await stopFanoutProducers();
+    await stopHttpChildren();
     await redis.stop();
     await dropAllSchemas().catch((err: Error) => log(`could not drop the benchmark schemas: ${err.message}`));
   };
@@ -264,6 +311,44 @@ async function main(): Promise<void> {
         log,
       });
     }
+    let persistence: Results["persistence"] = null;
+    if (parts.has("persistence")) {
+      loadAverage.persistence = os.loadavg()[0] ?? 0;
+      const tries = positiveInt("persistence-tries", args["persistence-tries"]);
+      persistence = await runPersistence({
+        builds: positiveInt("persistence-builds", args["persistence-builds"]),
+        runs,
+        everysecTries: tries,
+        duringFsyncTries: tries,
+        alwaysTries: Math.ceil(tries / 2),
+        log,
+      });
+    }
+    let http: Results["http"] = null;
+    if (parts.has("http")) {
+      loadAverage.http = os.loadavg()[0] ?? 0;
+      http = await runHttp(redis, {
+        modes: HTTP_MODES,
+        sections: httpSections,
+        seconds: httpSeconds,
+        warmupSeconds: 2,
+        connections: httpConnections,
+        readQueue: httpReadQueue,
+        sse: {
+          connections: sseConnections,
+          clients: sseClients,
+          seconds: sseSeconds,
+          warmupSeconds: 3,
+          rates: sseRates,
+          // As the library fan-out: 100 builds, each reporting once a second at 100 updates/s.
+          builds: 100,
+          progressIntervalMs: 200,
+          drainMs: 5000,
+          maxDrainMs: 120_000,
+        },
+        log,
+      });
+    }
     loadAverage.end = os.loadavg()[0] ?? 0;
 
     const partial: Omit<Results, "targets"> = {
@@ -280,6 +365,8 @@ async function main(): Promise<void> {
       recovery,
       stop,
       fanout,
+      persistence,
+      http,
       loadAverage,
       referenceNote: `reference figures are ${REFERENCE.note}`,
     };
