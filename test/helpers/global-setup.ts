@@ -1,7 +1,7 @@
 /**
  * Checks, before any test runs, that what the tests need is here, and says exactly what is missing:
- * the redis-server binary (tests start private servers), a reachable PostgreSQL, and Chromium (the
- * dashboard's browser test).
+ * the redis-server binary (tests start private servers), a reachable PostgreSQL, pg_dump and
+ * pg_restore (backup with --pg-dump), and Chromium (the dashboard's browser test).
  */
 import { execFileSync } from "node:child_process";
 import pg from "pg";
@@ -25,6 +25,15 @@ export default async function setup(): Promise<void> {
       `Chromium is not at ${CHROMIUM_PATH}: the dashboard test drives a real browser ` +
         "(Debian: apt-get install chromium, or set CHROMIUM_PATH)",
     );
+  }
+  for (const tool of ["pg_dump", "pg_restore"]) {
+    try {
+      execFileSync(tool, ["--version"], { stdio: "pipe" });
+    } catch {
+      missing.push(
+        `${tool} is not installed: \`oculus backup --pg-dump\` is tested (Debian: apt-get install postgresql-client)`,
+      );
+    }
   }
   const client = new pg.Client({ connectionString: TEST_DATABASE_URL, connectionTimeoutMillis: 5000 });
   try {
