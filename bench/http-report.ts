@@ -20,6 +20,8 @@ const LABELS: Record<HttpMode, string> = {
 
 const cpu = (s: ServerStats) => `${fmt((s.cpuMs / s.wallMs) * 100)} %`;
 const loop = (s: ServerStats) => `${fmt(s.loop.eventLoopUtilization * 100)} %`;
+const machine = (s: ServerStats) => `${fmt(s.machineCpuPct)} %`;
+const bench = (s: ServerStats) => `${fmt((s.benchCpuMs / s.wallMs) * 100)} %`;
 const loadText = (l: number[]) => l.map((v) => v.toFixed(2)).join("/");
 
 export function httpTargets(h: HttpPart): { target: string; measured: string; met: boolean }[] {
@@ -51,7 +53,7 @@ export function renderHttp(out: string[], h: HttpPart): void {
   const modes = HTTP_MODES.filter((m) => h.results[m]);
   out.push(
     "",
-    `7. HTTP API. Server: buildServer + listenApi in a child process (auth on, one bearer token; rate limit off; request logging at info to a file; reaper on; no workers). Load: ${h.loadGenerator}. Submit and read: ${h.seconds} s per measurement after ${h.warmupSeconds} s warm-up, closed loop (one request in flight per connection); each submit measurement on a fresh schema; library = the same call on the same queue options in the server process, no HTTP. Server CPU from /proc (% of one core), event loop = its utilization`,
+    `7. HTTP API. Server: buildServer + listenApi in a child process (auth on, one bearer token; rate limit off; request logging at info to a file; reaper on; no workers). Load: ${h.loadGenerator}. Submit and read: ${h.seconds} s per measurement after ${h.warmupSeconds} s warm-up, closed loop (one request in flight per connection); each submit measurement on a fresh schema; library = the same call on the same queue options in the server process, no HTTP. Server CPU from /proc (% of one core), event loop = its utilization; machine CPU = all processes (/proc/stat), 100 % per core`,
   );
   const run = (x: HttpRun) => [
     fmt(x.perSec),
@@ -62,6 +64,8 @@ export function renderHttp(out: string[], h: HttpPart): void {
     fmt(x.errors),
     cpu(x.server),
     loop(x.server),
+    bench(x.server),
+    machine(x.server),
   ];
   const submits = modes.flatMap((m) => (h.results[m]?.submit ?? []).map((s) => [m, s] as const));
   if (submits.length > 0) {
@@ -78,10 +82,13 @@ export function renderHttp(out: string[], h: HttpPart): void {
           "errors",
           "server CPU",
           "event loop",
+          "autocannon CPU",
+          "machine CPU",
           "library submit/s",
           "lib p50 ms",
           "lib p99 ms",
           "lib CPU",
+          "lib machine CPU",
           "HTTP / library",
         ],
         submits.map(([m, s]) => [
@@ -92,6 +99,7 @@ export function renderHttp(out: string[], h: HttpPart): void {
           fmt(s.library.ms.p50, 2),
           fmt(s.library.ms.p99, 2),
           cpu(s.library.server),
+          machine(s.library.server),
           fmt(s.http.perSec / s.library.perSec, 2),
         ]),
       ),
@@ -141,10 +149,13 @@ export function renderHttp(out: string[], h: HttpPart): void {
           "errors",
           "server CPU",
           "event loop",
+          "autocannon CPU",
+          "machine CPU",
           "library get+position /s",
           "lib p50 ms",
           "lib p99 ms",
           "lib CPU",
+          "lib machine CPU",
           "HTTP / library",
         ],
         reads.map(([m, s]) => [
@@ -156,6 +167,7 @@ export function renderHttp(out: string[], h: HttpPart): void {
           fmt(s.library.ms.p50, 2),
           fmt(s.library.ms.p99, 2),
           cpu(s.library.server),
+          machine(s.library.server),
           fmt(s.http.perSec / s.library.perSec, 2),
         ]),
       ),
@@ -208,6 +220,7 @@ export function renderHttp(out: string[], h: HttpPart): void {
           "drain ms",
           "server CPU",
           "event loop",
+          "machine CPU",
           "server RSS before -> attached -> max MiB",
           "client CPU",
           "attach s",
@@ -224,6 +237,7 @@ export function renderHttp(out: string[], h: HttpPart): void {
           fmt(s.drainedMs),
           cpu(s.server),
           loop(s.server),
+          machine(s.server),
           `${fmt(s.serverAttach.rssStartMiB)} -> ${fmt(s.serverAttach.rssEndMiB)} -> ${fmt(s.server.rssMaxMiB)}`,
           s.clientProcesses.map((c) => `${fmt((c.cpuMs / c.wallMs) * 100)} %`).join(", "),
           fmt(s.attachSec, 1),

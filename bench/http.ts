@@ -63,6 +63,10 @@ export interface ServerStats {
   rssEndMiB: number;
   /** From the server's own stats-start .. stats-end (late by as much as its loop was busy). */
   loop: LoopStats;
+  /** The whole machine (/proc/stat): busy CPU over the window, in % of one core (all cores: 100 x cores). */
+  machineCpuPct: number;
+  /** This (the benchmark) process over the window: autocannon for submits and reads. */
+  benchCpuMs: number;
 }
 
 export interface HttpOptions {
@@ -219,6 +223,8 @@ process.once("exit", () => {
 /** Kills every child of this part still running (the benchmark's cleanup, also on errors and SIGINT). */
 export async function stopHttpChildren(): Promise<void> {
   await Promise.all([...children].map((child) => killChild(child)));
+  // The run's temporary directory (server logs, ids, latency files), also on an interruption.
+  if (logs.dir !== os.tmpdir()) rmSync(logs.dir, { recursive: true, force: true });
 }
 
 async function killChild(child: ChildProcess): Promise<void> {
@@ -406,9 +412,20 @@ function readServerLog(label: string, file: string): ServerLog {
   return summary;
 }
 
+/** Busy and total jiffies of the whole machine, from the first line of /proc/stat. */
+function machineSample(): { busy: number; total: number } {
+  const fields = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "").trim().split(/\s+/).slice(1);
+  const values = fields.slice(0, 8).map(Number); // user nice system idle iowait irq softirq steal
+  const total = values.reduce((a, b) => a + b, 0);
+  const idle = (values[3] ?? 0) + (values[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
 class ServerChild {
   private window: {
     wall: number;
+    machine: { busy: number; total: number };
+    bench: NodeJS.CpuUsage;
     start: { cpuMs: number; rss: number };
     rssMax: number;
     sampler: NodeJS.Timeout;
@@ -449,6 +466,8 @@ class ServerChild {
     const start = procSample(this.pid);
     const w = {
       wall: performance.now(),
+      machine: machineSample(),
+      bench: process.cpuUsage(),
       start,
       rssMax: start.rss,
       sampler: setInterval(() => {
@@ -465,6 +484,8 @@ class ServerChild {
     this.window = null;
     clearInterval(w.sampler);
     const end = procSample(this.pid);
+    const machine = machineSample();
+    const bench = process.cpuUsage(w.bench);
     const wallMs = performance.now() - w.wall;
     const loop = JSON.parse(await this.child.ask("stats-end", "stats", 120_000)) as LoopStats;
     return {
@@ -474,6 +495,9 @@ class ServerChild {
       rssMaxMiB: Math.max(w.rssMax, end.rss) / 2 ** 20,
       rssEndMiB: end.rss / 2 ** 20,
       loop,
+      machineCpuPct:
+        ((machine.busy - w.machine.busy) / (machine.total - w.machine.total)) * 100 * os.cpus().length,
+      benchCpuMs: (bench.user + bench.system) / 1000,
     };
   }
 
