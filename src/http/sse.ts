@@ -44,8 +44,24 @@ export class StreamRegistry {
   }
 }
 
-/** One SSE frame for a stream item. Builds in snapshots get the API's build shape. */
+/**
+ * Frames already formatted: the hub hands the same event object to every stream, so a thousand
+ * streams serialize it once, not a thousand times.
+ */
+const frames = new WeakMap<StreamItem, string>();
+
+/** One SSE frame for a stream item (formatted once per item). */
 export function formatItem(item: StreamItem): string {
+  let frame = frames.get(item);
+  if (frame === undefined) {
+    frame = formatFrame(item);
+    frames.set(item, frame);
+  }
+  return frame;
+}
+
+/** Builds in snapshots get the API's build shape. */
+function formatFrame(item: StreamItem): string {
   const payload =
     item.kind === "snapshot"
       ? {
@@ -98,6 +114,11 @@ export async function pipeEvents(
     for await (const item of items) {
       if (controller.signal.aborted) break;
       sent += 1;
+      // Frames written in one tick leave in one write, not one system call each.
+      if (!res.writableCorked) {
+        res.cork();
+        process.nextTick(() => res.uncork());
+      }
       if (!res.write(formatItem(item))) await drained(res, controller.signal);
     }
     if (controller.signal.aborted) reason = clientGone ? "client went away" : "server shutting down";

@@ -13,7 +13,7 @@
  * is missed and nothing repeats.
  */
 import type { Redis } from "ioredis";
-import { type Build, FINAL_STATUSES, parseBuildId } from "../core/build.js";
+import { type Build, type BuildStatus, FINAL_STATUSES, parseBuildId } from "../core/build.js";
 import { BuildNotFoundError, ValidationError } from "../core/errors.js";
 import type { BuildEvent, BuildSnapshot, StreamItem, SubscribeOptions } from "../core/events.js";
 import type { Logger } from "../core/logger.js";
@@ -39,6 +39,7 @@ const PAGE = 500;
 const GAP_RECHECK_MS = 5;
 const ACTIVE_IN_SNAPSHOT = 1000;
 const START_BEHIND_HEAD = 10_000;
+const COUNTS_TTL_MS = 1000;
 
 class SubscriberFellBehind extends Error {
   constructor() {
@@ -73,6 +74,7 @@ export class EventHub {
   private unlisten: (() => Promise<void>) | undefined;
   private subscriber: Redis | undefined;
   private closed = false;
+  private counts: { at: number; value: Promise<Record<BuildStatus, number>> } | undefined;
 
   constructor(
     private readonly events: EventStore,
@@ -265,9 +267,25 @@ export class EventHub {
     }
     const [active, counts] = await Promise.all([
       this.events.activeBuilds(ACTIVE_IN_SNAPSHOT),
-      this.events.statusCounts(),
+      this.countsForSnapshot(),
     ]);
     return { items: [{ kind: "snapshot", id: String(attachedAt), active, counts }], ended: false };
+  }
+
+  /**
+   * Counts by status for all-builds snapshots, shared for a second: a thousand browsers reconnecting
+   * at once cost one full count, not a thousand.
+   */
+  private countsForSnapshot(): Promise<Record<BuildStatus, number>> {
+    const now = Date.now();
+    if (!this.counts || now - this.counts.at > COUNTS_TTL_MS) {
+      const value = this.events.statusCounts();
+      this.counts = { at: now, value };
+      value.catch(() => {
+        if (this.counts?.value === value) this.counts = undefined;
+      });
+    }
+    return this.counts.value;
   }
 
   /** Events after `afterId` up to the hub's cursor at attach time, from the table. */

@@ -121,7 +121,7 @@ describe.each(["redis", "postgres"] as const)("workers with capacities 1, 2, 3 (
       `SELECT b.id, b.status, b.worker_id, b.result, (b.progress ->> 'iteration')::int AS iteration,
               count(e.id) FILTER (WHERE e.type = 'claimed')::int AS claimed,
               count(e.id) FILTER (WHERE e.type = 'completed')::int AS completed,
-              count(e.id) FILTER (WHERE e.type NOT IN ('submitted', 'claimed', 'completed'))::int AS other
+              count(e.id) FILTER (WHERE e.type NOT IN ('submitted', 'claimed', 'completed', 'progress'))::int AS other
        FROM builds b LEFT JOIN build_events e ON e.build_id = b.id GROUP BY b.id`,
     );
     expect(rows).toHaveLength(BUILDS);

@@ -215,10 +215,11 @@ export interface EventRecord {
   data: Record<string, unknown> | null;
 }
 
+/** A build's state-change events, in order (progress events left out). */
 export async function buildEvents(schema: string, id: string): Promise<EventRecord[]> {
   return sql<EventRecord>(
     schema,
-    "SELECT type, actor, from_status, to_status, data FROM build_events WHERE build_id = $1 ORDER BY id",
+    "SELECT type, actor, from_status, to_status, data FROM build_events WHERE build_id = $1 AND type <> 'progress' ORDER BY id",
     [id],
   );
 }

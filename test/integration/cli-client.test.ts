@@ -115,6 +115,8 @@ describe("oculus client commands", () => {
     const { build } = JSON.parse(submitted.stdout) as { build: { id: string } };
     const watching = watch(build.id);
     await eventually(async () => (await api.queue.get(build.id)).progress !== null);
+    // The watch has its snapshot (it is following) before the stop, so it sees the stop happen.
+    await eventually(async () => watching.output().includes(`build ${build.id}`), 30_000);
     const stopped = await oculus(["stop", build.id, "--reason", "wrong parameters"]);
     expect(stopped.code).toBe(0);
     expect(stopped.stdout).toMatch(/stopping|stopped/);
