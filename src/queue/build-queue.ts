@@ -527,7 +527,8 @@ export class BuildQueue extends EventEmitter {
         ((await this.store.claimNext(count, workerId, leaseMs)) as ClaimedBuild[]);
       this.announce(claimed);
       // For the HTTP API's claim and dispatch latency histograms (src/http/metrics.ts).
-      if (claimed.length > 0) this.emit("claimed", { durationMs: performance.now() - started, builds: claimed });
+      if (claimed.length > 0)
+        this.emit("claimed", { durationMs: performance.now() - started, builds: claimed });
       return claimed;
     } catch (err) {
       throw asStoreError(err);
