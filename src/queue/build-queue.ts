@@ -297,7 +297,7 @@ export class BuildQueue extends EventEmitter {
     const request = parseSubmit(input);
     const [result] = await this.insertAndIndex([request], options.actor ?? "api");
     if (!result) throw new Error("submit returned no build");
-    const position = result.build.status === "queued" ? await this.position(result.build.id) : null;
+    const position = result.build.status === "queued" ? await this.positionOf(result.build) : null;
     return { ...result, position };
   }
 
@@ -350,9 +350,18 @@ export class BuildQueue extends EventEmitter {
    */
   async position(id: string): Promise<number | null> {
     parseBuildId(id);
+    return this.positionIn(id, () => this.get(id));
+  }
+
+  /** position() of a build the caller has just read (on the PostgreSQL path it is not read again). */
+  async positionOf(build: Build): Promise<number | null> {
+    return this.positionIn(build.id, async () => build);
+  }
+
+  private async positionIn(id: string, read: () => Promise<Build>): Promise<number | null> {
     const fromRedis = await this.failover.tryRedis((index) => index.position(id));
     if (fromRedis.ok && fromRedis.value.position !== null) return fromRedis.value.position;
-    const build = await this.get(id);
+    const build = await read();
     if (build.status !== "queued") return null;
     if (fromRedis.ok) return null; // queued but not in the ready index: delayed
     if (build.runAt.getTime() > Date.now()) return null;

@@ -57,7 +57,7 @@ export function buildRoutes(app: ApiApp, { queue }: RouteContext): void {
     },
     async (request) => {
       const build = await queue.get(request.params.id);
-      const position = build.status === "queued" ? await queue.position(build.id) : null;
+      const position = build.status === "queued" ? await queue.positionOf(build) : null;
       return { build: toApiBuildDetail(build), position };
     },
   );

@@ -47,7 +47,7 @@ export function queueRoutes(app: ApiApp, { queue }: RouteContext): void {
         mode: queue.mode,
         length: counts.ready,
         delayed: counts.delayed,
-        queued: await withPositions(queued, (id) => queue.position(id)),
+        queued: await withPositions(queued, (build) => queue.positionOf(build)),
         active: [...stopping.builds, ...running.builds].map(toApiBuild),
         workers: fleet.filter((w) => w.status !== "stopped").map(toApiWorker),
       };
@@ -56,7 +56,7 @@ export function queueRoutes(app: ApiApp, { queue }: RouteContext): void {
 }
 
 /** Each build with its current position (null once it was claimed meanwhile, or while delayed). */
-async function withPositions(builds: Build[], position: (id: string) => Promise<number | null>) {
-  const positions = await Promise.all(builds.map((b) => position(b.id)));
+async function withPositions(builds: Build[], position: (build: Build) => Promise<number | null>) {
+  const positions = await Promise.all(builds.map((b) => position(b)));
   return builds.map((build, i) => ({ build: toApiBuild(build), position: positions[i] ?? null }));
 }
