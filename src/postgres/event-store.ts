@@ -24,8 +24,6 @@ export interface HorizonEvent {
   event: BuildEvent;
   /** Oldest running transaction id when the row was read. */
   xmin: bigint;
-  /** Next transaction id to be assigned when the row was read. */
-  xmax: bigint;
 }
 
 export function toEvent(row: EventRow): BuildEvent {
@@ -66,11 +64,20 @@ export class EventStore {
   }
 
   async after(afterId: number, limit: number): Promise<HorizonEvent[]> {
-    const res = await this.db.query<EventRow & { xmin: string; xmax: string }>(queries.events_after, [
-      afterId,
-      limit,
-    ]);
-    return res.rows.map((row) => ({ event: toEvent(row), xmin: BigInt(row.xmin), xmax: BigInt(row.xmax) }));
+    const res = await this.db.query<EventRow & { xmin: string }>(queries.events_after, [afterId, limit]);
+    return res.rows.map((row) => ({ event: toEvent(row), xmin: BigInt(row.xmin) }));
+  }
+
+  /**
+   * A transaction id above every one assigned before this call (xid_bound.sql). It costs a commit
+   * record, so its commit does not wait for the WAL flush (nothing it wrote needs to survive a crash).
+   */
+  async xidBound(): Promise<bigint> {
+    const res = await this.db.transaction(async (tx) => {
+      await tx.query("SET LOCAL synchronous_commit TO off");
+      return tx.query<{ xid: string }>(queries.xid_bound);
+    });
+    return BigInt(res.rows[0]?.xid ?? 0);
   }
 
   async between(

@@ -57,7 +57,8 @@ interface Subscriber {
 interface Gap {
   /** The missing id. */
   id: number;
-  /** Closed once the oldest running transaction is at least this (all then running have ended). */
+  /** Closed once the oldest running transaction is at least this: a transaction id drawn when the gap
+   * was first seen (a snapshot's xmax is not enough: a running transaction may be above it). */
   untilXmin: bigint;
   since: number;
 }
@@ -199,7 +200,7 @@ export class EventHub {
     const rows = await this.events.after(this.cursor, PAGE);
     for (const row of rows) {
       const id = Number(row.event.id);
-      if (id !== this.cursor + 1 && !this.gapClosed(row)) {
+      if (id !== this.cursor + 1 && !(await this.gapClosed(row))) {
         this.recheckGapSoon();
         return false;
       }
@@ -210,10 +211,17 @@ export class EventHub {
     return rows.length === PAGE;
   }
 
-  /** Whether the id after the cursor can still appear (see Gap). */
-  private gapClosed(row: HorizonEvent): boolean {
+  /**
+   * Whether the id after the cursor can no longer appear (see Gap). The transaction that drew it had
+   * its id before it drew the event id (every event statement writes the build row first), and that
+   * was before a later event id was visible: so below a transaction id drawn now.
+   */
+  private async gapClosed(row: HorizonEvent): Promise<boolean> {
     const missing = this.cursor + 1;
-    if (this.gap?.id !== missing) this.gap = { id: missing, untilXmin: row.xmax, since: Date.now() };
+    if (this.gap?.id !== missing) {
+      this.gap = { id: missing, untilXmin: await this.events.xidBound(), since: Date.now() };
+      return false; // read again: the bound is newer than this row's snapshot
+    }
     if (row.xmin >= this.gap.untilXmin) return true;
     if (Date.now() - this.gap.since < this.options.maxGapWaitMs) return false;
     this.logger.warn(

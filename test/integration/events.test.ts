@@ -4,6 +4,8 @@
  * Producers and subscribers are separate queues (separate connections and hubs), as separate
  * processes would be.
  */
+
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type BuildEvent,
@@ -14,7 +16,7 @@ import {
   ValidationError,
 } from "../../src/index.js";
 import { backends } from "../helpers/backends.js";
-import { sql } from "../helpers/postgres.js";
+import { sql, TEST_DATABASE_URL } from "../helpers/postgres.js";
 
 /** Collects items from an iterator until `until` says stop or the iterator ends. */
 async function collect(
@@ -246,6 +248,49 @@ describe.each(backends())("event stream on $name", (backend) => {
     controller.abort();
     expect(await pending).toMatchObject({ done: true });
   });
+
+  it.skipIf(backend.name === "pglite")(
+    "waits for an event id drawn by a transaction that started after the one that committed the next id",
+    async () => {
+      // T' has its transaction id first; T starts later (a larger id), draws event id N and stays
+      // open; T' then draws N+1 and commits. A snapshot's xmax (one past T') is below T's id, so a
+      // gap rule using it would step over N for good. N must still arrive, before N+1.
+      const { build } = await producer.submit({ strategyId: "gap-order" });
+      const stream = watcher.events.subscribe({});
+      await stream.next(); // snapshot: the hub is reading
+      const connect = async () => {
+        const client = new pg.Client({
+          connectionString: TEST_DATABASE_URL,
+          options: `-c search_path=${producer.config.schema}`,
+        });
+        await client.connect();
+        return client;
+      };
+      const [early, late] = [await connect(), await connect()];
+      const insert =
+        "INSERT INTO build_events (build_id, type, to_status, actor) VALUES ($1, 'progress', 'running', $2) RETURNING id";
+      try {
+        await early.query("BEGIN");
+        await early.query("SELECT pg_current_xact_id()");
+        await late.query("BEGIN");
+        await late.query("SELECT pg_current_xact_id()");
+        const n = String((await late.query(insert, [build.id, "late"])).rows[0].id);
+        const n1 = String((await early.query(insert, [build.id, "early"])).rows[0].id);
+        await early.query("COMMIT");
+        await new Promise((r) => setTimeout(r, 1500)); // several hub reads see N+1 and not N
+        await late.query("COMMIT");
+        const seen: string[] = [];
+        for await (const item of stream) {
+          if (item.kind === "event" && (item.id === n || item.id === n1)) seen.push(item.id);
+          if (seen.length === 2) break;
+        }
+        expect(seen).toEqual([n, n1]);
+      } finally {
+        await early.end();
+        await late.end();
+      }
+    },
+  );
 
   it.skipIf(backend.name === "pglite")(
     "delivers every event of concurrent writers once, in id order (all-builds stream)",
