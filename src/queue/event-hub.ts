@@ -201,7 +201,7 @@ export class EventHub {
     for (const row of rows) {
       const id = Number(row.event.id);
       if (id !== this.cursor + 1 && !(await this.gapClosed(row))) {
-        this.recheckGapSoon();
+        if (!this.readAgain) this.recheckGapSoon();
         return false;
       }
       this.cursor = id;
@@ -220,7 +220,9 @@ export class EventHub {
     const missing = this.cursor + 1;
     if (this.gap?.id !== missing) {
       this.gap = { id: missing, untilXmin: await this.events.xidBound(), since: Date.now() };
-      return false; // read again: the bound is newer than this row's snapshot
+      // Read again at once: the missing event has usually committed while the bound was drawn.
+      this.readAgain = true;
+      return false;
     }
     if (row.xmin >= this.gap.untilXmin) return true;
     if (Date.now() - this.gap.since < this.options.maxGapWaitMs) return false;
