@@ -4,10 +4,10 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Redis } from "ioredis";
+import { freePort } from "../../src/ops/scratch-redis.js";
 
 export interface RedisServerOptions {
   /** AOF on (default) with appendfsync everysec; false for no persistence at all. */
@@ -16,18 +16,8 @@ export interface RedisServerOptions {
   extraArgs?: string[];
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+// One free-port helper for the product (scratch servers of `oculus backup verify`) and the tests.
+export { freePort };
 
 export class RedisServer {
   private child: ChildProcess | undefined;
