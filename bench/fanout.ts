@@ -27,18 +27,18 @@
  * Every (subscriber, update) pair is checked: missing and duplicate deliveries are counted per
  * subscriber over the measured updates (the warm-up's are not counted).
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import type { EventEmitter } from "node:events";
 import { setMaxListeners } from "node:events";
 import os from "node:os";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { type ConnectionOptions, QueueEvents } from "bullmq";
 import { BuildQueue } from "../src/index.js";
+import { spawnBenchScript } from "./child.js";
 import type { ProducerReport } from "./fanout-producer.js";
 import { DATABASE_URL, dropSchema, newSchema } from "./postgres.js";
 import type { PrivateRedis } from "./redis-server.js";
-import { type Distribution, sleep, within } from "./stats.js";
+import { type Distribution, distributionOf, sleep, within } from "./stats.js";
 
 export type FanoutSystem = "redis" | "postgres" | "bullmq";
 export const FANOUT_SYSTEMS: readonly FanoutSystem[] = ["redis", "postgres", "bullmq"];
@@ -139,12 +139,7 @@ export class Producer {
   private stderrTail: string[] = [];
 
   constructor(args: string[], log: (line: string) => void) {
-    const fromSource = import.meta.url.endsWith(".ts");
-    const script = fileURLToPath(new URL(`./fanout-producer${fromSource ? ".ts" : ".js"}`, import.meta.url));
-    const nodeArgs = fromSource ? ["--import", "tsx", script] : [script];
-    const env = { ...process.env };
-    delete env.REDIS_URL;
-    this.child = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ["pipe", "pipe", "pipe"], env });
+    this.child = spawnBenchScript("fanout-producer", args, { withoutRedisUrl: true });
     children.add(this.child);
     this.exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
     void this.exited.then(() => children.delete(this.child));
@@ -198,24 +193,6 @@ export class Producer {
 }
 
 // ------------------------------------------------------------------ recording
-
-/** Nearest-rank percentiles of a Float64Array (sorted in place), as stats.ts computes them. */
-function distributionOf(values: Float64Array): Distribution {
-  const sorted = values.sort();
-  const n = sorted.length;
-  const at = (p: number) =>
-    n === 0 ? Number.NaN : (sorted[Math.min(n, Math.max(1, Math.ceil((p / 100) * n))) - 1] ?? Number.NaN);
-  let sum = 0;
-  for (const v of sorted) sum += v;
-  return {
-    count: n,
-    p50: at(50),
-    p95: at(95),
-    p99: at(99),
-    max: n === 0 ? Number.NaN : (sorted[n - 1] ?? Number.NaN),
-    mean: n === 0 ? Number.NaN : sum / n,
-  };
-}
 
 /** Every delivery to every subscriber, checked against the updates that were due to it. */
 class Recorder {

@@ -29,21 +29,21 @@
  *   the producer; every (stream, update) pair is checked for missing and duplicate deliveries. The
  *   server's CPU, event-loop utilization and RSS over the measured window.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
 import pg from "pg";
+import { spawnBenchScript } from "./child.js";
 import { Producer } from "./fanout.js";
 import type { ProducerReport } from "./fanout-producer.js";
 import type { LibraryRun, LoopStats } from "./http-server.js";
 import type { ClientReport } from "./http-sse-client.js";
 import { DATABASE_URL, dropSchema, newSchema } from "./postgres.js";
 import type { PrivateRedis } from "./redis-server.js";
-import { type Distribution, distribution, sleep, within } from "./stats.js";
+import { type Distribution, distribution, distributionOf, sleep, within } from "./stats.js";
 
 export type HttpMode = "redis" | "postgres";
 export const HTTP_MODES: readonly HttpMode[] = ["redis", "postgres"];
@@ -252,12 +252,7 @@ class LineChild {
     args: string[],
     log: (line: string) => void,
   ) {
-    const fromSource = import.meta.url.endsWith(".ts");
-    const file = fileURLToPath(new URL(`./${script}${fromSource ? ".ts" : ".js"}`, import.meta.url));
-    const nodeArgs = fromSource ? ["--import", "tsx", file] : [file];
-    const env = { ...process.env };
-    delete env.REDIS_URL;
-    this.child = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ["pipe", "pipe", "pipe"], env });
+    this.child = spawnBenchScript(script, args, { withoutRedisUrl: true });
     children.add(this.child);
     this.exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
     void this.exited.then(() => {
@@ -799,24 +794,6 @@ async function reads(
 }
 
 // ------------------------------------------------------------------ SSE fan-out
-
-/** Nearest-rank percentiles of a Float64Array (sorted in place), as stats.ts computes them. */
-function distributionOf(values: Float64Array): Distribution {
-  const sorted = values.sort();
-  const n = sorted.length;
-  const at = (p: number) =>
-    n === 0 ? Number.NaN : (sorted[Math.min(n, Math.max(1, Math.ceil((p / 100) * n))) - 1] ?? Number.NaN);
-  let sum = 0;
-  for (const v of sorted) sum += v;
-  return {
-    count: n,
-    p50: at(50),
-    p95: at(95),
-    p99: at(99),
-    max: n === 0 ? Number.NaN : (sorted[n - 1] ?? Number.NaN),
-    mean: n === 0 ? Number.NaN : sum / n,
-  };
-}
 
 async function sse(
   redis: PrivateRedis,

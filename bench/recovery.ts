@@ -25,11 +25,11 @@
  * workers run none. BullMQ: its Worker (concurrency 1) in each process; its stalled-job checker runs
  * inside the workers, as BullMQ does it.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { Queue } from "bullmq";
 import { BuildQueue } from "../src/index.js";
+import { spawnBenchScript } from "./child.js";
 import { DATABASE_URL, dropSchema, newSchema } from "./postgres.js";
 import type { PrivateRedis } from "./redis-server.js";
 import { median, sleep, within } from "./stats.js";
@@ -116,11 +116,7 @@ class WorkerProcess {
     private readonly onStarted: (s: Started) => void,
     private readonly log: (line: string) => void,
   ) {
-    // dist/bench/recovery-worker.js next to this file (or the .ts source when run through tsx).
-    const fromSource = import.meta.url.endsWith(".ts");
-    const script = fileURLToPath(new URL(`./recovery-worker${fromSource ? ".ts" : ".js"}`, import.meta.url));
-    const nodeArgs = fromSource ? ["--import", "tsx", script] : [script];
-    this.child = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+    this.child = spawnBenchScript("recovery-worker", args);
     this.child.on("error", (err) => this.log(`    worker process error: ${err.message}`));
     children.add(this);
     this.exited = new Promise((resolve) => this.child.once("exit", () => resolve()));

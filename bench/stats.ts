@@ -50,3 +50,21 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
     clearTimeout(timer);
   }
 }
+
+/** Nearest-rank percentiles of a Float64Array (sorted in place), as distribution() computes them (for millions of samples). */
+export function distributionOf(values: Float64Array): Distribution {
+  const sorted = values.sort();
+  const n = sorted.length;
+  const at = (p: number) =>
+    n === 0 ? Number.NaN : (sorted[Math.min(n, Math.max(1, Math.ceil((p / 100) * n))) - 1] ?? Number.NaN);
+  let sum = 0;
+  for (const v of sorted) sum += v;
+  return {
+    count: n,
+    p50: at(50),
+    p95: at(95),
+    p99: at(99),
+    max: n === 0 ? Number.NaN : (sorted[n - 1] ?? Number.NaN),
+    mean: n === 0 ? Number.NaN : sum / n,
+  };
+}

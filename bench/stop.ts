@@ -14,10 +14,10 @@
  *      recorded 'stopped' before the next try.
  * The first tries of each mode are a warm-up and are not counted.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { BuildQueue } from "../src/index.js";
+import { spawnBenchScript } from "./child.js";
 import { DATABASE_URL, dropSchema, newSchema } from "./postgres.js";
 import type { PrivateRedis } from "./redis-server.js";
 import { type Distribution, distribution, sleep, within } from "./stats.js";
@@ -94,12 +94,7 @@ class StopWorker {
   private stderrTail: string[] = [];
 
   constructor(args: string[], log: (line: string) => void) {
-    const fromSource = import.meta.url.endsWith(".ts");
-    const script = fileURLToPath(new URL(`./stop-worker${fromSource ? ".ts" : ".js"}`, import.meta.url));
-    const nodeArgs = fromSource ? ["--import", "tsx", script] : [script];
-    const env = { ...process.env };
-    delete env.REDIS_URL;
-    this.child = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ["pipe", "pipe", "pipe"], env });
+    this.child = spawnBenchScript("stop-worker", args, { withoutRedisUrl: true });
     children.add(this.child);
     this.exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
     void this.exited.then(() => children.delete(this.child));
