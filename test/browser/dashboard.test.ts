@@ -45,7 +45,8 @@ describe("dashboard in Chromium", () => {
   it("submits a build, shows its live progress, and stops it", async () => {
     await page.goto(`${await api.url()}/`);
     await page.locator("#stream", { hasText: "live" }).waitFor();
-    await expect(page.locator("#mode").textContent()).resolves.toBe("postgres");
+    // The mode comes from /v1/queue, fetched beside the stream: wait for it rather than read it once.
+    await page.locator("#mode", { hasText: /^postgres$/ }).waitFor();
     await page.locator("#workers", { hasText: "dashboard-worker" }).waitFor();
 
     await page.fill("#strategy", "from-the-browser");
