@@ -141,27 +141,36 @@ function buildEnv(
 /**
  * The command's process group outlives a worker killed with SIGKILL (it is detached on purpose, so
  * that signals reach the whole build). A small watchdog outside the group ends the group when this
- * worker process is gone: SIGTERM, then SIGKILL after the grace period, as a stop would. It exits by
- * itself once the group is empty. Its result could never count anyway (the build's lease is taken
- * over), but a build must not keep running, using a GPU, after its worker died.
+ * worker process is gone: SIGTERM, then SIGKILL after the grace period, as a stop would. Its result
+ * could never count anyway (the build's lease is taken over), but a build must not keep running,
+ * using a GPU, after its worker died.
+ *
+ * The watchdog learns of the worker's end from its stdin, a pipe only this process holds: the kernel
+ * closes it however the worker ends, so `read` returns at once. (Polling `kill -0 <worker pid>` was
+ * slower and could be fooled by a reused process id.) The returned function tells it the command has
+ * ended and it can go.
  */
-function startOrphanWatchdog(pgid: number, graceMs: number): void {
+function startOrphanWatchdog(pgid: number, graceMs: number): () => void {
   const graceSec = Math.max(1, Math.ceil(graceMs / 1000));
   const script = [
-    `while kill -0 ${process.pid} 2>/dev/null; do`,
-    `  kill -0 -${pgid} 2>/dev/null || exit 0`,
-    "  sleep 1",
-    "done",
+    "read -r line",
+    '[ "$line" = done ] && exit 0',
     `kill -TERM -${pgid} 2>/dev/null || exit 0`,
     `sleep ${graceSec}`,
     `kill -KILL -${pgid} 2>/dev/null`,
   ].join("\n");
   try {
-    const watchdog = spawn("/bin/sh", ["-c", script], { detached: true, stdio: "ignore" });
+    const watchdog = spawn("/bin/sh", ["-c", script], {
+      detached: true,
+      stdio: ["pipe", "ignore", "ignore"],
+    });
     watchdog.on("error", () => undefined);
+    watchdog.stdin?.on("error", () => undefined);
     watchdog.unref();
+    return () => watchdog.stdin?.end("done\n");
   } catch {
     // Without a watchdog the build still runs normally; only a SIGKILLed worker would leave it behind.
+    return () => undefined;
   }
 }
 
@@ -209,7 +218,7 @@ async function runProcess(options: RunBuildCommandOptions, env: NodeJS.ProcessEn
     return failedToStart(spawnFailure("error" in end ? end.error : new Error("no process id"), env));
   }
 
-  startOrphanWatchdog(pgid, graceMs);
+  const releaseWatchdog = startOrphanWatchdog(pgid, graceMs);
   let stopping: Promise<StopSignal> | undefined;
   const stop = () => {
     stopping ??= terminateGroup(pgid, graceMs);
@@ -224,6 +233,7 @@ async function runProcess(options: RunBuildCommandOptions, env: NodeJS.ProcessEn
   // process of a build may outlive it.
   const stoppedBy = stopping ? await stopping : undefined;
   if (!stopping) await endLeftovers(pgid, graceMs);
+  releaseWatchdog();
 
   await Promise.race([pipesClosed, sleep(PIPE_DRAIN_MS)]);
   destroyPipes(child);
