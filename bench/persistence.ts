@@ -329,7 +329,7 @@ async function lossTry(persistence: Persistence, kill: KillTiming, loadMs: numbe
     const watched = await watchAof(server, loadMs);
     const fsyncAgeAtKillMs = kill === "during-fsync" ? await waitForLongFsync(server, 200, 15_000) : null;
     const killedAt = performance.now();
-    await server.kill9();
+    await server.kill();
     await raw.stop();
     await sleep(300); // submits go on, on PostgreSQL alone
     await producer.stop();

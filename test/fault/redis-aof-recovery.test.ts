@@ -12,10 +12,12 @@ import { readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { type BuildQueue, checkPersistence, type ReconcileReport } from "../../src/index.js";
+import { privateServerArgs } from "../../src/ops/scratch-redis.js";
 import { runTool } from "../../src/ops/tools.js";
 import { indexDiff } from "../helpers/index-state.js";
+import { oculus } from "../helpers/oculus-cli.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
-import { capturingLogger, oculus } from "../helpers/redis-conf.js";
+import { capturingLogger } from "../helpers/redis-conf.js";
 import { RedisServer } from "../helpers/redis-server.js";
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -135,8 +137,8 @@ describe("Redis restarts on damaged or lost persistence", () => {
 
 /** Starts redis-server on the test server's port and directory; resolves with its exit code (it should exit). */
 async function startRedisOn(server: RedisServer): Promise<{ code: number | null }> {
-  const args = ["--port", String(server.port), "--bind", "127.0.0.1", "--dir", server.dir, "--save", ""];
-  args.push("--appendonly", "yes", "--daemonize", "no", "--logfile", path.join(server.dir, "redis.log"));
+  const args = privateServerArgs(server.port, server.dir, path.join(server.dir, "redis.log"));
+  args.push("--appendonly", "yes");
   const child: ChildProcess = spawn("redis-server", args, { stdio: "ignore" });
   const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
   const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));

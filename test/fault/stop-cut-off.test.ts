@@ -3,43 +3,23 @@
  * honoured: the worker hears it through PostgreSQL (NOTIFY, or the status its heartbeats read).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BuildQueue } from "../../src/index.js";
 import { Worker } from "../../src/worker/worker.js";
-import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from "../helpers/postgres.js";
+import { type CutOffStores, openCutOffStores } from "../helpers/cut-off.js";
+import { uniqueSchema } from "../helpers/postgres.js";
 import { eventually } from "../helpers/queue.js";
-import { RedisServer } from "../helpers/redis-server.js";
-import { TcpProxy } from "../helpers/tcp-proxy.js";
 
 const HEALTH = { heartbeatMs: 200, deadAfterMs: 5000 };
 
 describe("a stop while the worker's Redis connection is cut", () => {
   const schema = uniqueSchema("stop_cut");
   const prefix = `stopcut${process.pid}`;
-  let redis: RedisServer;
-  let redisProxy: TcpProxy;
-  let observer: BuildQueue;
-  let workerQueue: BuildQueue;
+  let stores: CutOffStores;
   let worker: Worker;
   const aborted = new Set<string>();
 
   beforeAll(async () => {
-    redis = await RedisServer.start({ appendonly: false });
-    redisProxy = await TcpProxy.start(redis.port);
-    observer = await BuildQueue.open({
-      databaseUrl: TEST_DATABASE_URL,
-      redisUrl: redis.url,
-      schema,
-      prefix,
-      health: HEALTH,
-    });
-    workerQueue = await BuildQueue.open({
-      databaseUrl: TEST_DATABASE_URL,
-      redisUrl: `redis://127.0.0.1:${redisProxy.port}`,
-      schema,
-      prefix,
-      health: HEALTH,
-    });
-    worker = new Worker(workerQueue, {
+    stores = await openCutOffStores({ schema, prefix, health: HEALTH });
+    worker = new Worker(stores.workerQueue, {
       handler: async (ctx) => {
         await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve()));
         aborted.add(ctx.build.id);
@@ -50,16 +30,13 @@ describe("a stop while the worker's Redis connection is cut", () => {
   });
 
   afterAll(async () => {
-    redisProxy?.restore();
+    stores?.restore();
     await worker?.stop().catch(() => undefined);
-    await workerQueue?.close();
-    await observer?.close();
-    await redisProxy?.close();
-    await redis?.destroy();
-    await dropSchema(schema);
+    await stores?.close();
   });
 
   it("reaches the worker through PostgreSQL, and the build ends stopped", async () => {
+    const { observer, redisProxy } = stores;
     const { build } = await observer.submit({ strategyId: "cut" });
     await eventually(async () => (await observer.get(build.id)).status === "running");
     redisProxy.cut();

@@ -7,8 +7,8 @@
 import { describe, expect, it } from "vitest";
 import { useFileFixture } from "../helpers/file-fixture.js";
 import { sql } from "../helpers/postgres.js";
-import { eventually, openTestQueue } from "../helpers/queue.js";
-import { killAllWorkers, WorkerProcess } from "../helpers/worker-fleet.js";
+import { eventually } from "../helpers/queue.js";
+import { killAllWorkers, openFleetQueue } from "../helpers/worker-fleet.js";
 
 const HEALTH = { heartbeatMs: 200, deadAfterMs: 3000 };
 const CAPACITIES = [1, 2, 3];
@@ -27,24 +27,9 @@ function lengths(seed: number, n: number): number[] {
 
 describe.each(["redis", "postgres"] as const)("workers with capacities 1, 2, 3 (%s mode)", (mode) => {
   it("never run more than their capacity at once; every build completes exactly once", async () => {
-    const redisUrl = mode === "redis" ? fixture.server.url : undefined;
-    const { queue, schema, prefix, cleanup } = await openTestQueue(`worker_capacity_${mode}`, {
-      redisUrl,
-      health: HEALTH,
-    });
-    fixture.defer(cleanup);
-    expect(queue.mode).toBe(mode);
+    const { queue, schema, start } = await openFleetQueue(fixture, `worker_capacity_${mode}`, mode, HEALTH);
     const fleet = await Promise.all(
-      CAPACITIES.map((capacity) =>
-        WorkerProcess.start({
-          workerId: `cap-${mode}-${capacity}`,
-          capacity,
-          schema,
-          prefix,
-          redisUrl,
-          ...HEALTH,
-        }),
-      ),
+      CAPACITIES.map((capacity) => start(`cap-${mode}-${capacity}`, { capacity })),
     );
     const capacityOf = new Map(fleet.map((w, i) => [w, CAPACITIES[i] as number]));
 

@@ -12,46 +12,26 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import type { BuildQueue } from "../../src/index.js";
 import { useFileFixture } from "../helpers/file-fixture.js";
-import { eventually, openTestQueue } from "../helpers/queue.js";
+import { eventually } from "../helpers/queue.js";
 import {
   buildEvents,
   buildRecord,
+  completedBy,
+  firstStart,
   killAllWorkers,
+  openFleetQueue,
+  progressAtLeast,
   reaperLockHolder,
+  requeuedWithin,
   type WorkerEvent,
-  WorkerProcess,
+  type WorkerProcess,
 } from "../helpers/worker-fleet.js";
 
 const HEALTH = { heartbeatMs: 200, deadAfterMs: 1500 };
 
 const fixture = useFileFixture({}, killAllWorkers);
 
-async function setup(label: string, mode: "redis" | "postgres") {
-  const redisUrl = mode === "redis" ? fixture.server.url : undefined;
-  const opened = await openTestQueue(label, { redisUrl, health: HEALTH });
-  fixture.defer(opened.cleanup);
-  expect(opened.queue.mode).toBe(mode);
-  const start = (workerId: string, extra: { capacity?: number; drainMs?: number; reaperMs?: number } = {}) =>
-    WorkerProcess.start({
-      workerId,
-      schema: opened.schema,
-      prefix: opened.prefix,
-      redisUrl,
-      ...HEALTH,
-      ...extra,
-    });
-  return { ...opened, start };
-}
-
-async function firstStart(workers: WorkerProcess[], buildId: string) {
-  return eventually(async () => {
-    for (const worker of workers) {
-      const event = worker.eventsOf("started", buildId)[0];
-      if (event) return { worker, event };
-    }
-    return undefined;
-  }, 20_000);
-}
+const setup = (label: string, mode: "redis" | "postgres") => openFleetQueue(fixture, label, mode, HEALTH);
 
 /** SIGSTOP, outside a reaper pass of the worker (see the header). */
 async function freezeOutsideReaperPass(worker: WorkerProcess, schema: string): Promise<void> {
@@ -70,10 +50,6 @@ async function freezeOutsideReaperPass(worker: WorkerProcess, schema: string): P
 
 async function statusOf(queue: BuildQueue, workerId: string) {
   return (await queue.workers.list()).find((w) => w.id === workerId)?.status;
-}
-
-async function progressAtLeast(schema: string, id: string, iteration: number): Promise<void> {
-  await eventually(async () => ((await buildRecord(schema, id)).progress?.iteration ?? 0) >= iteration);
 }
 
 const isRefusal = (id: string) => (e: WorkerEvent) =>
@@ -115,11 +91,7 @@ describe("a worker frozen past deadAfterMs, then resumed", () => {
     // It is a live worker again.
     await eventually(async () => (await statusOf(queue, frozen.workerId)) === "active");
 
-    await other.waitFor((e) => e.event === "finished" && e.id === build.id, 30_000, "finish");
-    const done = await eventually(async () => {
-      const record = await buildRecord(schema, build.id);
-      return record.status === "completed" && record;
-    });
+    const done = await completedBy(other, schema, build.id);
     expect(done).toMatchObject({
       worker_id: other.workerId,
       lease: second.lease,
@@ -171,11 +143,7 @@ describe("a worker frozen past deadAfterMs, then resumed", () => {
       result: null,
     });
 
-    await other.waitFor((e) => e.event === "finished" && e.id === build.id, 30_000, "finish");
-    const done = await eventually(async () => {
-      const record = await buildRecord(schema, build.id);
-      return record.status === "completed" && record;
-    });
+    const done = await completedBy(other, schema, build.id);
     expect(done).toMatchObject({
       worker_id: other.workerId,
       lease: second.lease,
@@ -262,19 +230,12 @@ describe("a worker frozen inside a reaper pass", () => {
     // The rest of the fleet: a live process whose reaper must get its turn despite the frozen one.
     queue.startReaper(100);
     try {
-      await eventually(
-        async () => {
-          const events = await buildEvents(schema, build.id);
-          return events.some((e) => e.type === "requeued");
-        },
+      await requeuedWithin(
+        schema,
+        build.id,
         4 * HEALTH.deadAfterMs + 2000,
-      ).catch(async (err: Error) => {
-        const record = await buildRecord(schema, build.id);
-        throw new Error(
-          `${err.message}: ${record.status} by ${record.worker_id}; reaper lock held by ` +
-            `${await reaperLockHolder(schema)}`,
-        );
-      });
+        async () => `; reaper lock held by ${await reaperLockHolder(schema)}`,
+      );
     } finally {
       stuck.thaw();
     }

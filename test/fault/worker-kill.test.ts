@@ -13,13 +13,17 @@
 import { describe, expect, it } from "vitest";
 import type { BuildQueue } from "../../src/index.js";
 import { useFileFixture } from "../helpers/file-fixture.js";
-import { eventually, openTestQueue } from "../helpers/queue.js";
+import { eventually } from "../helpers/queue.js";
 import {
   buildEvents,
   buildRecord,
+  completedBy,
+  firstStart,
   killAllWorkers,
-  type WorkerEvent,
-  WorkerProcess,
+  openFleetQueue,
+  progressAtLeast,
+  requeuedWithin,
+  type WorkerProcess,
 } from "../helpers/worker-fleet.js";
 
 const HEALTH = { heartbeatMs: 200, deadAfterMs: 1500 };
@@ -27,21 +31,6 @@ const HEALTH = { heartbeatMs: 200, deadAfterMs: 1500 };
 const LONG = { steps: 60, stepMs: 100 };
 
 const fixture = useFileFixture({}, killAllWorkers);
-
-/** The first "started" event of `buildId` on any of `workers`, with the worker that printed it. */
-async function firstStart(
-  workers: WorkerProcess[],
-  buildId: string,
-  timeoutMs = 20_000,
-): Promise<{ worker: WorkerProcess; event: WorkerEvent }> {
-  return eventually(async () => {
-    for (const worker of workers) {
-      const event = worker.eventsOf("started", buildId)[0];
-      if (event) return { worker, event };
-    }
-    return undefined;
-  }, timeoutMs);
-}
 
 async function statusOf(queue: BuildQueue, workerId: string) {
   const view = (await queue.workers.list()).find((w) => w.id === workerId);
@@ -51,15 +40,7 @@ async function statusOf(queue: BuildQueue, workerId: string) {
 
 describe.each(["redis", "postgres"] as const)("kill -9 of a worker process (%s mode)", (mode) => {
   it("its build runs again elsewhere (retryCount 1) and completes; with no retries left it fails", async () => {
-    const redisUrl = mode === "redis" ? fixture.server.url : undefined;
-    const { queue, schema, prefix, cleanup } = await openTestQueue(`worker_kill_${mode}`, {
-      redisUrl,
-      health: HEALTH,
-    });
-    fixture.defer(cleanup);
-    expect(queue.mode).toBe(mode);
-    const start = (workerId: string) =>
-      WorkerProcess.start({ workerId, schema, prefix, redisUrl, ...HEALTH });
+    const { queue, schema, start } = await openFleetQueue(fixture, `worker_kill_${mode}`, mode, HEALTH);
 
     const fleet = await Promise.all([start(`${mode}-w1`), start(`${mode}-w2`)]);
     for (const w of fleet) expect(w.eventsOf("ready")[0]?.mode).toBe(mode);
@@ -75,7 +56,7 @@ describe.each(["redis", "postgres"] as const)("kill -9 of a worker process (%s m
     const survivor = fleet.find((w) => w !== victim) as WorkerProcess;
     expect(first.event.retryCount).toBe(0);
     // Mid-run: some progress is recorded.
-    await eventually(async () => ((await buildRecord(schema, build.id)).progress?.iteration ?? 0) >= 2);
+    await progressAtLeast(schema, build.id, 2);
 
     const killedAt = Date.now();
     await victim.kill9();
@@ -91,11 +72,7 @@ describe.each(["redis", "postgres"] as const)("kill -9 of a worker process (%s m
     expect(second.retryCount).toBe(1);
     expect(second.lease).toBeGreaterThan(first.event.lease as number);
 
-    await survivor.waitFor((e) => e.event === "finished" && e.id === build.id, 30_000, "finish");
-    const done = await eventually(async () => {
-      const record = await buildRecord(schema, build.id);
-      return record.status === "completed" && record;
-    });
+    const done = await completedBy(survivor, schema, build.id);
     expect(done).toMatchObject({
       retry_count: 1,
       worker_id: survivor.workerId,
@@ -128,7 +105,7 @@ describe.each(["redis", "postgres"] as const)("kill -9 of a worker process (%s m
     const { build: once } = await queue.submit({ strategyId: "kill", params: LONG, maxRetries: 0 });
     const runner = await firstStart(pair, once.id);
     const other = pair.find((w) => w !== runner.worker) as WorkerProcess;
-    await eventually(async () => ((await buildRecord(schema, once.id)).progress?.iteration ?? 0) >= 1);
+    await progressAtLeast(schema, once.id, 1);
     const killed2At = Date.now();
     await runner.worker.kill9();
     const failed = await eventually(async () => {
@@ -162,35 +139,24 @@ describe("a worker restarted with the same id after kill -9 (oculus worker --id)
   // leases of the builds it names (heartbeat_worker.sql): the build the killed process was running
   // expires, and the reaper takes it back although a worker with that id is alive.
   it("its crashed run's build is taken back and runs again (redis)", async () => {
-    const { queue, schema, prefix, cleanup } = await openTestQueue("worker_kill_same_id", {
-      redisUrl: fixture.server.url,
-      health: HEALTH,
-    });
-    fixture.defer(cleanup);
-    const start = (workerId: string) =>
-      WorkerProcess.start({ workerId, schema, prefix, redisUrl: fixture.server.url, ...HEALTH });
+    const { queue, schema, start } = await openFleetQueue(fixture, "worker_kill_same_id", "redis", HEALTH);
     const fixed = await start("fixed-id");
     const { build } = await queue.submit({ strategyId: "kill", params: LONG });
     await fixed.waitFor((e) => e.event === "started" && e.id === build.id);
-    await eventually(async () => ((await buildRecord(schema, build.id)).progress?.iteration ?? 0) >= 1);
+    await progressAtLeast(schema, build.id, 1);
     await fixed.kill9();
     // Restarted at once (systemd Restart=always), with the same id; a second worker is there too.
     const restarted = await start("fixed-id");
     const other = await start("other");
 
     // Expected: within a few deadAfterMs the build is requeued and started again.
-    await eventually(
-      async () => {
-        const events = await buildEvents(schema, build.id);
-        return events.some((e) => e.type === "requeued");
-      },
+    await requeuedWithin(
+      schema,
+      build.id,
       4 * HEALTH.deadAfterMs + 2000,
-    ).catch(async (err: Error) => {
-      const record = await buildRecord(schema, build.id);
-      throw new Error(
-        `${err.message}: still ${record.status} by ${record.worker_id} (lease ${record.lease}), ` +
-          `restarted: ${restarted.eventsOf("started").length} starts, other: ${other.eventsOf("started").length}`,
-      );
-    });
+      (record) =>
+        ` (lease ${record.lease}), restarted: ${restarted.eventsOf("started").length} starts, ` +
+        `other: ${other.eventsOf("started").length}`,
+    );
   });
 });

@@ -7,30 +7,22 @@
 import { describe, expect, it } from "vitest";
 import type { BuildQueue } from "../../src/index.js";
 import { useFileFixture } from "../helpers/file-fixture.js";
-import { eventually, openTestQueue } from "../helpers/queue.js";
-import { buildEvents, buildRecord, killAllWorkers, WorkerProcess } from "../helpers/worker-fleet.js";
+import {
+  buildEvents,
+  buildRecord,
+  completedBy,
+  killAllWorkers,
+  openFleetQueue,
+  progressAtLeast,
+} from "../helpers/worker-fleet.js";
 
 const HEALTH = { heartbeatMs: 200, deadAfterMs: 1500 };
 
 const fixture = useFileFixture({}, killAllWorkers);
 
-async function setup(label: string, mode: "redis" | "postgres") {
-  const redisUrl = mode === "redis" ? fixture.server.url : undefined;
-  // No periodic index check in this process: a released build must reach the index on its own.
-  const opened = await openTestQueue(label, { redisUrl, health: HEALTH, reconcileIntervalMs: 3_600_000 });
-  fixture.defer(opened.cleanup);
-  expect(opened.queue.mode).toBe(mode);
-  const start = (workerId: string, extra: { drainMs?: number } = {}) =>
-    WorkerProcess.start({
-      workerId,
-      schema: opened.schema,
-      prefix: opened.prefix,
-      redisUrl,
-      ...HEALTH,
-      ...extra,
-    });
-  return { ...opened, start };
-}
+// No periodic index check in this process: a released build must reach the index on its own.
+const setup = (label: string, mode: "redis" | "postgres") =>
+  openFleetQueue(fixture, label, mode, HEALTH, { reconcileIntervalMs: 3_600_000 });
 
 async function statusOf(queue: BuildQueue, workerId: string) {
   return (await queue.workers.list()).find((w) => w.id === workerId)?.status;
@@ -42,7 +34,7 @@ describe("SIGTERM to a worker process", () => {
     const worker = await start("sd-w1", { drainMs: 30_000 });
     const { build } = await queue.submit({ strategyId: "drain", params: { steps: 10, stepMs: 100 } });
     const started = await worker.waitFor((e) => e.event === "started" && e.id === build.id);
-    await eventually(async () => ((await buildRecord(schema, build.id)).progress?.iteration ?? 0) >= 2);
+    await progressAtLeast(schema, build.id, 2);
 
     const terminatedAt = Date.now();
     const exit = worker.terminate();
@@ -76,7 +68,7 @@ describe("SIGTERM to a worker process", () => {
       const worker = await start(`sr-${mode}-w1`, { drainMs: 300 });
       const { build } = await queue.submit({ strategyId: "release", params: { steps: 40, stepMs: 100 } });
       const started = await worker.waitFor((e) => e.event === "started" && e.id === build.id);
-      await eventually(async () => ((await buildRecord(schema, build.id)).progress?.iteration ?? 0) >= 1);
+      await progressAtLeast(schema, build.id, 1);
 
       expect(await worker.terminate()).toEqual({ code: 0, signal: null });
       // "worker shutdown"; or "lease lost" when a heartbeat answer (without the build, released a
@@ -123,11 +115,7 @@ describe("SIGTERM to a worker process", () => {
       const next = await start(`sr-${mode}-w2`);
       const again = await next.waitFor((e) => e.event === "started" && e.id === build.id, 20_000);
       expect(again.retryCount).toBe(0);
-      await next.waitFor((e) => e.event === "finished" && e.id === build.id, 30_000);
-      const done = await eventually(async () => {
-        const record = await buildRecord(schema, build.id);
-        return record.status === "completed" && record;
-      });
+      const done = await completedBy(next, schema, build.id);
       expect(done).toMatchObject({ retry_count: 0, worker_id: next.workerId, lease: again.lease });
       expect((await buildEvents(schema, build.id)).map((e) => [e.type, e.actor])).toEqual([
         ["submitted", "api"],

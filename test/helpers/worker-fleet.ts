@@ -7,7 +7,11 @@ import { type ChildProcess, spawn } from "node:child_process";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { expect } from "vitest";
+import type { BuildQueueOptions } from "../../src/index.js";
+import type { FileFixture } from "./file-fixture.js";
 import { sql, TEST_DATABASE_URL } from "./postgres.js";
+import { eventually, openTestQueue } from "./queue.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
@@ -238,4 +242,82 @@ export async function reaperLockHolder(schema: string): Promise<string | undefin
     [`oculus:reaper:${schema}`],
   );
   return row?.holder;
+}
+
+/**
+ * A test queue in `mode` (on the file's redis-server, or on PostgreSQL alone), closed after the file,
+ * and `start()`, which starts worker processes on its schema and Redis with the same `health`.
+ */
+export async function openFleetQueue(
+  fixture: FileFixture,
+  label: string,
+  mode: "redis" | "postgres",
+  health: { heartbeatMs: number; deadAfterMs: number },
+  queueOptions: BuildQueueOptions = {},
+) {
+  const redisUrl = mode === "redis" ? fixture.server.url : undefined;
+  const opened = await openTestQueue(label, { redisUrl, health, ...queueOptions });
+  fixture.defer(opened.cleanup);
+  expect(opened.queue.mode).toBe(mode);
+  const start = (
+    workerId: string,
+    extra: Pick<WorkerProcessOptions, "capacity" | "drainMs" | "reaperMs"> = {},
+  ) =>
+    WorkerProcess.start({
+      workerId,
+      schema: opened.schema,
+      prefix: opened.prefix,
+      redisUrl,
+      ...health,
+      ...extra,
+    });
+  return { ...opened, start };
+}
+
+/** The first "started" event of `buildId` on any of `workers`, with the worker that printed it. */
+export async function firstStart(
+  workers: WorkerProcess[],
+  buildId: string,
+  timeoutMs = 20_000,
+): Promise<{ worker: WorkerProcess; event: WorkerEvent }> {
+  return eventually(async () => {
+    for (const worker of workers) {
+      const event = worker.eventsOf("started", buildId)[0];
+      if (event) return { worker, event };
+    }
+    return undefined;
+  }, timeoutMs);
+}
+
+/** Resolves once the build has recorded progress up to `iteration`: it is mid-run. */
+export async function progressAtLeast(schema: string, id: string, iteration: number): Promise<void> {
+  await eventually(async () => ((await buildRecord(schema, id)).progress?.iteration ?? 0) >= iteration);
+}
+
+/** Waits for `worker` to finish the build, then for its record to say completed; returns the record. */
+export async function completedBy(worker: WorkerProcess, schema: string, id: string): Promise<BuildRecord> {
+  await worker.waitFor((e) => e.event === "finished" && e.id === id, 30_000, "finish");
+  return eventually(async () => {
+    const record = await buildRecord(schema, id);
+    return record.status === "completed" && record;
+  });
+}
+
+/**
+ * Waits for the reaper to requeue the build; when it does not in `timeoutMs`, the error says where
+ * the build is, and what `explain` adds.
+ */
+export async function requeuedWithin(
+  schema: string,
+  id: string,
+  timeoutMs: number,
+  explain: (record: BuildRecord) => Promise<string> | string,
+): Promise<void> {
+  await eventually(
+    async () => (await buildEvents(schema, id)).some((e) => e.type === "requeued"),
+    timeoutMs,
+  ).catch(async (err: Error) => {
+    const record = await buildRecord(schema, id);
+    throw new Error(`${err.message}: ${record.status} by ${record.worker_id}${await explain(record)}`);
+  });
 }

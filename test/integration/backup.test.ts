@@ -16,9 +16,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type BackupResult, type BuildQueue, backupRedis, verifyBackup } from "../../src/index.js";
 import { backupDirName, writeChecksums } from "../../src/ops/backup-files.js";
 import { indexDiff } from "../helpers/index-state.js";
+import { oculus } from "../helpers/oculus-cli.js";
 import { sql, TEST_DATABASE_URL } from "../helpers/postgres.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
-import { oculus } from "../helpers/redis-conf.js";
 import { RedisServer } from "../helpers/redis-server.js";
 
 const exec = promisify(execFile);

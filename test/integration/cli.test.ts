@@ -1,31 +1,14 @@
 /**
  * The `oculus` command as a user runs it: the built binary (npm test builds it first), real servers.
  */
-import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BuildQueue } from "../../src/index.js";
+import { oculus } from "../helpers/oculus-cli.js";
 import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from "../helpers/postgres.js";
 import { RedisServer } from "../helpers/redis-server.js";
-
-const run = promisify(execFile);
-const BIN = path.resolve("dist/src/cli/main.js");
-
-async function oculus(args: string[], env: Record<string, string> = {}) {
-  try {
-    const { stdout, stderr } = await run("node", [BIN, ...args], {
-      env: { PATH: process.env.PATH ?? "", OCULUS_LOG_LEVEL: "warn", ...env },
-      timeout: 60_000,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 describe("oculus CLI", () => {
   const schema = uniqueSchema("cli");

@@ -9,9 +9,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { checkPersistence, PersistenceMonitor, type PersistenceReport } from "../../src/index.js";
+import { oculus } from "../helpers/oculus-cli.js";
 import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from "../helpers/postgres.js";
 import { eventually } from "../helpers/queue.js";
-import { ConfRedis, capturingLogger, oculus } from "../helpers/redis-conf.js";
+import { ConfRedis, capturingLogger } from "../helpers/redis-conf.js";
 import { RedisServer } from "../helpers/redis-server.js";
 
 const cleanups: (() => Promise<void>)[] = [];
