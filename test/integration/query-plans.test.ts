@@ -81,7 +81,10 @@ describe("query plans with stale statistics (many running builds, statistics tak
     ],
     [
       "record_progress",
-      () => [queries.record_progress, [running[0]?.id, running[0]?.lease, JSON.stringify({ percent: 1 }), 100]],
+      () => [
+        queries.record_progress,
+        [running[0]?.id, running[0]?.lease, JSON.stringify({ percent: 1 }), 100],
+      ],
     ],
     ["renew_worker_leases", () => [queries.renew_worker_leases, [JSON.stringify(leases()), 60_000]]],
   ];
