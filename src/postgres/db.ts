@@ -27,6 +27,11 @@ export interface Db extends Queryable {
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /** Calls `onNotify` for each NOTIFY on `channel`; resolves to an unsubscribe function. */
   listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * When the database last answered a statement, with rows or with an error of its own (Date.now()
+   * ms; 0: never). Tells a pool that is only busy from a server that is gone.
+   */
+  lastAnswerAt(): number;
   close(): Promise<void>;
 }
 
@@ -34,6 +39,30 @@ export interface Db extends Queryable {
 pg.types.setTypeParser(20, (value) => Number(value));
 
 const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`;
+
+/** A SQLSTATE on an error means the server itself answered (a constraint, a cancel), not the network. */
+function answeredWithError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code);
+}
+
+/** Runs `fn` and notes the time when the database answered it. */
+function answerClock() {
+  let lastAnswerAt = 0;
+  return {
+    lastAnswerAt: () => lastAnswerAt,
+    async timed<T>(fn: () => Promise<T>): Promise<T> {
+      try {
+        const result = await fn();
+        lastAnswerAt = Date.now();
+        return result;
+      } catch (err) {
+        if (answeredWithError(err)) lastAnswerAt = Date.now();
+        throw err;
+      }
+    },
+  };
+}
 
 /**
  * The query files (queries/*.sql) run as named prepared statements: parsed and planned once per
@@ -55,16 +84,17 @@ export async function openPostgres(url: string, schema: string, logger: Logger, 
   // A pool client that dies while idle must not crash the process; the next query reconnects.
   pool.on("error", (err) => logger.warn({ err: err.message }, "postgres idle connection error"));
   const listener = new PostgresListener(url, options, logger);
+  const clock = answerClock();
 
   return {
     engine: "postgres",
     schema,
     async query<T>(text: string, params?: unknown[]) {
-      const res = await pool.query(toQueryConfig(text, params));
+      const res = await clock.timed(() => pool.query(toQueryConfig(text, params)));
       return { rows: res.rows as T[], rowCount: res.rowCount ?? 0 };
     },
     async exec(text) {
-      await pool.query(text);
+      await clock.timed(() => pool.query(text));
     },
     async transaction(fn) {
       const client = await pool.connect();
@@ -72,11 +102,11 @@ export async function openPostgres(url: string, schema: string, logger: Logger, 
         await client.query("BEGIN");
         const result = await fn({
           async query<T>(text: string, params?: unknown[]) {
-            const res = await client.query(toQueryConfig(text, params));
+            const res = await clock.timed(() => client.query(toQueryConfig(text, params)));
             return { rows: res.rows as T[], rowCount: res.rowCount ?? 0 };
           },
         });
-        await client.query("COMMIT");
+        await clock.timed(() => client.query("COMMIT"));
         return result;
       } catch (err) {
         await client.query("ROLLBACK").catch(() => undefined);
@@ -86,6 +116,7 @@ export async function openPostgres(url: string, schema: string, logger: Logger, 
       }
     },
     listen: (channel, onNotify) => listener.listen(channel, onNotify),
+    lastAnswerAt: clock.lastAnswerAt,
     async close() {
       await listener.close();
       await pool.end();
@@ -179,24 +210,30 @@ export async function openPglite(dataDir: string, schema: string): Promise<Db> {
     rows: res.rows as T[],
     rowCount: res.affectedRows ?? res.rows.length,
   });
+  const clock = answerClock();
   return {
     engine: "pglite",
     schema,
     async query<T>(text: string, params?: unknown[]) {
-      return toResult<T>(await db.query(text, params, { parsers: { 20: (v: string) => Number(v) } }));
-    },
-    async exec(text) {
-      await db.exec(text);
-    },
-    async transaction(fn) {
-      return db.transaction(async (tx) =>
-        fn({
-          async query<T>(text: string, params?: unknown[]) {
-            return toResult<T>(await tx.query(text, params, { parsers: { 20: (v: string) => Number(v) } }));
-          },
-        }),
+      return toResult<T>(
+        await clock.timed(() => db.query(text, params, { parsers: { 20: (v: string) => Number(v) } })),
       );
     },
+    async exec(text) {
+      await clock.timed(() => db.exec(text));
+    },
+    async transaction(fn) {
+      return clock.timed(() =>
+        db.transaction(async (tx) =>
+          fn({
+            async query<T>(text: string, params?: unknown[]) {
+              return toResult<T>(await tx.query(text, params, { parsers: { 20: (v: string) => Number(v) } }));
+            },
+          }),
+        ),
+      );
+    },
+    lastAnswerAt: clock.lastAnswerAt,
     async listen(channel, onNotify) {
       const unsubscribe = await db.listen(channel, onNotify);
       return async () => unsubscribe();

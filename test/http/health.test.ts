@@ -1,7 +1,8 @@
 /**
  * /health and /metrics as the stores come and go: PostgreSQL cut off (through a TCP proxy) gives 503
- * and store_unavailable without internals, Redis stopped gives "degraded" in PostgreSQL mode, and the
- * Redis persistence report of the provider shows in both.
+ * and store_unavailable without internals, a pool busy with long statements gives "busy" (200),
+ * Redis stopped gives "degraded" in PostgreSQL mode, and the Redis persistence report of the
+ * provider shows in both.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { PersistenceReport } from "../../src/http/server.js";
@@ -74,6 +75,22 @@ describe("health and metrics as the stores come and go", () => {
     expect((await api.fetch("GET", "/metrics")).text).toMatch(/^oculus_queue_mode\{mode="postgres"\} 1$/m);
     await redis.restart();
     await eventually(async () => (await api.fetch("GET", "/health")).json.status === "ok");
+  });
+
+  it("PostgreSQL busy (every pooled connection in a long statement): 200, degraded, postgres busy", async () => {
+    const db = api.queue.store.db;
+    await db.query("SELECT 1");
+    // The pool holds 10 connections: each sleeps past the 2 s ping timeout, and the ping waits behind them.
+    const sleepers = Array.from({ length: 10 }, () => db.query("SELECT pg_sleep(3)"));
+    try {
+      const health = await api.fetch("GET", "/health");
+      expect(health.status).toBe(200);
+      expect(health.json).toMatchObject({ status: "degraded", postgres: { status: "busy" } });
+      expect(health.json.postgres.lastAnswerMsAgo).toBeLessThan(5000);
+    } finally {
+      await Promise.all(sleepers);
+    }
+    expect((await api.fetch("GET", "/health")).json).toMatchObject({ status: "ok", postgres: { status: "up" } });
   });
 
   it("PostgreSQL cut off: /health 503, a submit 503 store_unavailable with no internals; back when it returns", async () => {

@@ -10,12 +10,24 @@ import { type ApiApp, accessDoc, type RouteContext } from "../context.js";
 import { persistenceReportSchema } from "../persistence.js";
 
 const PING_TIMEOUT_MS = 2000;
+/**
+ * A ping that times out while the database answered another statement this recently means a busy
+ * pool (or a saturated process), not a lost server: "busy", 200. Taking a busy process out of rotation
+ * would only move its load onto the others.
+ */
+const RECENT_ANSWER_MS = 5000;
 
 const healthSchema = z
   .object({
     status: z.enum(["ok", "degraded", "unavailable"]),
     mode: z.enum(["redis", "postgres"]),
-    postgres: z.object({ status: z.enum(["up", "down"]), latencyMs: z.number().optional() }),
+    postgres: z.object({
+      status: z
+        .enum(["up", "busy", "down"])
+        .describe("busy: the ping timed out, but PostgreSQL answered another statement within 5 s"),
+      latencyMs: z.number().optional(),
+      lastAnswerMsAgo: z.number().optional().describe("busy only: when PostgreSQL last answered"),
+    }),
     redis: z.object({
       status: z.enum(["up", "unavailable", "none"]).describe("none: not configured"),
     }),
@@ -23,19 +35,28 @@ const healthSchema = z
   })
   .meta({ id: "Health" });
 
-type PingResult = { status: "up"; latencyMs: number } | { status: "down" };
+type PingResult =
+  | { status: "up"; latencyMs: number }
+  | { status: "busy"; lastAnswerMsAgo: number }
+  | { status: "down" };
+
+class PingTimeout extends Error {}
 
 /** A trivial query through the queue's own connection pool, bounded in time. */
 async function pingPostgres(queue: BuildQueue): Promise<PingResult> {
   const started = performance.now();
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error("timed out")), PING_TIMEOUT_MS);
+    timer = setTimeout(() => reject(new PingTimeout()), PING_TIMEOUT_MS);
   });
+  const db = queue.store.db;
   try {
-    await Promise.race([queue.store.db.query("SELECT 1"), timeout]);
+    await Promise.race([db.query("SELECT 1"), timeout]);
     return { status: "up", latencyMs: Math.round((performance.now() - started) * 100) / 100 };
-  } catch {
+  } catch (err) {
+    const lastAnswerMsAgo = Date.now() - db.lastAnswerAt();
+    if (err instanceof PingTimeout && lastAnswerMsAgo < RECENT_ANSWER_MS)
+      return { status: "busy", lastAnswerMsAgo };
     return { status: "down" };
   } finally {
     clearTimeout(timer);
@@ -58,7 +79,7 @@ export function healthRoutes(app: ApiApp, { queue, persistence }: RouteContext):
       const postgres = await pingPostgres(queue);
       const redis = !queue.hasRedis ? "none" : queue.mode === "redis" ? "up" : "unavailable";
       const report = persistence?.() ?? null;
-      const degraded = redis === "unavailable" || report?.status === "fail";
+      const degraded = redis === "unavailable" || report?.status === "fail" || postgres.status === "busy";
       const status = postgres.status === "down" ? "unavailable" : degraded ? "degraded" : "ok";
       return reply.status(status === "unavailable" ? 503 : 200).send({
         status,
