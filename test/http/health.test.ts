@@ -90,7 +90,10 @@ describe("health and metrics as the stores come and go", () => {
     } finally {
       await Promise.all(sleepers);
     }
-    expect((await api.fetch("GET", "/health")).json).toMatchObject({ status: "ok", postgres: { status: "up" } });
+    expect((await api.fetch("GET", "/health")).json).toMatchObject({
+      status: "ok",
+      postgres: { status: "up" },
+    });
   });
 
   it("PostgreSQL cut off: /health 503, a submit 503 store_unavailable with no internals; back when it returns", async () => {
