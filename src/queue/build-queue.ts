@@ -74,7 +74,7 @@ export interface BuildQueueOptions extends Partial<Config> {
 /** The build event stream (see BuildQueue.events). */
 export interface EventStream {
   subscribe(options?: SubscribeOptions): AsyncGenerator<StreamItem>;
-  /** The newest event id this process has read and dispatched. */
+  /** The newest event id this process has read and dispatched (it stays put while nobody subscribes). */
   position(): number;
 }
 

@@ -69,6 +69,8 @@ export class EventHub {
   private started: Promise<void> | undefined;
   private reading: Promise<void> | undefined;
   private readAgain = false;
+  /** Wake-ups came while nobody was subscribed: the next read may jump ahead (see skipIdleStretch). */
+  private idle = false;
   private gap: Gap | undefined;
   private timer: NodeJS.Timeout | undefined;
   private gapTimer: NodeJS.Timeout | undefined;
@@ -123,9 +125,17 @@ export class EventHub {
     }
   }
 
-  /** Reads new events now (this process just committed some, or a notice came). */
+  /**
+   * Reads new events now (this process just committed some, or a notice came). With nobody
+   * subscribed there is nobody to dispatch to: the read waits for the next subscriber.
+   */
   wake(): void {
-    if (this.started && !this.closed) void this.read();
+    if (!this.started || this.closed) return;
+    if (this.subscribers.size === 0) {
+      this.idle = true;
+      return;
+    }
+    void this.read();
   }
 
   /** The hub's position in the stream (events up to it have been dispatched). */
@@ -188,10 +198,26 @@ export class EventHub {
     try {
       do {
         this.readAgain = false;
+        if (this.idle) await this.skipIdleStretch();
         while (await this.readPage()) {}
       } while (this.readAgain && !this.closed);
     } catch (err) {
       this.logger.debug({ err: (err as Error).message }, "event read failed; the next poll retries");
+    }
+  }
+
+  /**
+   * After a stretch with no subscribers, start again where a new hub would (a little behind the
+   * head) rather than read every event nobody was there to receive. Nothing is lost to anyone: a new
+   * subscriber takes a snapshot or reads what it missed from the table. Runs inside the single-flight
+   * read, so no page read moves the cursor meanwhile.
+   */
+  private async skipIdleStretch(): Promise<void> {
+    this.idle = false;
+    const floor = (await this.events.head()) - START_BEHIND_HEAD;
+    if (floor > this.cursor) {
+      this.cursor = floor;
+      this.gap = undefined;
     }
   }
 

@@ -249,6 +249,26 @@ describe.each(backends())("event stream on $name", (backend) => {
     expect(await pending).toMatchObject({ done: true });
   });
 
+  it("reads nothing while nobody subscribes, and the next subscriber misses nothing", async () => {
+    const first = watcher.events.subscribe({});
+    expect((await first.next()).value).toMatchObject({ kind: "snapshot" });
+    await first.return(undefined);
+    const before = watcher.events.position();
+    for (let i = 0; i < 3; i++) await producer.submit({ strategyId: "nobody-watching" });
+    await new Promise((r) => setTimeout(r, 1200)); // two polls and the submits' notices
+    expect(watcher.events.position()).toBe(before);
+
+    const { build } = await producer.submit({ strategyId: "watched-again" });
+    const collected = collect(watcher.events.subscribe({ buildId: build.id }));
+    await new Promise((r) => setTimeout(r, 100));
+    const claimed = await claimThis(build.id);
+    await producer.complete(build.id, claimed.lease, { ok: true });
+    const items = await collected;
+    expect(items[0]).toMatchObject({ kind: "snapshot", build: { id: build.id } });
+    expect(events(items).map((e) => e.type)).toEqual(["running", "completed"]);
+    expect(watcher.events.position()).toBeGreaterThan(before);
+  });
+
   it.skipIf(backend.name === "pglite")(
     "waits for an event id drawn by a transaction that started after the one that committed the next id",
     async () => {
