@@ -47,6 +47,7 @@ export function eventRoutes(app: ApiApp, ctx: RouteContext): void {
       await pipeEvents(reply.raw, items, {
         controller,
         heartbeatMs: ctx.sseHeartbeatMs,
+        coalesceMs: () => streams.coalesceMs(),
         requestId: request.id,
         log: request.log,
       });
