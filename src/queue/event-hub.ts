@@ -55,8 +55,15 @@ interface Subscriber {
 }
 
 interface Gap {
-  /** The missing id. */
+  /** The first missing id. */
   id: number;
+  /**
+   * The highest id read before the bound was drawn. Every id below it was drawn before it, by a
+   * transaction that had its id before drawing: so one bound covers every missing id below this one
+   * (ids pruned or rolled back leave many gaps; stepping over each with a bound of its own cost two
+   * queries per gap).
+   */
+  coversUpTo: number;
   /** Closed once the oldest running transaction is at least this: a transaction id drawn when the gap
    * was first seen (a snapshot's xmax is not enough: a running transaction may be above it). */
   untilXmin: bigint;
@@ -224,14 +231,15 @@ export class EventHub {
   /** True when a full page was read (there may be more). */
   private async readPage(): Promise<boolean> {
     const rows = await this.events.after(this.cursor, PAGE);
+    const highest = Number(rows.at(-1)?.event.id ?? 0);
     for (const row of rows) {
       const id = Number(row.event.id);
-      if (id !== this.cursor + 1 && !(await this.gapClosed(row))) {
+      if (id !== this.cursor + 1 && !(await this.gapClosed(row, highest))) {
         if (!this.readAgain) this.recheckGapSoon();
         return false;
       }
       this.cursor = id;
-      this.gap = undefined;
+      if (this.gap && id >= this.gap.coversUpTo) this.gap = undefined;
       this.dispatch(row.event);
     }
     return rows.length === PAGE;
@@ -242,18 +250,25 @@ export class EventHub {
    * its id before it drew the event id (every event statement writes the build row first), and that
    * was before a later event id was visible: so below a transaction id drawn now.
    */
-  private async gapClosed(row: HorizonEvent): Promise<boolean> {
+  private async gapClosed(row: HorizonEvent, highestRead: number): Promise<boolean> {
     const missing = this.cursor + 1;
-    if (this.gap?.id !== missing) {
-      this.gap = { id: missing, untilXmin: await this.events.xidBound(), since: Date.now() };
+    const id = Number(row.event.id);
+    const gap = this.gap;
+    if (!gap || id > gap.coversUpTo || missing < gap.id) {
+      this.gap = {
+        id: missing,
+        coversUpTo: highestRead,
+        untilXmin: await this.events.xidBound(),
+        since: Date.now(),
+      };
       // Read again at once: the missing event has usually committed while the bound was drawn.
       this.readAgain = true;
       return false;
     }
-    if (row.xmin >= this.gap.untilXmin) return true;
-    if (Date.now() - this.gap.since < this.options.maxGapWaitMs) return false;
+    if (row.xmin >= gap.untilXmin) return true;
+    if (Date.now() - gap.since < this.options.maxGapWaitMs) return false;
     this.logger.warn(
-      { missing, waitedMs: Date.now() - this.gap.since },
+      { missing, waitedMs: Date.now() - gap.since },
       "event id still missing while transactions run; skipping it (resuming subscribers still get it)",
     );
     return true;

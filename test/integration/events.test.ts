@@ -7,6 +7,7 @@
 
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { silentLogger } from "../../src/core/logger.js";
 import {
   type BuildEvent,
   BuildNotFoundError,
@@ -15,8 +16,20 @@ import {
   type StreamItem,
   ValidationError,
 } from "../../src/index.js";
+import { EventStore } from "../../src/postgres/event-store.js";
+import { DEFAULT_HUB_OPTIONS, EventHub } from "../../src/queue/event-hub.js";
 import { backends } from "../helpers/backends.js";
 import { sql, TEST_DATABASE_URL } from "../helpers/postgres.js";
+import { eventually } from "../helpers/queue.js";
+
+/** Counts the transaction-id bounds the hub draws (one per gap it cannot yet step over). */
+class CountingEventStore extends EventStore {
+  bounds = 0;
+  override async xidBound(): Promise<bigint> {
+    this.bounds += 1;
+    return super.xidBound();
+  }
+}
 
 /** Collects items from an iterator until `until` says stop or the iterator ends. */
 async function collect(
@@ -267,6 +280,37 @@ describe.each(backends())("event stream on $name", (backend) => {
     expect(items[0]).toMatchObject({ kind: "snapshot", build: { id: build.id } });
     expect(events(items).map((e) => e.type)).toEqual(["running", "completed"]);
     expect(watcher.events.position()).toBeGreaterThan(before);
+  });
+
+  it("steps over many gaps (pruned progress) with one transaction-id bound, not one per gap", async () => {
+    const { build } = await producer.submit({ strategyId: "many-gaps" });
+    const insert = `INSERT INTO build_events (build_id, type, to_status, actor)
+                    SELECT $1, 'progress', 'running', 'test' FROM generate_series(1, 400) RETURNING id`;
+    const db = producer.store.db;
+    const ids = (await db.query<{ id: number }>(insert, [build.id])).rows.map((r) => Number(r.id));
+    await db.query("DELETE FROM build_events WHERE build_id = $1 AND type = 'progress' AND id % 2 = 0", [
+      build.id,
+    ]);
+    const newest = Math.max(...ids.filter((id) => id % 2 === 1));
+    const store = new CountingEventStore(db);
+    const hub = new EventHub(
+      store,
+      db,
+      "oculus_test_gaps",
+      undefined,
+      "unused",
+      silentLogger(),
+      DEFAULT_HUB_OPTIONS,
+    );
+    try {
+      const stream = hub.subscribe({});
+      expect((await stream.next()).value).toMatchObject({ kind: "snapshot" });
+      await eventually(async () => hub.position >= newest);
+      expect(store.bounds).toBeLessThanOrEqual(3);
+      await stream.return(undefined);
+    } finally {
+      await hub.close();
+    }
   });
 
   it.skipIf(backend.name === "pglite")(
