@@ -48,6 +48,7 @@ export {
   type SubmitResult,
 } from "./queue/build-queue.js";
 export type { ReconcileReport } from "./queue/reconciler.js";
+export type { PruneOptions, PruneReport } from "./queue/retention.js";
 export type { HealthPolicy, ReapReport, WorkerStatus, WorkerView } from "./queue/workers.js";
 export { redisKeys } from "./redis/keys.js";
 export { type BuildHandler, runClaimLoop } from "./worker/claim-loop.js";

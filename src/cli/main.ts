@@ -15,6 +15,7 @@ import { demoBuild } from "../worker/demo-build.js";
 import { Worker } from "../worker/worker.js";
 import { ApiError } from "./api-client.js";
 import { registerClientCommands, UsageError } from "./client-commands.js";
+import { nonNegativeInt, parseDays, positiveInt } from "./flags.js";
 import { registerOpsCommands } from "./ops-commands.js";
 import {
   announce,
@@ -121,6 +122,14 @@ program
       "refuse to start while a Redis persistence check fails (oculus doctor)",
     ).env("OCULUS_REQUIRE_PERSISTENCE"),
   )
+  .addOption(
+    new Option(
+      "--retention-days <n>",
+      "delete finished builds (and their events) this many days after they finish, hourly (default: keep)",
+    )
+      .env("OCULUS_RETENTION_DAYS")
+      .argParser(parseDays("--retention-days / OCULUS_RETENTION_DAYS")),
+  )
   .action(async (opts: UpOptions) => runUp(config(), opts));
 
 program
@@ -201,23 +210,6 @@ function parseLabels(pairs: string[]): Record<string, string> {
     labels[key] = rest.join("=");
   }
   return labels;
-}
-
-function nonNegativeInt(flag: string) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 0)
-      throw new Error(`${flag} must be a non-negative integer, got "${value}"`);
-    return n;
-  };
-}
-
-function positiveInt(flag: string) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer, got "${value}"`);
-    return n;
-  };
 }
 
 registerClientCommands(program);

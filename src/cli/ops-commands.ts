@@ -1,5 +1,5 @@
 /**
- * The operations commands: `oculus doctor`, `oculus backup` and `oculus backup verify`. They take the
+ * The operations commands: `oculus doctor`, `oculus backup`, `oculus backup verify` and `oculus prune`. They take the
  * global settings (--redis-url, --database-url, --prefix, --schema) through `config`, print for people
  * by default and one JSON object with --json, and exit non-zero when something is wrong.
  */
@@ -7,6 +7,7 @@ import { type Command, Option } from "commander";
 import type { Redis } from "ioredis";
 import { type Config, redactUrl } from "../core/config.js";
 import { OculusError } from "../core/errors.js";
+import { createLogger } from "../core/logger.js";
 import { type BackupResult, backupRedis } from "../ops/backup.js";
 import {
   type CheckStatus,
@@ -17,6 +18,9 @@ import {
 import { checkPostgres, checkQueueIndex } from "../ops/queue-checks.js";
 import { connectAdminRedis } from "../ops/redis-admin.js";
 import { type VerifyReport, verifyBackup } from "../ops/verify-backup.js";
+import { BuildQueue } from "../queue/build-queue.js";
+import type { PruneReport } from "../queue/retention.js";
+import { daysToMs, nonNegativeInt, parseDays, positiveInt } from "./flags.js";
 
 export function registerOpsCommands(program: Command, config: () => Config): void {
   program
@@ -49,6 +53,25 @@ export function registerOpsCommands(program: Command, config: () => Config): voi
       await backupCommand(config(), opts);
     });
 
+  program
+    .command("prune")
+    .description("delete finished builds (and their events) older than --older-than-days, and gone workers")
+    .addOption(
+      new Option("--older-than-days <n>", "finished at least this many days ago (required)").argParser(
+        parseDays("--older-than-days"),
+      ),
+    )
+    .addOption(
+      new Option("--batch-size <n>", "builds deleted per statement")
+        .default(1000)
+        .argParser(positiveInt("--batch-size")),
+    )
+    .option("--dry-run", "count what would be deleted; delete nothing")
+    .option("--json", "print the report as JSON")
+    .action(async (opts: PruneFlags) => {
+      await pruneCommand(config(), opts);
+    });
+
   backup
     .command("verify <dir>")
     .description(
@@ -69,6 +92,42 @@ interface BackupFlags {
   streamRdb?: boolean;
   pgDump?: boolean;
   json?: boolean;
+}
+
+interface PruneFlags {
+  olderThanDays?: number;
+  batchSize: number;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+async function pruneCommand(c: Config, opts: PruneFlags): Promise<void> {
+  if (opts.olderThanDays === undefined) {
+    throw new OculusError(
+      "config_invalid",
+      2,
+      "prune needs --older-than-days <n> (finished builds older than that go)",
+    );
+  }
+  // PostgreSQL only: pruned builds are finished, and finished builds are not in the Redis index.
+  const queue = await BuildQueue.open({ ...c, redisUrl: undefined, logger: createLogger({ level: "warn" }) });
+  try {
+    const report = await queue.prune({
+      olderThanMs: daysToMs(opts.olderThanDays),
+      batchSize: opts.batchSize,
+      dryRun: opts.dryRun === true,
+    });
+    console.log(opts.json ? JSON.stringify(report) : describePrune(report, opts.olderThanDays));
+  } finally {
+    await queue.close();
+  }
+}
+
+function describePrune(r: PruneReport, days: number): string {
+  const what = `${r.builds} finished build(s) older than ${days} day(s), ${r.events} event(s), ${r.workers} gone worker(s)`;
+  return r.dryRun
+    ? `would delete ${what} (dry run: nothing deleted)`
+    : `deleted ${what} in ${r.durationMs.toFixed(0)} ms`;
 }
 
 function requireRedis(c: Config, command: string): string {
@@ -252,13 +311,4 @@ function printVerify(r: VerifyReport, c: Config): void {
   for (const note of r.notes) console.log(`note: ${note}`);
   for (const problem of r.problems) console.log(`PROBLEM: ${problem}`);
   console.log(r.ok ? "backup OK" : "backup DAMAGED or not loadable");
-}
-
-function nonNegativeInt(flag: string) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 0)
-      throw new Error(`${flag} must be a non-negative integer, got "${value}"`);
-    return n;
-  };
 }

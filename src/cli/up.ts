@@ -20,9 +20,11 @@ import {
 } from "../http/server.js";
 import { PersistenceMonitor } from "../ops/persistence-monitor.js";
 import { BuildQueue } from "../queue/build-queue.js";
+import { startRetention } from "../queue/retention.js";
 import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
 import { Worker, type WorkerHandler } from "../worker/worker.js";
+import { daysToMs } from "./flags.js";
 
 export interface UpOptions {
   host: string;
@@ -32,6 +34,8 @@ export interface UpOptions {
   demo?: boolean;
   /** Refuse to start while a Redis persistence check fails. */
   requirePersistence?: boolean | string;
+  /** Delete finished builds this many days after they finished (hourly); none when undefined. */
+  retentionDays?: number;
 }
 
 export const DEFAULT_HOST = "127.0.0.1";
@@ -78,8 +82,10 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   });
   const workers: Worker[] = [];
   let app: ReturnType<typeof buildServer> | undefined;
+  let stopRetention: (() => void) | undefined;
   // Registered before anything else starts, so a signal during start-up still shuts down cleanly.
   stopOnSignal(async () => {
+    stopRetention?.();
     await app?.close(); // ends event streams, stops taking requests
     await Promise.all(workers.map((w) => w.stop()));
     await monitor?.stop();
@@ -98,6 +104,12 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
     throw listenError(err, host, opts.port);
   }
   printBanner(url, config, queue, auth);
+  if (opts.retentionDays !== undefined) {
+    stopRetention = startRetention(queue.store.db, { olderThanMs: daysToMs(opts.retentionDays), logger });
+    console.log(
+      `retention: finished builds are deleted ${opts.retentionDays} day(s) after they finish (hourly)`,
+    );
+  }
 
   const handler = opts.command ? commandHandler(opts.command) : announce(demoBuild);
   for (let i = 0; i < opts.workers; i++) {

@@ -44,6 +44,7 @@ import { EventNotices } from "./event-notices.js";
 import { type QueueMode, RedisFailover } from "./failover.js";
 import { ProgressThrottle } from "./progress-throttle.js";
 import type { ReconcileReport } from "./reconciler.js";
+import { type PruneOptions, type PruneReport, prune } from "./retention.js";
 import { StopSignals } from "./stop-signals.js";
 import { asStoreError } from "./store-errors.js";
 import { WakeSignal } from "./wake.js";
@@ -491,6 +492,17 @@ export class BuildQueue extends EventEmitter {
   /** How many builds are in each status (a full count: for monitoring). */
   async statusCounts(): Promise<Record<BuildStatus, number>> {
     return this.eventStore.statusCounts().catch((err) => {
+      throw asStoreError(err);
+    });
+  }
+
+  /**
+   * Deletes finished builds (completed, failed, stopped) that finished at least `olderThanMs` ago,
+   * with their events, and forgets workers unheard of for as long; `dryRun` only counts. Queued and
+   * running builds are never deleted. See src/queue/retention.ts.
+   */
+  async prune(options: PruneOptions): Promise<PruneReport> {
+    return prune(this.store.db, options).catch((err) => {
       throw asStoreError(err);
     });
   }

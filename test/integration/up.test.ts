@@ -134,6 +134,11 @@ describe("oculus up (the main command)", () => {
       [["--port", "http"], {}, /--port \/ OCULUS_PORT/],
       [[], { OCULUS_PORT: "70000" }, /--port \/ OCULUS_PORT/],
       [[], { OCULUS_TOKENS: "ci:read:short" }, /OCULUS_TOKENS/],
+      [
+        [],
+        { OCULUS_RETENTION_DAYS: "-3" },
+        /--retention-days \/ OCULUS_RETENTION_DAYS: must be a number of days/,
+      ],
     ] as const) {
       const child = spawn("node", [MAIN, "up", ...args], {
         env: { PATH: process.env.PATH ?? "", OCULUS_DATA_DIR: path.join(dataDir, "never"), ...env },
@@ -211,6 +216,36 @@ describe("several oculus up processes on one PostgreSQL and Redis", () => {
       exitCodes = await Promise.all([stopUp(a), stopUp(b)]);
     }
     expect(exitCodes).toEqual([0, 0]);
+  });
+});
+
+describe("oculus up --retention-days", () => {
+  const schema = uniqueSchema("up_retention");
+  afterAll(() => dropSchema(schema));
+
+  it("deletes builds that finished longer ago than that, at start and hourly; keeps the rest", async () => {
+    const queue = await BuildQueue.open({ databaseUrl: TEST_DATABASE_URL, schema });
+    let up: UpProcess | undefined;
+    try {
+      const [old, recent] = (await queue.submitMany([{ strategyId: "old" }, { strategyId: "recent" }])).map(
+        (r) => r.build.id,
+      ) as [string, string];
+      await queue.stop(old, { actor: "test" });
+      await queue.stop(recent, { actor: "test" });
+      await queue.store.db.query("UPDATE builds SET finished_at = now() - interval '40 days' WHERE id = $1", [
+        old,
+      ]);
+      up = await startUp(["--workers", "0", "--retention-days", "30"], {
+        DATABASE_URL: TEST_DATABASE_URL,
+        OCULUS_SCHEMA: schema,
+      });
+      expect(up.output()).toMatch(/retention: finished builds are deleted 30 day\(s\) after they finish/);
+      await eventually(async () => (await queue.get(old).catch(() => undefined)) === undefined);
+      expect((await queue.get(recent)).status).toBe("stopped");
+    } finally {
+      if (up) await stopUp(up);
+      await queue.close();
+    }
   });
 });
 

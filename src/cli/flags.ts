@@ -1,0 +1,40 @@
+/** Parsers for command-line flags and their environment variables: each names the flag in its error. */
+import { ConfigError } from "../core/errors.js";
+
+const DAY_MS = 86_400_000;
+
+export function nonNegativeInt(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 0)
+      throw new Error(`${flag} must be a non-negative integer, got "${value}"`);
+    return n;
+  };
+}
+
+export function positiveInt(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer, got "${value}"`);
+    return n;
+  };
+}
+
+/**
+ * A number of days, more than 0 (fractions allowed: 0.5 is twelve hours). Used by
+ * `up --retention-days` / OCULUS_RETENTION_DAYS and `prune --older-than-days`.
+ */
+export function parseDays(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isFinite(n) || n <= 0) {
+      throw new ConfigError(`invalid ${flag}: must be a number of days greater than 0, got "${value}"`);
+    }
+    return n;
+  };
+}
+
+/** Days to milliseconds (prune's olderThanMs). */
+export function daysToMs(days: number): number {
+  return Math.round(days * DAY_MS);
+}
