@@ -1,8 +1,9 @@
 /**
  * The HTTP API (docs/http-api.md): Fastify with zod schemas (request validation, response checks and
  * the OpenAPI document from the same definitions), bearer-token auth, a per-token rate limit, request
- * ids, Prometheus metrics and Server-Sent Events. `buildServer` wires it to a BuildQueue without
- * binding a port (tests use `inject`); `listenApi` binds it, refusing an open API beyond loopback.
+ * ids, Prometheus metrics, Server-Sent Events, and optionally CORS and trusted proxies. `buildServer`
+ * wires it to a BuildQueue without binding a port (tests use `inject`); `listenApi` binds it, refusing
+ * an open API beyond loopback.
  */
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
@@ -23,6 +24,7 @@ import type { Logger } from "../core/logger.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import { type AuthConfig, authEnabled, checkBind, installAuth } from "./auth.js";
 import type { ApiApp, RouteContext } from "./context.js";
+import { type CorsOptions, registerCors } from "./cors.js";
 import { installErrorHandlers, toValidationError } from "./errors.js";
 import { createMetrics } from "./metrics.js";
 import type { PersistenceProvider } from "./persistence.js";
@@ -34,9 +36,12 @@ import { metricsRoutes } from "./routes/metrics.js";
 import { queueRoutes } from "./routes/queue.js";
 import { workerRoutes } from "./routes/workers.js";
 import { StreamRegistry } from "./sse.js";
+import { fastifyTrustProxy, type TrustProxy } from "./trust-proxy.js";
 
 export type { AuthConfig } from "./auth.js";
+export type { CorsOptions } from "./cors.js";
 export type { PersistenceProvider, PersistenceReport } from "./persistence.js";
+export type { TrustProxy } from "./trust-proxy.js";
 
 export interface RateLimitOptions {
   /** Requests per window per token (per client address when auth is off). */
@@ -60,6 +65,13 @@ export interface ServerOptions {
    * cut, so that a client that connected and sent nothing cannot hold the shutdown.
    */
   shutdownGraceMs?: number;
+  /** Origins whose pages may call the API from a browser; unset: no CORS headers (same-origin only). */
+  cors?: CorsOptions;
+  /**
+   * Which proxies' X-Forwarded-For to believe for the client address (`request.ip`, the rate limit's
+   * key without auth); default false: the socket's address, whatever the header says.
+   */
+  trustProxy?: TrustProxy;
 }
 
 export const DEFAULT_RATE_LIMIT: RateLimitOptions = { max: 1200, windowMs: 60_000 };
@@ -81,6 +93,7 @@ export function buildServer(queue: BuildQueue, options: ServerOptions): ApiApp {
     genReqId: requestIdOf,
     requestIdHeader: false,
     return503OnClosing: true,
+    trustProxy: fastifyTrustProxy(options.trustProxy ?? false),
   }).withTypeProvider<ZodTypeProvider>();
 
   // zod validates every params, query and body; a failure is the queue's ValidationError (field, reason).
@@ -94,6 +107,10 @@ export function buildServer(queue: BuildQueue, options: ServerOptions): ApiApp {
   // JSON only: other bodies get 415 rather than a confusing validation error.
   app.removeContentTypeParser("text/plain");
   installErrorHandlers(app, bodyLimit);
+  // CORS before auth: Fastify queues request hooks behind the plugins registered before them, so
+  // CORS's onRequest hook runs first. A preflight is then answered before auth looks for a token, and
+  // a 401 or 403 still carries the CORS headers (a page cannot read a cross-origin answer without them).
+  registerCors(app, options.cors);
   installAuth(app, options.auth);
   app.addHook("onSend", async (request, reply) => {
     reply.header("x-request-id", request.id);

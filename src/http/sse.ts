@@ -88,6 +88,11 @@ export interface PipeOptions {
   coalesceMs: () => number;
   requestId: string;
   log: FastifyBaseLogger;
+  /**
+   * Headers the request's hooks set on the reply (CORS, rate limit): a hijacked reply bypasses
+   * Fastify's sending, so they are written here or not at all.
+   */
+  headers?: Record<string, number | string | string[] | undefined>;
 }
 
 /**
@@ -160,6 +165,8 @@ export async function pipeEvents(
   const { controller, log } = options;
   const started = Date.now();
   let sent = 0;
+  setHeaders(res, options.headers);
+  // Set after the hooks' headers: these win where both name one.
   res.writeHead(200, {
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache, no-transform",
@@ -202,6 +209,13 @@ export async function pipeEvents(
     res.off("close", onClose);
     if (!res.writableEnded) res.end();
     log.info({ events: sent, durationMs: Date.now() - started, reason }, "event stream ended");
+  }
+}
+
+/** Sets the headers that have a value (Node refuses an undefined one). */
+function setHeaders(res: ServerResponse, headers: PipeOptions["headers"] = {}): void {
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined) res.setHeader(name, value);
   }
 }
 

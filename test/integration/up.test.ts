@@ -136,6 +136,16 @@ describe("oculus up (the main command)", () => {
       [[], { OCULUS_TOKENS: "ci:read:short" }, /OCULUS_TOKENS/],
       [
         [],
+        { OCULUS_CORS_ORIGINS: "http://localhost:3000,https://app.example.com/" },
+        /invalid OCULUS_CORS_ORIGINS: "https:\/\/app\.example\.com\/" is not an origin/,
+      ],
+      [
+        [],
+        { OCULUS_TRUST_PROXY: "10.0.0.0/8,proxy.internal" },
+        /invalid OCULUS_TRUST_PROXY: "proxy\.internal" is not an IP address/,
+      ],
+      [
+        [],
         { OCULUS_RETENTION_DAYS: "-3" },
         /--retention-days \/ OCULUS_RETENTION_DAYS: must be a number of days/,
       ],

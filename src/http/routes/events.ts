@@ -50,6 +50,7 @@ export function eventRoutes(app: ApiApp, ctx: RouteContext): void {
         coalesceMs: () => streams.coalesceMs(),
         requestId: request.id,
         log: request.log,
+        headers: reply.getHeaders(),
       });
     } finally {
       streams.release(controller);
