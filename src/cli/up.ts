@@ -10,6 +10,7 @@ import type { Config } from "../core/config.js";
 import { ConfigError } from "../core/errors.js";
 import { createLogger, type Logger } from "../core/logger.js";
 import { type AuthConfig, authEnabled, checkBind, loadAuthConfig } from "../http/auth.js";
+import { corsFromEnv } from "../http/cors.js";
 import {
   buildServer,
   DEFAULT_RATE_LIMIT,
@@ -18,6 +19,7 @@ import {
   type PersistenceReport,
   type RateLimitOptions,
 } from "../http/server.js";
+import { trustProxyFromEnv } from "../http/trust-proxy.js";
 import { PersistenceMonitor } from "../ops/persistence-monitor.js";
 import { BuildQueue } from "../queue/build-queue.js";
 import { startRetention } from "../queue/retention.js";
@@ -69,6 +71,8 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   const host = opts.host.trim() || DEFAULT_HOST;
   checkBind(host, auth);
   const rateLimit = rateLimitFromEnv();
+  const cors = corsFromEnv();
+  const trustProxy = trustProxyFromEnv();
   const requirePersistence = flagOn(opts.requirePersistence);
   if (requirePersistence && !config.redisUrl) {
     throw new ConfigError("--require-persistence / OCULUS_REQUIRE_PERSISTENCE: needs a Redis (REDIS_URL)");
@@ -94,7 +98,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   queue.on("mode", (mode: string) => console.log(`mode: ${mode}`));
   queue.startReaper();
   const persistence: PersistenceProvider | undefined = monitor ? () => monitor.latest() : undefined;
-  app = buildServer(queue, { auth, logger, rateLimit, persistence });
+  app = buildServer(queue, { auth, logger, rateLimit, persistence, cors, trustProxy });
   let url: string;
   try {
     ({ url } = await listenApi(app, { host, port: opts.port, auth }));
