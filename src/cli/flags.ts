@@ -34,6 +34,17 @@ export function parseDays(flag: string) {
   };
 }
 
+/** A TCP port, 0..65535 (0: any free port), for `flag` (name the environment variable in it too). */
+export function parsePortFlag(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isInteger(n) || n < 0 || n > 65535) {
+      throw new ConfigError(`invalid ${flag}: must be an integer from 0 to 65535, got "${value}"`);
+    }
+    return n;
+  };
+}
+
 /** Days to milliseconds (prune's olderThanMs). */
 export function daysToMs(days: number): number {
   return Math.round(days * DAY_MS);

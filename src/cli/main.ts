@@ -12,10 +12,11 @@ import { migrate } from "../postgres/migrate.js";
 import { BuildQueue } from "../queue/build-queue.js";
 import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
+import { serveWorkerMetrics } from "../worker/metrics-server.js";
 import { Worker } from "../worker/worker.js";
 import { ApiError } from "./api-client.js";
 import { registerClientCommands, UsageError } from "./client-commands.js";
-import { nonNegativeInt, parseDays, positiveInt } from "./flags.js";
+import { nonNegativeInt, parseDays, parsePortFlag, positiveInt } from "./flags.js";
 import { registerOpsCommands } from "./ops-commands.js";
 import {
   announce,
@@ -161,6 +162,16 @@ program
       .default(10_000)
       .argParser(positiveInt("--dead-after-ms")),
   )
+  .addOption(
+    new Option("--metrics-port <port>", "serve this worker's /metrics and /health on this port (0: any free)")
+      .env("OCULUS_WORKER_METRICS_PORT")
+      .argParser(parsePortFlag("--metrics-port / OCULUS_WORKER_METRICS_PORT")),
+  )
+  .addOption(
+    new Option("--metrics-host <host>", "address of the metrics endpoint")
+      .env("OCULUS_WORKER_METRICS_HOST")
+      .default("127.0.0.1"),
+  )
   .action(async (opts: WorkerFlags) => {
     if (opts.deadAfterMs <= 2 * opts.heartbeatMs) {
       throw new OculusError("config_invalid", 2, "--dead-after-ms must be more than twice --heartbeat-ms");
@@ -183,8 +194,14 @@ program
     });
     await worker.start();
     console.log(`worker ${worker.id} running (capacity ${opts.capacity}, mode ${queue.mode})`);
+    const metrics =
+      opts.metricsPort === undefined
+        ? undefined
+        : await serveWorkerMetrics(worker, queue, { host: opts.metricsHost, port: opts.metricsPort });
+    if (metrics) console.log(`metrics on ${metrics.url}/metrics (health ${metrics.url}/health)`);
     stopOnSignal(async () => {
       await worker.stop();
+      await metrics?.close();
       await queue.close();
     });
   });
@@ -198,6 +215,8 @@ interface WorkerFlags {
   drainMs: number;
   heartbeatMs: number;
   deadAfterMs: number;
+  metricsPort?: number;
+  metricsHost: string;
 }
 
 function parseLabels(pairs: string[]): Record<string, string> {

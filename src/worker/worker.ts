@@ -10,6 +10,7 @@
  * On the embedded store (one process, one connection) they run on the event loop.
  */
 import { randomUUID } from "node:crypto";
+import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
 import { Worker as Thread } from "node:worker_threads";
 import type { ClaimedBuild, ProgressInput } from "../core/build.js";
@@ -73,6 +74,19 @@ class HandlerFailure extends Error {
   }
 }
 
+/**
+ * How a build's run ended on this worker: its handler returned (completed) or threw (failed), or its
+ * signal aborted because the build was stopped, or taken from this worker (lease lost, shutdown).
+ */
+export type RunOutcome = "completed" | "failed" | "stopped" | "abandoned";
+
+/** Emitted as "build-ended" after each run (metrics, logs). */
+export interface BuildEndedEvent {
+  build: ClaimedBuild;
+  outcome: RunOutcome;
+  durationMs: number;
+}
+
 interface RunningBuild {
   build: ClaimedBuild;
   controller: AbortController;
@@ -100,12 +114,19 @@ function appendLog(entry: RunningBuild, line: string): void {
   }
 }
 
+/** A handler that threw after its signal aborted ended because of the abort. */
+function abortedOutcome(signal: AbortSignal): RunOutcome | undefined {
+  if (!signal.aborted) return undefined;
+  return signal.reason instanceof BuildAbandoned && signal.reason.why === "stopped" ? "stopped" : "abandoned";
+}
+
 function logText(entry: RunningBuild): string | undefined {
   return entry.logTail.length > 0 ? entry.logTail.join("\n") : undefined;
 }
 const REPORT_RETRY_MS = 500;
 
-export class Worker {
+/** Emits "build-ended" (BuildEndedEvent) after each run. */
+export class Worker extends EventEmitter {
   readonly id: string;
   private readonly capacity: number;
   private readonly logger: Logger;
@@ -116,11 +137,13 @@ export class Worker {
   private heartbeatThread: Thread | undefined;
   private unsubscribeStops: (() => void) | undefined;
   private stopping = false;
+  private lastHeartbeatAt: number | undefined;
 
   constructor(
     private readonly queue: BuildQueue,
     private readonly options: WorkerOptions,
   ) {
+    super();
     this.id = options.id ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     this.capacity = options.capacity ?? 1;
     this.logger = (options.logger ?? silentLogger()).child({ workerId: this.id });
@@ -132,6 +155,16 @@ export class Worker {
   /** Builds running now. */
   get activeBuilds(): number {
     return this.running.size;
+  }
+
+  /** Builds run at once at most. */
+  get slots(): number {
+    return this.capacity;
+  }
+
+  /** Since the last heartbeat PostgreSQL answered, in ms (undefined before the first). */
+  heartbeatAgeMs(): number | undefined {
+    return this.lastHeartbeatAt === undefined ? undefined : Date.now() - this.lastHeartbeatAt;
   }
 
   async start(): Promise<void> {
@@ -177,6 +210,8 @@ export class Worker {
     const entry: RunningBuild = { build, controller, logTail: [], logChars: 0 };
     this.running.set(build.id, entry);
     this.runningChanged();
+    const started = performance.now();
+    let outcome: RunOutcome = "failed";
     try {
       const value = await this.options.handler({
         build,
@@ -185,8 +220,10 @@ export class Worker {
         progress: (update) => this.progress(entry, update),
         log: (line) => appendLog(entry, line),
       });
+      outcome = "completed";
       return { value, logTail: logText(entry) };
     } catch (err) {
+      outcome = abortedOutcome(controller.signal) ?? "failed";
       const message = err instanceof Error ? err.message : String(err);
       const lastLines = entry.logTail.slice(-ERROR_TAIL_LINES);
       const tail = lastLines.length > 0 ? `\n--- last output ---\n${lastLines.join("\n")}` : "";
@@ -194,6 +231,11 @@ export class Worker {
     } finally {
       if (this.running.get(build.id) === entry) this.running.delete(build.id);
       this.runningChanged();
+      this.emit("build-ended", {
+        build,
+        outcome,
+        durationMs: performance.now() - started,
+      } satisfies BuildEndedEvent);
     }
   }
 
@@ -269,8 +311,10 @@ export class Worker {
         )
       : new Thread(new URL(file), { workerData });
     thread.on("message", (message: HeartbeatMessage) => {
-      if (message.type === "held") this.checkHeld(message.asked, message.held);
-      else this.logger.warn({ err: message.message }, "heartbeat to PostgreSQL failed");
+      if (message.type === "held") {
+        this.lastHeartbeatAt = Date.now();
+        this.checkHeld(message.asked, message.held);
+      } else this.logger.warn({ err: message.message }, "heartbeat to PostgreSQL failed");
     });
     thread.on("error", (err) => {
       this.logger.warn({ err: err.message }, "heartbeat thread failed; heartbeating on the event loop");
@@ -297,7 +341,9 @@ export class Worker {
   private async heartbeat(): Promise<void> {
     const asked = this.runningBuilds();
     const held = await this.queue.workers.heartbeat(this.id, asked).catch(() => undefined);
-    if (held) this.checkHeld(asked, held);
+    if (!held) return;
+    this.lastHeartbeatAt = Date.now();
+    this.checkHeld(asked, held);
   }
 
   /** Abandons the builds the heartbeat named that PostgreSQL no longer lets this worker hold. */
