@@ -11,7 +11,10 @@ done AS (
   SET status = 'completed', result = input.result, finished_at = now(), updated_at = now(),
       log_tail = coalesce(input."logTail", b.log_tail)
   FROM input
-  WHERE b.id = input.id AND b.lease = input.lease AND b.status IN ('running', 'stopping')
+  -- The ids again as an array: the planner then looks them up by primary key, whatever its
+  -- statistics say (with "almost no running builds" it read the whole table otherwise).
+  WHERE b.id = ANY (ARRAY(SELECT i.id FROM input i))
+    AND b.id = input.id AND b.lease = input.lease AND b.status IN ('running', 'stopping')
   RETURNING b.*
 ),
 events AS (
