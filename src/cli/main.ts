@@ -192,12 +192,18 @@ program
       labels: parseLabels(opts.label ?? []),
       ...(opts.id ? { id: opts.id } : {}),
     });
-    await worker.start();
-    console.log(`worker ${worker.id} running (capacity ${opts.capacity}, mode ${queue.mode})`);
+    // The endpoint first: a port in use must stop the worker before it claims anything.
     const metrics =
       opts.metricsPort === undefined
         ? undefined
-        : await serveWorkerMetrics(worker, queue, { host: opts.metricsHost, port: opts.metricsPort });
+        : await serveWorkerMetrics(worker, queue, { host: opts.metricsHost, port: opts.metricsPort }).catch(
+            async (err: NodeJS.ErrnoException) => {
+              await queue.close();
+              throw metricsListenError(err, opts.metricsHost, opts.metricsPort ?? 0);
+            },
+          );
+    await worker.start();
+    console.log(`worker ${worker.id} running (capacity ${opts.capacity}, mode ${queue.mode})`);
     if (metrics) console.log(`metrics on ${metrics.url}/metrics (health ${metrics.url}/health)`);
     stopOnSignal(async () => {
       await worker.stop();
@@ -205,6 +211,17 @@ program
       await queue.close();
     });
   });
+
+/** The metrics endpoint could not listen: say which flag to change (exit 2). */
+function metricsListenError(err: NodeJS.ErrnoException, host: string, port: number): Error {
+  const why =
+    err.code === "EADDRINUSE"
+      ? `${host}:${port} is in use: pick another --metrics-port (or OCULUS_WORKER_METRICS_PORT), or 0`
+      : err.code === "EADDRNOTAVAIL" || err.code === "ENOTFOUND"
+        ? `--metrics-host / OCULUS_WORKER_METRICS_HOST: ${host} is not an address of this machine`
+        : `cannot serve metrics on ${host}:${port}: ${err.message}`;
+  return new OculusError("config_invalid", 2, why);
+}
 
 interface WorkerFlags {
   command?: string;

@@ -127,6 +127,24 @@ describe("oculus worker --metrics-port", () => {
     expect(await exited).toBe(0);
   });
 
+  it("refuses a port in use before it claims anything (exit 2, naming the flag)", async () => {
+    const { createServer } = await import("node:net");
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      const res = await oculus(["worker", "--metrics-port", String(port)], {
+        DATABASE_URL: TEST_DATABASE_URL,
+        OCULUS_SCHEMA: schema,
+      });
+      expect(res.code).toBe(2);
+      expect(res.stderr).toMatch(/is in use: pick another --metrics-port/);
+      expect(res.stdout).not.toMatch(/running/);
+    } finally {
+      taken.close();
+    }
+  });
+
   it("refuses a bad port, naming the flag", async () => {
     const res = await oculus(["worker", "--metrics-port", "99999"], { DATABASE_URL: "postgres://nowhere/x" });
     expect(res.code).toBe(2);
