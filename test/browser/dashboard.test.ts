@@ -1,7 +1,7 @@
 /**
  * The dashboard in a real browser (headless Chromium): it shows the queue and the workers, a build
  * submitted from its form appears as running with its progress moving live (the /v1/events stream),
- * and its Stop button stops the build on the worker.
+ * its Stop button stops the build on the worker, and the finished build's Retry button runs it again.
  */
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -42,7 +42,7 @@ describe("dashboard in Chromium", () => {
     await api?.cleanup();
   });
 
-  it("submits a build, shows its live progress, and stops it", async () => {
+  it("submits a build, shows its live progress, stops it, and retries it", async () => {
     await page.goto(`${await api.url()}/`);
     await page.locator("#stream", { hasText: "live" }).waitFor();
     // The mode comes from /v1/queue, fetched beside the stream: wait for it rather than read it once.
@@ -65,6 +65,17 @@ describe("dashboard in Chromium", () => {
     await page.locator("#active tr", { hasText: "from-the-browser" }).waitFor({ state: "detached" });
     await page.locator("#log", { hasText: `${buildId} stopped` }).waitFor();
     expect(await api.queue.get(buildId)).toMatchObject({ status: "stopped" });
+
+    // Finished builds are listed with who stopped them; Retry runs the build again.
+    const finished = page.locator("#finished tr", { hasText: buildId });
+    await finished.filter({ hasText: "stopped from the dashboard" }).waitFor();
+    await finished.locator("button[data-retry]").click();
+    await page.locator("#active tr", { hasText: "from-the-browser" }).waitFor();
+    await finished.waitFor({ state: "detached" });
+    await eventually(async () => (await api.queue.get(buildId)).status === "running");
+    expect((await api.queue.get(buildId)).retryCount).toBe(0);
+    await api.queue.stop(buildId, { actor: "test" });
+    await eventually(async () => (await api.queue.get(buildId)).status === "stopped");
     expect(pageErrors).toEqual([]);
   });
 });
