@@ -10,7 +10,7 @@ import type { Config } from "../core/config.js";
 import { ConfigError } from "../core/errors.js";
 import { createLogger, type Logger } from "../core/logger.js";
 import { type AuthConfig, authEnabled, checkBind, loadAuthConfig } from "../http/auth.js";
-import { corsFromEnv } from "../http/cors.js";
+import { type CorsOptions, corsFromEnv } from "../http/cors.js";
 import {
   buildServer,
   DEFAULT_RATE_LIMIT,
@@ -19,7 +19,7 @@ import {
   type PersistenceReport,
   type RateLimitOptions,
 } from "../http/server.js";
-import { trustProxyFromEnv } from "../http/trust-proxy.js";
+import { type TrustProxy, trustProxyFromEnv } from "../http/trust-proxy.js";
 import { PersistenceMonitor } from "../ops/persistence-monitor.js";
 import { BuildQueue } from "../queue/build-queue.js";
 import { startRetention } from "../queue/retention.js";
@@ -108,6 +108,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
     throw listenError(err, host, opts.port);
   }
   printBanner(url, config, queue, auth);
+  printNetwork(cors, trustProxy);
   if (opts.retentionDays !== undefined) {
     stopRetention = startRetention(queue.store.db, { olderThanMs: daysToMs(opts.retentionDays), logger });
     console.log(
@@ -176,6 +177,20 @@ function printBanner(url: string, config: Config, queue: BuildQueue, auth: AuthC
       ? `auth: ${auth.tokens.length} token(s) configured`
       : "auth: no tokens configured: the API is open to this machine only (loopback)",
   );
+}
+
+/** CORS and trusted proxies, when set: an operator checks them here, not by reading headers. */
+function printNetwork(cors: CorsOptions | undefined, trustProxy: TrustProxy | undefined): void {
+  if (cors) console.log(`cors: ${cors.origins === "*" ? "any origin" : cors.origins.join(", ")}`);
+  if (trustProxy !== undefined && trustProxy !== false) {
+    const which =
+      trustProxy === true
+        ? "all"
+        : typeof trustProxy === "number"
+          ? `${trustProxy} hop(s)`
+          : trustProxy.join(", ");
+    console.log(`trusted proxies (X-Forwarded-For): ${which}`);
+  }
 }
 
 async function submitDemoBuilds(queue: BuildQueue): Promise<void> {

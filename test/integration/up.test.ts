@@ -181,6 +181,8 @@ describe("several oculus up processes on one PostgreSQL and Redis", () => {
       OCULUS_SCHEMA: schema,
       OCULUS_PREFIX: `${schema}p`,
       OCULUS_TOKENS: `ops:admin:${token}`,
+      OCULUS_CORS_ORIGINS: "https://app.example.com",
+      OCULUS_TRUST_PROXY: "127.0.0.1",
     };
     const [a, b] = await Promise.all([
       startUp(["--workers", "1"], env),
@@ -191,6 +193,13 @@ describe("several oculus up processes on one PostgreSQL and Redis", () => {
     try {
       const auth = { authorization: `Bearer ${token}` };
       expect(a.output()).toMatch(/auth: 1 token\(s\) configured/);
+      expect(a.output()).toMatch(/^cors: https:\/\/app\.example\.com$/m);
+      expect(a.output()).toMatch(/^trusted proxies \(X-Forwarded-For\): 127\.0\.0\.1$/m);
+      const preflight = await fetch(`${a.url}/v1/builds`, {
+        method: "OPTIONS",
+        headers: { origin: "https://app.example.com", "access-control-request-method": "POST" },
+      });
+      expect(preflight.headers.get("access-control-allow-origin")).toBe("https://app.example.com");
       const port = new URL(b.url).port;
       const bUrl = `http://127.0.0.1:${port}`;
       expect((await fetch(`${bUrl}/v1/queue`)).status).toBe(401);
