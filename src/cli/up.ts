@@ -9,7 +9,14 @@ import { Redis } from "ioredis";
 import type { Config } from "../core/config.js";
 import { ConfigError } from "../core/errors.js";
 import { createLogger, type Logger } from "../core/logger.js";
-import { type AuthConfig, authEnabled, checkBind, loadAuthConfig } from "../http/auth.js";
+import {
+  type AuthConfig,
+  AuthState,
+  authEnabled,
+  checkBind,
+  isLoopback,
+  loadAuthConfig,
+} from "../http/auth.js";
 import { type CorsOptions, corsFromEnv } from "../http/cors.js";
 import {
   buildServer,
@@ -98,10 +105,11 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   queue.on("mode", (mode: string) => console.log(`mode: ${mode}`));
   queue.startReaper();
   const persistence: PersistenceProvider | undefined = monitor ? () => monitor.latest() : undefined;
-  app = buildServer(queue, { auth, logger, rateLimit, persistence, cors, trustProxy });
+  const authState = new AuthState(auth);
+  app = buildServer(queue, { auth: authState, logger, rateLimit, persistence, cors, trustProxy });
   let url: string;
   try {
-    ({ url } = await listenApi(app, { host, port: opts.port, auth }));
+    ({ url } = await listenApi(app, { host, port: opts.port, auth: authState }));
   } catch (err) {
     await monitor?.stop();
     await queue.close();
@@ -109,6 +117,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   }
   printBanner(url, config, queue, auth);
   printNetwork(cors, trustProxy);
+  process.on("SIGHUP", () => reloadTokens(authState, host));
   if (opts.retentionDays !== undefined) {
     stopRetention = startRetention(queue.store.db, { olderThanMs: daysToMs(opts.retentionDays), logger });
     console.log(
@@ -177,6 +186,23 @@ function printBanner(url: string, config: Config, queue: BuildQueue, auth: AuthC
       ? `auth: ${auth.tokens.length} token(s) configured`
       : "auth: no tokens configured: the API is open to this machine only (loopback)",
   );
+}
+
+/**
+ * SIGHUP: read the tokens again (OCULUS_TOKENS_FILE rotates without a restart). A file that does not
+ * parse, or that would turn auth off on a server reachable from other machines, changes nothing.
+ */
+function reloadTokens(state: AuthState, host: string): void {
+  try {
+    const next = loadAuthConfig(process.env);
+    if (!authEnabled(next) && !isLoopback(host)) {
+      throw new ConfigError(`no tokens left, and the API listens on ${host}, beyond loopback`);
+    }
+    state.replace(next);
+    console.log(`auth: tokens reloaded, ${next.tokens.length} token(s) configured`);
+  } catch (err) {
+    console.error(`auth: token reload refused, the previous tokens stay: ${(err as Error).message}`);
+  }
 }
 
 /** CORS and trusted proxies, when set: an operator checks them here, not by reading headers. */

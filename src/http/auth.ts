@@ -131,6 +131,27 @@ export function loadAuthConfig(env: NodeJS.ProcessEnv = process.env): AuthConfig
   return authConfig(parsed.data.tokens as TokenSpec[], `OCULUS_TOKENS_FILE (${file})`);
 }
 
+/**
+ * The tokens in force, replaceable while the server runs: `oculus up` re-reads OCULUS_TOKENS_FILE on
+ * SIGHUP, so tokens rotate without a restart (requests already past auth are not affected).
+ */
+export class AuthState {
+  constructor(private config: AuthConfig) {}
+
+  get current(): AuthConfig {
+    return this.config;
+  }
+
+  replace(next: AuthConfig): void {
+    this.config = next;
+  }
+}
+
+/** The configuration in force now, from a fixed config or a replaceable state. */
+export function currentAuth(auth: AuthConfig | AuthState): AuthConfig {
+  return auth instanceof AuthState ? auth.current : auth;
+}
+
 export function authEnabled(auth: AuthConfig): boolean {
   return auth.tokens.length > 0;
 }
@@ -175,7 +196,7 @@ export function hasScope(principal: Principal, scope: Scope): boolean {
  * Installs auth: every route declares `config.access` (enforced for /v1 routes when they are
  * added), and an onRequest hook checks it before the body is even read.
  */
-export function installAuth(app: FastifyInstance, auth: AuthConfig): void {
+export function installAuth(app: FastifyInstance, authSource: AuthConfig | AuthState): void {
   app.decorateRequest("principal", null);
   app.addHook("onRoute", (route) => {
     if (route.url.startsWith("/v1") && !route.config?.access) {
@@ -184,6 +205,7 @@ export function installAuth(app: FastifyInstance, auth: AuthConfig): void {
   });
   app.addHook("onRequest", async (request: FastifyRequest) => {
     const access = request.routeOptions.config.access ?? "public";
+    const auth = currentAuth(authSource);
     if (access === "public" || !authEnabled(auth)) return;
     const principal = identify(auth, request.headers.authorization);
     if (!hasScope(principal, access)) throw new ForbiddenError(principal.name, access);

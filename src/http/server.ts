@@ -22,7 +22,7 @@ import type { z } from "zod";
 import { RateLimitedError } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import type { BuildQueue } from "../queue/build-queue.js";
-import { type AuthConfig, authEnabled, checkBind, installAuth } from "./auth.js";
+import { type AuthConfig, type AuthState, authEnabled, checkBind, currentAuth, installAuth } from "./auth.js";
 import type { ApiApp, RouteContext } from "./context.js";
 import { type CorsOptions, registerCors } from "./cors.js";
 import { installErrorHandlers, toValidationError } from "./errors.js";
@@ -38,7 +38,7 @@ import { workerRoutes } from "./routes/workers.js";
 import { StreamRegistry } from "./sse.js";
 import { fastifyTrustProxy, type TrustProxy } from "./trust-proxy.js";
 
-export type { AuthConfig } from "./auth.js";
+export { type AuthConfig, AuthState } from "./auth.js";
 export type { CorsOptions } from "./cors.js";
 export type { PersistenceProvider, PersistenceReport } from "./persistence.js";
 export type { TrustProxy } from "./trust-proxy.js";
@@ -50,7 +50,8 @@ export interface RateLimitOptions {
 }
 
 export interface ServerOptions {
-  auth: AuthConfig;
+  /** Fixed tokens, or an AuthState whose tokens can be replaced while the server runs. */
+  auth: AuthConfig | AuthState;
   logger: Logger;
   /** The latest Redis persistence report (shown by /health and /metrics), if checks run. */
   persistence?: PersistenceProvider;
@@ -130,7 +131,7 @@ export function buildServer(queue: BuildQueue, options: ServerOptions): ApiApp {
     metrics.close();
   });
 
-  registerDocs(app, options.auth);
+  registerDocs(app, currentAuth(options.auth));
   registerRateLimit(app, options.rateLimit ?? DEFAULT_RATE_LIMIT);
 
   const ctx: RouteContext = {
@@ -199,9 +200,9 @@ function registerRateLimit(app: ApiApp, limit: RateLimitOptions | false): void {
 /** Binds the server (port 0: any free port); refuses a non-loopback host when auth is off. */
 export async function listenApi(
   app: ApiApp,
-  options: { host: string; port: number; auth: AuthConfig },
+  options: { host: string; port: number; auth: AuthConfig | AuthState },
 ): Promise<{ url: string; port: number }> {
-  checkBind(options.host, options.auth);
+  checkBind(options.host, currentAuth(options.auth));
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;

@@ -5,7 +5,7 @@
  * beyond loopback.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -264,6 +264,51 @@ describe("oculus up --retention-days", () => {
     } finally {
       if (up) await stopUp(up);
       await queue.close();
+    }
+  });
+});
+
+describe("oculus up token rotation (SIGHUP)", () => {
+  const schema = uniqueSchema("up_sighup");
+  const dir = mkdtempSync(path.join(tmpdir(), "oculus-tokens-"));
+  afterAll(async () => {
+    rmSync(dir, { recursive: true, force: true });
+    await dropSchema(schema);
+  });
+
+  it("re-reads OCULUS_TOKENS_FILE; a broken file, or one that would open the API, changes nothing", async () => {
+    const file = path.join(dir, "tokens.json");
+    const tokens = (...list: { name: string; token: string }[]) =>
+      writeFileSync(file, JSON.stringify({ tokens: list.map((t) => ({ ...t, scopes: ["read"] })) }));
+    const oldToken = "old-token-0123456789abcdef";
+    const newToken = "new-token-0123456789abcdef";
+    tokens({ name: "old", token: oldToken });
+    const up = await startUp(["--workers", "0", "--host", "0.0.0.0"], {
+      DATABASE_URL: TEST_DATABASE_URL,
+      OCULUS_SCHEMA: schema,
+      OCULUS_TOKENS_FILE: file,
+    });
+    const url = `http://127.0.0.1:${new URL(up.url).port}`;
+    const status = async (token: string) =>
+      (await fetch(`${url}/v1/queue`, { headers: { authorization: `Bearer ${token}` } })).status;
+    try {
+      expect(await status(oldToken)).toBe(200);
+      tokens({ name: "new", token: newToken });
+      up.child.kill("SIGHUP");
+      await eventually(async () => /tokens reloaded, 1 token/.test(up.output()));
+      expect(await status(oldToken)).toBe(401);
+      expect(await status(newToken)).toBe(200);
+
+      writeFileSync(file, "{ not json");
+      up.child.kill("SIGHUP");
+      await eventually(async () => /reload refused.*cannot read/.test(up.output()));
+      tokens();
+      up.child.kill("SIGHUP");
+      await eventually(async () => /reload refused.*beyond loopback/.test(up.output()));
+      expect(await status(newToken)).toBe(200);
+      expect((await fetch(`${url}/v1/queue`)).status).toBe(401);
+    } finally {
+      expect(await stopUp(up)).toBe(0);
     }
   });
 });
