@@ -1,7 +1,7 @@
 /**
  * Retention while the queue works: another process prunes everything finished (cutoff 0) over and
  * over while builds are submitted, claimed, report progress and complete. Nothing queued or running
- * may be deleted (every build runs exactly once and completes), and no event may outlive its build
+ * may be deleted (every build runs exactly once and completes), and no event or listing row may outlive its build
  * (build_events has no foreign key: the statements are the guarantee). A prune cut off from
  * PostgreSQL fails with a clear error and deletes nothing.
  */
@@ -84,6 +84,11 @@ describe("pruning while builds run", () => {
       "SELECT count(*)::integer AS n FROM build_events e WHERE NOT EXISTS (SELECT 1 FROM builds b WHERE b.id = e.build_id)",
     );
     expect(Number(orphans.rows[0]?.n)).toBe(0);
+    const unlisted = await queue.store.db.query<{ n: number }>(
+      `SELECT (SELECT count(*) FROM build_listing l WHERE NOT EXISTS (SELECT 1 FROM builds b WHERE b.id = l.build_id))
+            + (SELECT count(*) FROM builds b WHERE NOT EXISTS (SELECT 1 FROM build_listing l WHERE l.build_id = b.id)) AS n`,
+    );
+    expect(Number(unlisted.rows[0]?.n)).toBe(0);
   });
 });
 

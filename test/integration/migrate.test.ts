@@ -29,6 +29,35 @@ describe("migrations", () => {
     }
   });
 
+  it("0007 moves the listing order of existing builds into build_listing", async () => {
+    const { BuildQueue } = await import("../../src/index.js");
+    const own = `${schema}_l`;
+    const queue = await BuildQueue.open({ databaseUrl: TEST_DATABASE_URL, schema: own });
+    try {
+      const submitted = await queue.submitMany([
+        { strategyId: "a" },
+        { strategyId: "b" },
+        { strategyId: "a" },
+      ]);
+      // Back to migration 6 with these builds: no listing table, the listing indexes of 0004.
+      await sql(
+        own,
+        `DROP TABLE build_listing;
+         CREATE INDEX builds_seq_all_idx ON builds (seq);
+         CREATE INDEX builds_strategy_seq_idx ON builds (strategy_id, seq);
+         DELETE FROM schema_migrations WHERE version = 7`,
+      );
+      const report = await migrate(queue.store.db);
+      expect(report.applied.map((m) => m.version)).toEqual([7]);
+      const page = await queue.list({ strategyId: "a" });
+      expect(page.builds.map((b) => b.id)).toEqual([submitted[2]?.build.id, submitted[0]?.build.id]);
+      expect((await queue.list({})).builds).toHaveLength(3);
+    } finally {
+      await queue.close();
+      await dropSchema(own);
+    }
+  });
+
   it("refuses a database migrated by a newer version", async () => {
     await sql(schema, "INSERT INTO schema_migrations (version, name) VALUES (9999, 'from_the_future')");
     const db = await openPostgres(TEST_DATABASE_URL, schema, silentLogger(), 1);

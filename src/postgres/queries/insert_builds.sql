@@ -26,6 +26,10 @@ inserted AS (
 events AS (
   INSERT INTO build_events (build_id, type, to_status, actor, data)
   SELECT id, 'submitted', 'queued', $2, jsonb_build_object('priority', priority, 'seq', seq) FROM inserted
+),
+listed AS (
+  -- The listing order (migration 0007): written once, here.
+  INSERT INTO build_listing (seq, strategy_id, build_id) SELECT seq, strategy_id, id FROM inserted
 )
 SELECT n.ord, true AS created, i.*
 FROM inserted i JOIN numbered n ON n.seq = i.seq
