@@ -45,7 +45,8 @@ describe("oculus client commands", () => {
     child.stderr.on("data", (d: Buffer) => {
       output += d.toString();
     });
-    const exited = new Promise<number>((resolve) => child.on("exit", (code) => resolve(code ?? -1)));
+    // "close", not "exit": the output is complete only once the pipes have closed.
+    const exited = new Promise<number>((resolve) => child.on("close", (code) => resolve(code ?? -1)));
     return { output: () => output, exited };
   }
 

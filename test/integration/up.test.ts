@@ -36,8 +36,9 @@ async function startUp(args: string[], env: Record<string, string>): Promise<UpP
   child.stderr?.on("data", (d: Buffer) => {
     out += d.toString();
   });
+  // "close", not "exit": the output is complete only once the pipes have closed.
   const exited = new Promise<number | null>((resolve) =>
-    child.once("exit", (code, signal) => {
+    child.once("close", (code, signal) => {
       if (signal) out += `\n(killed by ${signal})`;
       resolve(code);
     }),
@@ -54,6 +55,15 @@ async function startUp(args: string[], env: Record<string, string>): Promise<UpP
     throw new Error(`${err.message}\n${out}`);
   });
   return { child, url, output: () => out, exited };
+}
+
+/**
+ * Waits until the process has printed a line matching `pattern` (lines printed after the "listening"
+ * line may reach this process in later reads), then asserts it, so a failure shows the output.
+ */
+async function printed(up: UpProcess, pattern: RegExp): Promise<void> {
+  await eventually(async () => pattern.test(up.output()), 10_000).catch(() => undefined);
+  expect(up.output()).toMatch(pattern);
 }
 
 async function stopUp(up: UpProcess): Promise<number | null> {
@@ -76,9 +86,9 @@ describe("oculus up (the main command)", () => {
     let exitCode: number | null;
     try {
       expect(up.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-      expect(up.output()).toMatch(/embedded PostgreSQL \(PGlite/);
-      expect(up.output()).toMatch(/Redis none; mode postgres/);
-      expect(up.output()).toMatch(/no tokens configured: .*\(loopback\)/);
+      await printed(up, /embedded PostgreSQL \(PGlite/);
+      await printed(up, /Redis none; mode postgres/);
+      await printed(up, /no tokens configured: .*\(loopback\)/);
       const health = await eventually(async () => {
         const res = await json(await fetch(`${up.url}/health`));
         return res.status === 200 ? res : undefined;
@@ -124,7 +134,7 @@ describe("oculus up (the main command)", () => {
     child.stderr.on("data", (d: Buffer) => {
       err += d.toString();
     });
-    const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
     expect(code).toBe(2);
     expect(err).toMatch(/refusing to listen on 0\.0\.0\.0 without authentication/);
   });
@@ -158,7 +168,7 @@ describe("oculus up (the main command)", () => {
       child.stderr.on("data", (d: Buffer) => {
         err += d.toString();
       });
-      expect(await new Promise<number | null>((resolve) => child.once("exit", resolve))).toBe(2);
+      expect(await new Promise<number | null>((resolve) => child.once("close", resolve))).toBe(2);
       expect(err).toMatch(message);
     }
   });
@@ -192,9 +202,9 @@ describe("several oculus up processes on one PostgreSQL and Redis", () => {
     let exitCodes: (number | null)[];
     try {
       const auth = { authorization: `Bearer ${token}` };
-      expect(a.output()).toMatch(/auth: 1 token\(s\) configured/);
-      expect(a.output()).toMatch(/^cors: https:\/\/app\.example\.com$/m);
-      expect(a.output()).toMatch(/^trusted proxies \(X-Forwarded-For\): 127\.0\.0\.1$/m);
+      await printed(a, /auth: 1 token\(s\) configured/);
+      await printed(a, /^cors: https:\/\/app\.example\.com$/m);
+      await printed(a, /^trusted proxies \(X-Forwarded-For\): 127\.0\.0\.1$/m);
       const preflight = await fetch(`${a.url}/v1/builds`, {
         method: "OPTIONS",
         headers: { origin: "https://app.example.com", "access-control-request-method": "POST" },
@@ -230,7 +240,7 @@ describe("several oculus up processes on one PostgreSQL and Redis", () => {
           persistence: { status: "fail" },
         });
       }
-      expect(a.output()).toMatch(/Redis persistence checks: fail/);
+      await printed(a, /Redis persistence checks: fail/);
     } finally {
       exitCodes = await Promise.all([stopUp(a), stopUp(b)]);
     }
@@ -258,7 +268,7 @@ describe("oculus up --retention-days", () => {
         DATABASE_URL: TEST_DATABASE_URL,
         OCULUS_SCHEMA: schema,
       });
-      expect(up.output()).toMatch(/retention: finished builds are deleted 30 day\(s\) after they finish/);
+      await printed(up, /retention: finished builds are deleted 30 day\(s\) after they finish/);
       await eventually(async () => (await queue.get(old).catch(() => undefined)) === undefined);
       expect((await queue.get(recent)).status).toBe("stopped");
     } finally {
@@ -341,7 +351,7 @@ describe("oculus up --require-persistence", () => {
     child.stderr.on("data", (d: Buffer) => {
       out += d.toString();
     });
-    expect(await new Promise<number | null>((resolve) => child.once("exit", resolve))).toBe(2);
+    expect(await new Promise<number | null>((resolve) => child.once("close", resolve))).toBe(2);
     expect(out).toMatch(/--require-persistence: Redis persistence checks fail/);
     expect(out).toMatch(/appendonly/);
     expect(out).not.toMatch(/API listening/);
@@ -349,7 +359,7 @@ describe("oculus up --require-persistence", () => {
     const durable = await RedisServer.start({ appendfsync: "everysec" });
     servers.push(durable);
     const up = await startUp(["--workers", "0", "--require-persistence"], env(durable.url));
-    expect(up.output()).toMatch(/Redis persistence checks: (pass|warn)/);
+    await printed(up, /Redis persistence checks: (pass|warn)/);
     expect(await stopUp(up)).toBe(0);
   });
 });

@@ -44,7 +44,8 @@ describe("oculus watch across an API restart", () => {
     child.stderr.on("data", (d: Buffer) => {
       output += d.toString();
     });
-    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+    // "close", not "exit": the output is complete only once the pipes have closed.
+    const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
     cleanups.push(async () => void child.kill("SIGKILL"));
 
     await eventually(async () => output.includes(`build ${build.id}`), 30_000);
