@@ -4,57 +4,35 @@
  * SIGTERM. Several `oculus up` processes share one PostgreSQL and Redis; an open API is refused
  * beyond loopback.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { BuildQueue } from "../../src/index.js";
+import { type OculusProcess, spawnOculus } from "../helpers/oculus-cli.js";
 import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from "../helpers/postgres.js";
 import { eventually } from "../helpers/queue.js";
 import { RedisServer } from "../helpers/redis-server.js";
 
-const MAIN = path.resolve("dist/src/cli/main.js");
-
-interface UpProcess {
-  child: ChildProcess;
+interface UpProcess extends OculusProcess {
   url: string;
-  output: () => string;
-  exited: Promise<number | null>;
 }
 
 /** Starts `oculus up` with `args` and only `env` (plus PATH); resolves once it says where it listens. */
 async function startUp(args: string[], env: Record<string, string>): Promise<UpProcess> {
-  const child = spawn("node", [MAIN, "up", "--port", "0", ...args], {
-    env: { PATH: process.env.PATH ?? "", OCULUS_LOG_LEVEL: "warn", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  child.stdout?.on("data", (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr?.on("data", (d: Buffer) => {
-    out += d.toString();
-  });
-  // "close", not "exit": the output is complete only once the pipes have closed.
-  const exited = new Promise<number | null>((resolve) =>
-    child.once("close", (code, signal) => {
-      if (signal) out += `\n(killed by ${signal})`;
-      resolve(code);
-    }),
-  );
+  const started = spawnOculus(["up", "--port", "0", ...args], env);
   let gone = false;
-  void exited.then(() => {
+  void started.exited.then(() => {
     gone = true;
   });
   const url = await eventually(async () => {
-    if (gone) throw new Error(`oculus up exited:\n${out}`);
-    return /API listening on (http:\/\/\S+) /.exec(out)?.[1];
+    if (gone) throw new Error(`oculus up exited:\n${started.output()}`);
+    return /API listening on (http:\/\/\S+) /.exec(started.output())?.[1];
   }, 45_000).catch((err: Error) => {
-    child.kill("SIGKILL");
-    throw new Error(`${err.message}\n${out}`);
+    started.child.kill("SIGKILL");
+    throw new Error(`${err.message}\n${started.output()}`);
   });
-  return { child, url, output: () => out, exited };
+  return { ...started, url };
 }
 
 /**
@@ -126,17 +104,11 @@ describe("oculus up (the main command)", () => {
   });
 
   it("refuses to listen beyond loopback without tokens (exit 2, before opening anything)", async () => {
-    const child = spawn("node", [MAIN, "up", "--host", "0.0.0.0", "--port", "0"], {
-      env: { PATH: process.env.PATH ?? "", OCULUS_DATA_DIR: path.join(dataDir, "never") },
-      stdio: ["ignore", "pipe", "pipe"],
+    const up = spawnOculus(["up", "--host", "0.0.0.0", "--port", "0"], {
+      OCULUS_DATA_DIR: path.join(dataDir, "never"),
     });
-    let err = "";
-    child.stderr.on("data", (d: Buffer) => {
-      err += d.toString();
-    });
-    const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
-    expect(code).toBe(2);
-    expect(err).toMatch(/refusing to listen on 0\.0\.0\.0 without authentication/);
+    expect(await up.exited).toBe(2);
+    expect(up.output()).toMatch(/refusing to listen on 0\.0\.0\.0 without authentication/);
   });
 
   it("a bad --port or token configuration stops start-up with exit 2", async () => {
@@ -160,16 +132,9 @@ describe("oculus up (the main command)", () => {
         /--retention-days \/ OCULUS_RETENTION_DAYS: must be a number of days/,
       ],
     ] as const) {
-      const child = spawn("node", [MAIN, "up", ...args], {
-        env: { PATH: process.env.PATH ?? "", OCULUS_DATA_DIR: path.join(dataDir, "never"), ...env },
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      let err = "";
-      child.stderr.on("data", (d: Buffer) => {
-        err += d.toString();
-      });
-      expect(await new Promise<number | null>((resolve) => child.once("close", resolve))).toBe(2);
-      expect(err).toMatch(message);
+      const up = spawnOculus(["up", ...args], { OCULUS_DATA_DIR: path.join(dataDir, "never"), ...env });
+      expect(await up.exited).toBe(2);
+      expect(up.output()).toMatch(message);
     }
   });
 });
@@ -340,18 +305,12 @@ describe("oculus up --require-persistence", () => {
   it("refuses to start on a Redis without AOF (exit 2, naming the setting), and starts on one with it", async () => {
     const bare = await RedisServer.start({ appendonly: false });
     servers.push(bare);
-    const child = spawn("node", [MAIN, "up", "--port", "0", "--workers", "0", "--require-persistence"], {
-      env: { PATH: process.env.PATH ?? "", OCULUS_LOG_LEVEL: "warn", ...env(bare.url) },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      out += d.toString();
-    });
-    expect(await new Promise<number | null>((resolve) => child.once("close", resolve))).toBe(2);
+    const refused = spawnOculus(
+      ["up", "--port", "0", "--workers", "0", "--require-persistence"],
+      env(bare.url),
+    );
+    expect(await refused.exited).toBe(2);
+    const out = refused.output();
     expect(out).toMatch(/--require-persistence: Redis persistence checks fail/);
     expect(out).toMatch(/appendonly/);
     expect(out).not.toMatch(/API listening/);

@@ -3,13 +3,11 @@
  * running builds and capacity, its claims, its heartbeat; /health turns 503 once the heartbeat is
  * older than the dead-worker timeout.
  */
-import { spawn } from "node:child_process";
-import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BuildQueue } from "../../src/index.js";
 import { serveWorkerMetrics, type WorkerMetricsServer } from "../../src/worker/metrics-server.js";
 import { Worker } from "../../src/worker/worker.js";
-import { oculus } from "../helpers/oculus-cli.js";
+import { oculus, spawnOculus } from "../helpers/oculus-cli.js";
 import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from "../helpers/postgres.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
 
@@ -95,36 +93,22 @@ describe("oculus worker --metrics-port", () => {
   afterAll(() => dropSchema(schema));
 
   it("prints where it serves its metrics, serves them, and exits 0 on SIGTERM", async () => {
-    const child = spawn(
-      "node",
-      [path.resolve("dist/src/cli/main.js"), "worker", "--metrics-port", "0", "--id", "cli-m"],
-      {
-        env: {
-          PATH: process.env.PATH ?? "",
-          DATABASE_URL: TEST_DATABASE_URL,
-          OCULUS_SCHEMA: schema,
-          OCULUS_LOG_LEVEL: "warn",
-        },
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
+    const worker = spawnOculus(["worker", "--metrics-port", "0", "--id", "cli-m"], {
+      DATABASE_URL: TEST_DATABASE_URL,
+      OCULUS_SCHEMA: schema,
     });
-    child.stderr.on("data", (d: Buffer) => {
-      out += d.toString();
-    });
-    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
     try {
-      const url = await eventually(async () => /metrics on (http:\/\/\S+)\/metrics/.exec(out)?.[1], 30_000);
+      const url = await eventually(
+        async () => /metrics on (http:\/\/\S+)\/metrics/.exec(worker.output())?.[1],
+        30_000,
+      );
       const text = await (await fetch(`${url}/metrics`)).text();
       expect(text).toMatch(/^oculus_worker_capacity\{worker="cli-m"\} 1$/m);
       expect((await fetch(`${url}/health`)).status).toBe(200);
     } finally {
-      child.kill("SIGTERM");
+      worker.child.kill("SIGTERM");
     }
-    expect(await exited).toBe(0);
+    expect(await worker.exited).toBe(0);
   });
 
   it("refuses a port in use before it claims anything (exit 2, naming the flag)", async () => {
