@@ -1,17 +1,6 @@
 /** The readable tables and the targets of the HTTP part (bench/http.ts). */
 import { HTTP_MODES, type HttpMode, type HttpPart, type HttpRun, type ServerStats } from "./http.js";
-
-const fmt = (n: number, digits = 0) =>
-  Number.isFinite(n)
-    ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
-    : "-";
-
-function table(head: string[], rows: string[][]): string {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join("  ");
-  return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
-}
+import { fmt, table } from "./text.js";
 
 const LABELS: Record<HttpMode, string> = {
   redis: "Redis mode",

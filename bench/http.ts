@@ -35,13 +35,12 @@ import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import autocannon from "autocannon";
-import pg from "pg";
 import { spawnBenchScript } from "./child.js";
 import { Producer } from "./fanout.js";
 import type { ProducerReport } from "./fanout-producer.js";
 import type { LibraryRun, LoopStats } from "./http-server.js";
 import type { ClientReport } from "./http-sse-client.js";
-import { DATABASE_URL, dropSchema, newSchema } from "./postgres.js";
+import { DATABASE_URL, dropSchema, newSchema, withClient } from "./postgres.js";
 import type { PrivateRedis } from "./redis-server.js";
 import { type Distribution, distribution, distributionOf, sleep, within } from "./stats.js";
 
@@ -510,16 +509,6 @@ class ServerChild {
 }
 
 // ------------------------------------------------------------------ PostgreSQL
-
-async function withClient<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: DATABASE_URL });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
 
 /** Reads back every build tagged `tag` and checks it against the build ids the client got with 201. */
 async function checkSubmits(schema: string, tag: string, answered: Set<string> | null): Promise<SubmitCheck> {

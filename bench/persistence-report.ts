@@ -2,24 +2,13 @@
 
 import { type PersistencePart, summarizeLoss } from "./persistence.js";
 import type { Persistence } from "./persistent-redis.js";
-
-const fmt = (n: number, digits = 0) =>
-  Number.isFinite(n)
-    ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
-    : "-";
+import { fmt, table } from "./text.js";
 
 const LABELS: Record<Persistence, string> = {
   none: "no persistence (appendonly no)",
   everysec: "AOF, appendfsync everysec",
   always: "AOF, appendfsync always",
 };
-
-function table(head: string[], rows: string[][]): string {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join("  ");
-  return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
-}
 
 export function renderPersistence(out: string[], part: PersistencePart): void {
   const t = part.throughput;

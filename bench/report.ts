@@ -8,6 +8,7 @@ import type { RecoveryPart, RecoveryResult } from "./recovery.js";
 import type { ScaleStep } from "./scale.js";
 import type { Distribution } from "./stats.js";
 import { STOP_MODES, type StopPart } from "./stop.js";
+import { fmt, table } from "./text.js";
 import type { ThroughputSample } from "./throughput.js";
 
 /** Figures measured elsewhere, NOT in this run: printed next to ours for orientation only. */
@@ -99,11 +100,6 @@ export interface Target {
   measured: string;
   met: boolean;
 }
-
-const fmt = (n: number, digits = 0) =>
-  Number.isFinite(n)
-    ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
-    : "-";
 
 export function evaluateTargets(r: Omit<Results, "targets">): Target[] {
   const targets: Target[] = [];
@@ -202,13 +198,6 @@ function settingsText(x: RecoveryResult): string {
   return x.system === "ours"
     ? `heartbeat ${fmt((s.heartbeatMs ?? 0) / 1000, 1)} s, dead after ${fmt((s.deadAfterMs ?? 0) / 1000, 0)} s`
     : `lockDuration ${fmt((s.lockDuration ?? 0) / 1000, 0)} s, stalledInterval ${fmt((s.stalledInterval ?? 0) / 1000, 0)} s`;
-}
-
-function table(head: string[], rows: string[][]): string {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join("  ");
-  return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
 }
 
 const LABELS: Record<ThroughputSystem, string> = {
