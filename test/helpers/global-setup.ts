@@ -1,11 +1,13 @@
 /**
  * Checks, before any test runs, that what the tests need is here, and says exactly what is missing:
  * the redis-server binary (tests start private servers), a reachable PostgreSQL, pg_dump and
- * pg_restore (backup with --pg-dump), and Chromium (the dashboard's browser test).
+ * pg_restore (backup with --pg-dump), PostgreSQL's server binaries (fault tests start private
+ * clusters: test/helpers/pg-cluster.ts), and Chromium (the dashboard's browser test).
  */
 import { execFileSync } from "node:child_process";
 import pg from "pg";
 import { CHROMIUM_PATH } from "./browser.js";
+import { pgClusterUnavailable } from "./pg-cluster.js";
 import { TEST_DATABASE_URL } from "./postgres.js";
 
 export default async function setup(): Promise<void> {
@@ -35,6 +37,8 @@ export default async function setup(): Promise<void> {
       );
     }
   }
+  const noCluster = pgClusterUnavailable();
+  if (noCluster) missing.push(noCluster);
   const client = new pg.Client({ connectionString: TEST_DATABASE_URL, connectionTimeoutMillis: 5000 });
   try {
     await client.connect();
