@@ -4,7 +4,7 @@
  * once: a bad value stops the command with a message naming the flag and the variable.
  */
 import { Command, Option } from "commander";
-import { type Config, loadConfig } from "../core/config.js";
+import { type Config, loadConfig, postgresSettingsOf } from "../core/config.js";
 import { OculusError } from "../core/errors.js";
 import { createLogger } from "../core/logger.js";
 import { openPglite, openPostgres } from "../postgres/db.js";
@@ -65,7 +65,7 @@ program
     const c = config();
     const logger = createLogger();
     const db = c.databaseUrl
-      ? await openPostgres(c.databaseUrl, c.schema, logger, 1)
+      ? await openPostgres(c.databaseUrl, c.schema, logger, { ...postgresSettingsOf(c), poolSize: 1 })
       : await openPglite(c.dataDir, c.schema);
     try {
       const report = await migrate(db);

@@ -19,7 +19,62 @@ export interface Config {
   dataDir: string;
   /** How often the reconciler compares the Redis index with PostgreSQL. */
   reconcileIntervalMs: number;
+  /** Connecting to PostgreSQL, and waiting for a free pooled connection, gives up after this long. */
+  pgConnectTimeoutMs: number;
+  /** PostgreSQL's statement_timeout for the queue's sessions (0: none). */
+  pgStatementTimeoutMs: number;
+  /** PostgreSQL's idle_in_transaction_session_timeout for the queue's sessions (0: none). */
+  pgIdleInTransactionTimeoutMs: number;
+  /**
+   * The client gives up on a statement with no answer after this long (a server or a link that
+   * silently stopped answering); by default statement timeout + 5 s (0: none).
+   */
+  pgQueryTimeoutMs: number;
+  /** Callers waiting for a pooled connection beyond this many are refused at once (503, busy). */
+  pgMaxWaiting: number;
+  /**
+   * A claim of popped ids that has not committed after this long is abandoned and the ids go back
+   * into the index for another worker (the claim is a proposal until it commits).
+   */
+  pgClaimTimeoutMs: number;
 }
+
+/** The PostgreSQL connection settings of a Config (what every pool, LISTEN client and thread needs). */
+export type PostgresSettings = Pick<
+  Config,
+  | "pgConnectTimeoutMs"
+  | "pgStatementTimeoutMs"
+  | "pgIdleInTransactionTimeoutMs"
+  | "pgQueryTimeoutMs"
+  | "pgMaxWaiting"
+  | "pgClaimTimeoutMs"
+>;
+
+export function postgresSettingsOf(config: PostgresSettings): PostgresSettings {
+  return {
+    pgConnectTimeoutMs: config.pgConnectTimeoutMs,
+    pgStatementTimeoutMs: config.pgStatementTimeoutMs,
+    pgIdleInTransactionTimeoutMs: config.pgIdleInTransactionTimeoutMs,
+    pgQueryTimeoutMs: config.pgQueryTimeoutMs,
+    pgMaxWaiting: config.pgMaxWaiting,
+    pgClaimTimeoutMs: config.pgClaimTimeoutMs,
+  };
+}
+
+/** Milliseconds from `min` to `max`; 0 allowed (meaning "none") when `offAllowed`. */
+const millis = (min: number, max: number, fallback: number, offAllowed = false) =>
+  z.coerce
+    .number()
+    .int("must be an integer number of milliseconds")
+    .refine((v) => (offAllowed && v === 0) || v >= min, {
+      message: `must be at least ${min} ms${offAllowed ? " (or 0: none)" : ""}`,
+    })
+    .max(max, `must be at most ${max} ms`)
+    .default(fallback);
+
+const HOUR_MS = 3_600_000;
+/** The client-side query timeout's margin over the server's statement_timeout. */
+const QUERY_TIMEOUT_MARGIN_MS = 5000;
 
 /** One setting: its flag, its environment variable, its schema. */
 const SETTINGS = {
@@ -70,7 +125,47 @@ const SETTINGS = {
       .max(3_600_000, "must be at most one hour")
       .default(10_000),
   },
-} as const;
+  pgConnectTimeoutMs: {
+    env: "OCULUS_PG_CONNECT_TIMEOUT_MS",
+    schema: millis(100, 10 * 60_000, 5000),
+  },
+  pgStatementTimeoutMs: {
+    env: "OCULUS_PG_STATEMENT_TIMEOUT_MS",
+    schema: millis(100, 24 * HOUR_MS, 30_000, true),
+  },
+  pgIdleInTransactionTimeoutMs: {
+    env: "OCULUS_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+    schema: millis(100, 24 * HOUR_MS, 60_000, true),
+  },
+  pgQueryTimeoutMs: {
+    env: "OCULUS_PG_QUERY_TIMEOUT_MS",
+    // Unset: derived from the statement timeout (see loadConfig).
+    schema: millis(100, 24 * HOUR_MS, -1, true),
+  },
+  pgMaxWaiting: {
+    env: "OCULUS_PG_MAX_WAITING",
+    schema: z.coerce
+      .number()
+      .int("must be an integer")
+      .min(1, "must be at least 1")
+      .max(1_000_000, "must be at most 1000000")
+      .default(1000),
+  },
+  pgClaimTimeoutMs: {
+    env: "OCULUS_PG_CLAIM_TIMEOUT_MS",
+    schema: millis(100, 10 * 60_000, 3000),
+  },
+} as const satisfies Record<string, { flag?: string; env: string; schema: z.ZodType }>;
+
+/** The settings a BuildQueueOptions (a Partial<Config>) carries, for loadConfig. */
+export function configInput(options: Partial<Record<keyof typeof SETTINGS, unknown>>): ConfigInput {
+  const input: ConfigInput = {};
+  for (const key of Object.keys(SETTINGS) as (keyof typeof SETTINGS)[]) {
+    const value = options[key];
+    if (typeof value === "string" || typeof value === "number") input[key] = value;
+  }
+  return input;
+}
 
 export type ConfigInput = Partial<Record<keyof typeof SETTINGS, string | number | undefined>>;
 
@@ -84,20 +179,36 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
     const fromFlag = flags[key as keyof typeof SETTINGS];
     const fromEnv = env[setting.env] === "" ? undefined : env[setting.env];
     const raw = fromFlag ?? fromEnv;
+    const flag: string | undefined = "flag" in setting ? setting.flag : undefined;
     const parsed = (setting.schema as z.ZodType).safeParse(raw);
     if (!parsed.success) {
-      const source = fromFlag !== undefined ? setting.flag : setting.env;
+      const source = fromFlag !== undefined ? (flag ?? key) : setting.env;
       const reason = parsed.error.issues[0]?.message ?? "is invalid";
-      throw new ConfigError(`invalid ${source} (${setting.flag} / ${setting.env}): ${reason}`, {
-        setting: key,
-        source,
-      });
+      const names = flag ? `${flag} / ${setting.env}` : setting.env;
+      throw new ConfigError(`invalid ${source} (${names}): ${reason}`, { setting: key, source });
     }
     out[key] = parsed.data;
   }
   const config = out as unknown as Config;
   config.dataDir = path.resolve(config.dataDir);
+  checkPostgresTimeouts(config);
   return config;
+}
+
+/** The client gives up a little after the server would have cancelled, never before. */
+function checkPostgresTimeouts(config: Config): void {
+  const statement = config.pgStatementTimeoutMs;
+  if (config.pgQueryTimeoutMs === -1) {
+    config.pgQueryTimeoutMs = statement === 0 ? 0 : statement + QUERY_TIMEOUT_MARGIN_MS;
+    return;
+  }
+  const query = config.pgQueryTimeoutMs;
+  if (query !== 0 && statement !== 0 && query <= statement) {
+    throw new ConfigError(
+      `invalid OCULUS_PG_QUERY_TIMEOUT_MS: ${query} ms must be above OCULUS_PG_STATEMENT_TIMEOUT_MS (${statement} ms), so that the server cancels a slow statement before the client gives up on the connection`,
+      { setting: "pgQueryTimeoutMs" },
+    );
+  }
 }
 
 /** A URL with its password replaced, safe to print and log. */

@@ -88,10 +88,42 @@ export class ConfigError extends OculusError {
   }
 }
 
-/** Neither store can take the operation right now (PostgreSQL, the record, is unreachable). */
+/**
+ * Why the record cannot take an operation right now (all of them pass by themselves: retry later):
+ * - unreachable: no connection (down, restarting, the network, the connection was terminated);
+ * - read_only: it takes no writes (a standby, during or after a failover);
+ * - busy: no free connection or server resource (the pool's wait queue, too many clients, a lock);
+ * - timeout: a statement did not finish in time (statement_timeout, or no answer at all);
+ * - conflict: aborted because of another transaction (deadlock, serialization failure).
+ */
+export type StoreUnavailableReason = "unreachable" | "read_only" | "busy" | "timeout" | "conflict";
+
+export const STORE_UNAVAILABLE_REASONS: readonly StoreUnavailableReason[] = [
+  "unreachable",
+  "read_only",
+  "busy",
+  "timeout",
+  "conflict",
+];
+
+/**
+ * PostgreSQL, the record, cannot take the operation right now; nothing was acknowledged. Retryable:
+ * `retryAfterSeconds` hints when to try again (HTTP 503 + Retry-After).
+ */
 export class StoreUnavailableError extends OculusError {
-  constructor(message: string, cause?: unknown) {
-    super("store_unavailable", 503, message);
+  readonly reason: StoreUnavailableReason;
+  readonly retryAfterSeconds: number;
+
+  constructor(
+    message: string,
+    cause?: unknown,
+    options: { reason?: StoreUnavailableReason; retryAfterSeconds?: number } = {},
+  ) {
+    const reason = options.reason ?? "unreachable";
+    const retryAfterSeconds = options.retryAfterSeconds ?? 1;
+    super("store_unavailable", 503, message, { reason, retryAfterSeconds });
+    this.reason = reason;
+    this.retryAfterSeconds = retryAfterSeconds;
     if (cause !== undefined) this.cause = cause;
   }
 }

@@ -6,10 +6,16 @@
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { z } from "zod";
-import { OculusError, ValidationError } from "../core/errors.js";
+import {
+  OculusError,
+  StoreUnavailableError,
+  type StoreUnavailableReason,
+  ValidationError,
+} from "../core/errors.js";
+import { asStoreError } from "../queue/store-errors.js";
 
 export interface ApiErrorBody {
-  error: { code: string; message: string; field?: string; requestId?: string };
+  error: { code: string; message: string; field?: string; reason?: string; requestId?: string };
 }
 
 /** A zod failure as the queue's ValidationError: the first issue, its field and reason. */
@@ -61,10 +67,25 @@ const FASTIFY_CLIENT_ERRORS: Record<string, { status: number; code: string; mess
   },
 };
 
+/**
+ * What a client is told when the record cannot take the request: what is wrong, in words, never the
+ * driver's message (it names hosts and ports: internals, kept for the log).
+ */
+const STORE_UNAVAILABLE_MESSAGES: Record<StoreUnavailableReason, string> = {
+  unreachable: "the build store (PostgreSQL) is unreachable; retry later",
+  read_only: "the build store (PostgreSQL) is read-only (a failover in progress?); retry later",
+  busy: "the build store (PostgreSQL) is busy (no free connection); retry later",
+  timeout: "the build store (PostgreSQL) did not answer in time; retry later",
+  conflict: "the build store (PostgreSQL) aborted the operation (a conflict with another); retry",
+};
+
 function bodyOf(err: OculusError): ApiErrorBody {
-  // The driver's message names hosts and ports: internals, kept for the log.
+  if (err instanceof StoreUnavailableError) {
+    const message = STORE_UNAVAILABLE_MESSAGES[err.reason];
+    return { error: { code: err.code, message, reason: err.reason } };
+  }
   if (err.code === "store_unavailable") {
-    return { error: { code: err.code, message: "the build store (PostgreSQL) is unreachable; retry later" } };
+    return { error: { code: err.code, message: STORE_UNAVAILABLE_MESSAGES.unreachable } };
   }
   const field = typeof err.details.field === "string" ? err.details.field : undefined;
   return { error: { code: err.code, message: err.message, ...(field ? { field } : {}) } };
@@ -76,6 +97,9 @@ export function describeError(
   requestId: string,
   bodyLimit?: number,
 ): { status: number; body: ApiErrorBody } {
+  // A PostgreSQL fault that reached here unconverted is still "the record is away": 503, never 500.
+  const classified = asStoreError(err);
+  if (classified instanceof StoreUnavailableError) err = classified;
   // An OculusError whose status is not an HTTP one (ConfigError's exit code) is an internal error.
   if (err instanceof OculusError && err.httpStatus >= 400 && err.httpStatus < 600) {
     return { status: err.httpStatus, body: bodyOf(err) };
@@ -112,7 +136,7 @@ export function installErrorHandlers(app: FastifyInstance, bodyLimit: number): v
     if (status >= 500 && status !== 503) request.log.error({ err }, "request failed");
     else if (status === 503) request.log.warn({ err: err.message }, "store unavailable");
     else request.log.info({ code: body.error.code, message: body.error.message }, "request refused");
-    if (status === 429) reply.header("retry-after", String(retryAfterOf(err)));
+    if (status === 429 || status === 503) reply.header("retry-after", String(retryAfterOf(err)));
     if (status === 401) reply.header("www-authenticate", 'Bearer realm="oculus"');
     return reply.status(status).send(body);
   });
@@ -124,7 +148,9 @@ export function installErrorHandlers(app: FastifyInstance, bodyLimit: number): v
   });
 }
 
+/** Seconds, from the error (rate limit window, the store's hint); 1 when it has none. */
 function retryAfterOf(err: Error): number {
-  const details = err instanceof OculusError ? err.details : {};
+  const typed = asStoreError(err);
+  const details = typed instanceof OculusError ? typed.details : {};
   return typeof details.retryAfterSeconds === "number" ? details.retryAfterSeconds : 1;
 }

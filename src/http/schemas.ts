@@ -151,6 +151,12 @@ export const errorSchema = z
       code: z.string().describe("stable machine-readable code (invalid_input, not_found, ...)"),
       message: z.string(),
       field: z.string().optional().describe("the offending field, for invalid_input"),
+      reason: z
+        .enum(["unreachable", "read_only", "busy", "timeout", "conflict"])
+        .optional()
+        .describe(
+          "store_unavailable only: why PostgreSQL cannot take the request now (retry after Retry-After)",
+        ),
       requestId: z.string().optional().describe("quote it when reporting an internal error"),
     }),
   })

@@ -6,6 +6,8 @@
 
 import { mkdirSync } from "node:fs";
 import pg from "pg";
+import { loadConfig, type PostgresSettings, postgresSettingsOf } from "../core/config.js";
+import { StoreUnavailableError } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import { queries } from "../generated/assets.js";
 import { lockDataDir } from "./data-dir-lock.js";
@@ -15,8 +17,21 @@ export interface QueryResult<T> {
   rowCount: number;
 }
 
+export interface QueryOptions {
+  /**
+   * Gives up after this long, waiting for a connection included (a tighter bound than the configured
+   * query timeout, for a caller that has something better to do: a claim puts its ids back). The
+   * statement may still have committed on the server if only its answer was lost.
+   */
+  timeoutMs?: number;
+}
+
 export interface Queryable {
-  query<T = Record<string, unknown>>(text: string, params?: unknown[]): Promise<QueryResult<T>>;
+  query<T = Record<string, unknown>>(
+    text: string,
+    params?: unknown[],
+    options?: QueryOptions,
+  ): Promise<QueryResult<T>>;
 }
 
 export interface Db extends Queryable {
@@ -24,7 +39,8 @@ export interface Db extends Queryable {
   readonly schema: string;
   /** Several statements, no parameters (migrations). */
   exec(text: string): Promise<void>;
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /** `options.timeoutMs` bounds the whole transaction (connection, statements and commit). */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>, options?: QueryOptions): Promise<T>;
   /** Calls `onNotify` for each NOTIFY on `channel`; resolves to an unsubscribe function. */
   listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
   /**
@@ -34,6 +50,24 @@ export interface Db extends Queryable {
   lastAnswerAt(): number;
   close(): Promise<void>;
 }
+
+/** How a connection to a PostgreSQL server is opened (see openPostgres). */
+export interface PostgresOptions extends Partial<PostgresSettings> {
+  /** Pooled connections (default 10). */
+  poolSize?: number;
+  /**
+   * application_name of the connections (default `oculus`; the LISTEN connection adds `-listen`),
+   * as pg_stat_activity shows them. One given in the URL wins.
+   */
+  applicationName?: string;
+}
+
+/**
+ * TCP keepalive after this long idle: a connection whose peer vanished without a word (a failover, a
+ * dropped NAT entry) is found and closed by the kernel instead of being trusted for ever.
+ */
+const KEEPALIVE_IDLE_MS = 10_000;
+const DEFAULT_POOL_SIZE = 10;
 
 // int8 (bigint) columns hold sequence numbers and leases, all below 2^53: parse them as numbers.
 pg.types.setTypeParser(20, (value) => Number(value));
@@ -78,42 +112,179 @@ function toQueryConfig(text: string, values: unknown[] | undefined) {
   return name ? { name, text, values } : { text, values };
 }
 
-export async function openPostgres(url: string, schema: string, logger: Logger, poolSize = 10): Promise<Db> {
-  const options = `-c search_path=${schema}`;
-  const pool = new pg.Pool({ connectionString: url, max: poolSize, options });
+/** The defaults of the PostgreSQL settings (config.ts holds them, with their validation). */
+function defaultSettings(): PostgresSettings {
+  return postgresSettingsOf(loadConfig({}, {}));
+}
+
+/**
+ * Every connection to the server, pooled or dedicated, gets the same bounds: a connect timeout, TCP
+ * keepalive, the server-side statement and idle-in-transaction timeouts (startup options, next to
+ * search_path), and a client-side read timeout a little above the statement timeout, for a server
+ * or a link that silently stopped answering.
+ */
+function connectionConfig(
+  url: string,
+  schema: string,
+  settings: PostgresSettings,
+  applicationName: string,
+): pg.ClientConfig {
+  const options = [`-c search_path=${schema}`];
+  if (settings.pgStatementTimeoutMs > 0)
+    options.push(`-c statement_timeout=${settings.pgStatementTimeoutMs}`);
+  if (settings.pgIdleInTransactionTimeoutMs > 0) {
+    options.push(`-c idle_in_transaction_session_timeout=${settings.pgIdleInTransactionTimeoutMs}`);
+  }
+  return {
+    connectionString: url,
+    options: options.join(" "),
+    connectionTimeoutMillis: settings.pgConnectTimeoutMs,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS,
+    ...(settings.pgQueryTimeoutMs > 0 ? { query_timeout: settings.pgQueryTimeoutMs } : {}),
+    // A fallback: an application_name in the URL (a test naming its worker processes) wins.
+    fallback_application_name: applicationName,
+  };
+}
+
+/** pg-pool's own wording, so that the store-error classifier treats both timeouts alike. */
+const acquireTimeout = () => new Error("timeout exceeded when trying to connect");
+
+export async function openPostgres(
+  url: string,
+  schema: string,
+  logger: Logger,
+  options: PostgresOptions = {},
+): Promise<Db> {
+  const settings = { ...defaultSettings(), ...definedOnly(options) };
+  const applicationName = options.applicationName ?? "oculus";
+  const connection = connectionConfig(url, schema, settings, applicationName);
+  const pool = new pg.Pool({ ...connection, max: options.poolSize ?? DEFAULT_POOL_SIZE });
   // A pool client that dies while idle must not crash the process; the next query reconnects.
   pool.on("error", (err) => logger.warn({ err: err.message }, "postgres idle connection error"));
-  const listener = new PostgresListener(url, options, logger);
+  const listener = new PostgresListener(
+    { ...connection, fallback_application_name: `${applicationName}-listen` },
+    logger,
+  );
   const clock = answerClock();
+
+  /**
+   * A pooled client, within `timeoutMs` when given. Refused at once when too many callers wait
+   * already: a queue that only grows while PostgreSQL is slow or away helps nobody.
+   */
+  async function checkout(timeoutMs: number | undefined): Promise<pg.PoolClient> {
+    if (pool.waitingCount >= settings.pgMaxWaiting) {
+      throw new StoreUnavailableError(
+        `PostgreSQL is busy: ${pool.waitingCount} callers already wait for a connection`,
+        undefined,
+        { reason: "busy", retryAfterSeconds: 1 },
+      );
+    }
+    if (timeoutMs === undefined) return pool.connect();
+    const pending = pool.connect();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(acquireTimeout()), Math.max(1, timeoutMs));
+    });
+    try {
+      return await Promise.race([pending, timeout]);
+    } catch (err) {
+      // Given up: the client, when it comes, goes straight back.
+      pending.then(
+        (client) => client.release(),
+        () => undefined,
+      );
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Runs `fn` on a checked-out client. While it is out, the client has an 'error' listener (`pg`
+   * emits 'error' when the connection ends: a restart, pg_terminate_backend, an idle-in-transaction
+   * timeout; without a listener that kills the process). A client that failed, or whose connection
+   * reported an error, is released as broken, so the pool destroys it instead of handing it out.
+   * `keep(err)` may keep a client after an error the server answered cleanly (a rolled-back
+   * transaction).
+   */
+  async function withClient<T>(
+    timeoutMs: number | undefined,
+    fn: (client: pg.PoolClient, remainingMs: () => number | undefined) => Promise<T>,
+    keep: (err: unknown) => Promise<boolean> = async () => false,
+  ): Promise<T> {
+    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    const remainingMs = () => (deadline === undefined ? undefined : Math.max(1, deadline - Date.now()));
+    const client = await checkout(timeoutMs);
+    let broken: Error | undefined;
+    const onError = (err: Error) => {
+      broken ??= err;
+      logger.debug({ err: err.message }, "postgres connection error while checked out");
+    };
+    client.on("error", onError);
+    let failure: unknown;
+    try {
+      return await fn(client, remainingMs);
+    } catch (err) {
+      failure = err;
+      throw err;
+    } finally {
+      const release = broken ?? (failure !== undefined && !(await keep(failure)) ? failure : undefined);
+      client.removeListener("error", onError);
+      client.release(release === undefined ? undefined : toError(release));
+    }
+  }
+
+  const run = (client: pg.PoolClient, text: string, params: unknown[] | undefined, timeoutMs?: number) =>
+    clock.timed(() =>
+      client.query({
+        ...toQueryConfig(text, params),
+        ...(timeoutMs === undefined ? {} : { query_timeout: timeoutMs }),
+      }),
+    );
 
   return {
     engine: "postgres",
     schema,
-    async query<T>(text: string, params?: unknown[]) {
-      const res = await clock.timed(() => pool.query(toQueryConfig(text, params)));
+    async query<T>(text: string, params?: unknown[], options?: QueryOptions) {
+      const res = await withClient(options?.timeoutMs, (client, remaining) =>
+        run(client, text, params, remaining()),
+      );
       return { rows: res.rows as T[], rowCount: res.rowCount ?? 0 };
     },
     async exec(text) {
-      await clock.timed(() => pool.query(text));
+      await withClient(undefined, (client) => clock.timed(() => client.query(text)));
     },
-    async transaction(fn) {
-      const client = await pool.connect();
-      try {
-        await client.query("BEGIN");
-        const result = await fn({
-          async query<T>(text: string, params?: unknown[]) {
-            const res = await clock.timed(() => client.query(toQueryConfig(text, params)));
-            return { rows: res.rows as T[], rowCount: res.rowCount ?? 0 };
-          },
-        });
-        await clock.timed(() => client.query("COMMIT"));
-        return result;
-      } catch (err) {
-        await client.query("ROLLBACK").catch(() => undefined);
-        throw err;
-      } finally {
-        client.release();
-      }
+    async transaction(fn, options) {
+      let rolledBack = false;
+      return withClient(
+        options?.timeoutMs,
+        async (client, remaining) => {
+          await run(client, "BEGIN", undefined, remaining());
+          try {
+            const result = await fn({
+              async query<T>(text: string, params?: unknown[], queryOptions?: QueryOptions) {
+                const bound = tighter(remaining(), queryOptions?.timeoutMs);
+                const res = await run(client, text, params, bound);
+                return { rows: res.rows as T[], rowCount: res.rowCount ?? 0 };
+              },
+            });
+            await run(client, "COMMIT", undefined, remaining());
+            return result;
+          } catch (err) {
+            // The server said no (a constraint, a refused write): roll back and keep the connection.
+            // A lost or timed-out connection is dropped instead (the server rolls back on its own).
+            if (answeredWithError(err) && !isConnectionClass(err)) {
+              rolledBack = await run(client, "ROLLBACK", undefined, remaining()).then(
+                () => true,
+                () => false,
+              );
+            }
+            throw err;
+          }
+        },
+        async () => rolledBack,
+      );
     },
     listen: (channel, onNotify) => listener.listen(channel, onNotify),
     lastAnswerAt: clock.lastAnswerAt,
@@ -122,6 +293,24 @@ export async function openPostgres(url: string, schema: string, logger: Logger, 
       await pool.end();
     },
   };
+}
+
+function definedOnly<T extends object>(options: T): Partial<T> {
+  return Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function tighter(a: number | undefined, b: number | undefined): number | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return Math.min(a, b);
+}
+
+const toError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
+
+/** SQLSTATE classes 08 (connection) and 57P (shutdown, terminated): the session is gone. */
+function isConnectionClass(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && (code.startsWith("08") || code.startsWith("57P"));
 }
 
 /**
@@ -135,8 +324,7 @@ class PostgresListener {
   private closed = false;
 
   constructor(
-    private readonly url: string,
-    private readonly options: string,
+    private readonly config: pg.ClientConfig,
     private readonly logger: Logger,
   ) {}
 
@@ -157,7 +345,7 @@ class PostgresListener {
   private connect(): Promise<pg.Client> {
     if (this.client) return Promise.resolve(this.client);
     this.connecting ??= (async () => {
-      const client = new pg.Client({ connectionString: this.url, options: this.options });
+      const client = new pg.Client(this.config);
       client.on("notification", (msg) => {
         for (const handler of this.handlers.get(msg.channel) ?? []) handler(msg.payload ?? "");
       });

@@ -116,6 +116,8 @@ export class BuildStore {
   constructor(
     readonly db: Db,
     readonly wakeChannel: string,
+    /** A claim of popped ids gives up after this long (see claimByIds); default 3 s. */
+    private readonly claimTimeoutMs = 3000,
   ) {}
 
   /**
@@ -183,10 +185,21 @@ export class BuildStore {
     return new Map(res.rows.map((row) => [row.id, toBuild(row)]));
   }
 
-  /** Claims those of `ids` that are still queued (the Redis path's arbitration). */
+  /**
+   * Claims those of `ids` that are still queued (the Redis path's arbitration), within
+   * `claimTimeoutMs`: a claim that has not committed by then (a link that silently drops packets, a
+   * locked row) is abandoned, so that the caller puts the popped ids back into the index and another
+   * worker claims them, instead of the builds waiting for this link to heal. The claim is only a
+   * proposal until it commits. If it did commit on the server and only the answer was lost, the build
+   * is leased to a worker that does not know it: nobody heartbeats that lease, another claimer's
+   * conditional update refuses the build (it is no longer queued), and the reaper requeues it once
+   * the lease expires; the lease (a fencing token) keeps any late write of this worker out.
+   */
   async claimByIds(ids: string[], workerId: string, leaseMs: number): Promise<Build[]> {
     if (ids.length === 0) return [];
-    const res = await this.db.query<BuildRow>(queries.claim_by_ids, [ids, workerId, leaseMs]);
+    const res = await this.db.query<BuildRow>(queries.claim_by_ids, [ids, workerId, leaseMs], {
+      timeoutMs: this.claimTimeoutMs,
+    });
     return res.rows.map(toBuild);
   }
 

@@ -22,7 +22,7 @@ import {
   parseWorkerId,
   type SubmitInput,
 } from "../core/build.js";
-import { type Config, loadConfig, redactUrl } from "../core/config.js";
+import { type Config, configInput, loadConfig, postgresSettingsOf, redactUrl } from "../core/config.js";
 import { BuildNotFoundError, InvalidStateError, StaleLeaseError, ValidationError } from "../core/errors.js";
 import type { StreamItem, SubscribeOptions } from "../core/events.js";
 import { type Logger, silentLogger } from "../core/logger.js";
@@ -220,20 +220,13 @@ export class BuildQueue extends EventEmitter {
    */
   static async open(options: BuildQueueOptions = {}): Promise<BuildQueue> {
     // The library takes its settings from `options` only (the CLI reads the environment).
-    const config = loadConfig(
-      {
-        databaseUrl: options.databaseUrl,
-        redisUrl: options.redisUrl,
-        prefix: options.prefix,
-        schema: options.schema,
-        dataDir: options.dataDir,
-        reconcileIntervalMs: options.reconcileIntervalMs,
-      },
-      {},
-    );
+    const config = loadConfig(configInput(options), {});
     const logger = options.logger ?? silentLogger();
     const db: Db = config.databaseUrl
-      ? await openPostgres(config.databaseUrl, config.schema, logger, options.poolSize)
+      ? await openPostgres(config.databaseUrl, config.schema, logger, {
+          ...postgresSettingsOf(config),
+          poolSize: options.poolSize,
+        })
       : await openPglite(config.dataDir, config.schema);
     try {
       if (options.migrate !== false) await migrate(db);
@@ -241,7 +234,7 @@ export class BuildQueue extends EventEmitter {
       await db.close();
       throw asStoreError(err);
     }
-    const store = new BuildStore(db, `oculus_wake_${config.schema}`);
+    const store = new BuildStore(db, `oculus_wake_${config.schema}`, config.pgClaimTimeoutMs);
     const redis = config.redisUrl ? connectRedis(config.redisUrl, options.redisOptions) : undefined;
     const index = redis ? new RedisIndex(redis, config.prefix) : undefined;
     const streamOptions = {

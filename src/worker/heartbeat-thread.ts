@@ -6,6 +6,7 @@
  * which abandons any build taken from it (as soon as its event loop is free again).
  */
 import { parentPort, workerData } from "node:worker_threads";
+import type { PostgresSettings } from "../core/config.js";
 import { silentLogger } from "../core/logger.js";
 import { openPostgres } from "../postgres/db.js";
 import { type HeldStatus, WorkerStore } from "../postgres/worker-store.js";
@@ -19,6 +20,8 @@ export interface HeartbeatThreadData {
   workerId: string;
   heartbeatMs: number;
   deadAfterMs: number;
+  /** The queue's PostgreSQL timeouts (the thread's connection gets the same bounds). */
+  postgres?: PostgresSettings;
 }
 
 type Held = { id: string; lease: number }[];
@@ -37,7 +40,12 @@ export type HeartbeatCommand = { type: "running"; builds: Held } | { type: "stop
 async function main(data: HeartbeatThreadData): Promise<void> {
   const port = parentPort;
   if (!port) throw new Error("heartbeat-thread must run as a worker thread");
-  const db = await openPostgres(data.databaseUrl, data.schema, silentLogger(), 1);
+  // Its own connection, with the same timeouts, keepalive and error handling as the queue's pool.
+  const db = await openPostgres(data.databaseUrl, data.schema, silentLogger(), {
+    ...data.postgres,
+    poolSize: 1,
+    applicationName: "oculus-heartbeat",
+  });
   const store = new WorkerStore(db);
   const redis = data.redisUrl ? connectRedis(data.redisUrl) : undefined;
   redis?.on("error", () => undefined);

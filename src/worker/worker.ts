@@ -14,6 +14,7 @@ import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
 import { Worker as Thread } from "node:worker_threads";
 import type { ClaimedBuild, ProgressInput } from "../core/build.js";
+import { postgresSettingsOf } from "../core/config.js";
 import { OculusError, StaleLeaseError, StoreUnavailableError } from "../core/errors.js";
 import { type Logger, silentLogger } from "../core/logger.js";
 import type { HeldStatus } from "../postgres/worker-store.js";
@@ -299,6 +300,7 @@ export class Worker extends EventEmitter {
       workerId: this.id,
       heartbeatMs: health.heartbeatMs,
       deadAfterMs: health.deadAfterMs,
+      postgres: postgresSettingsOf(config),
     };
     const thread = file.endsWith(".ts")
       ? // From the sources (tests): register the TypeScript loader in the thread, then load the entry.

@@ -10,7 +10,9 @@ describe("migrations", () => {
 
   it("apply once when several processes start at the same time", async () => {
     const dbs = await Promise.all(
-      Array.from({ length: 6 }, () => openPostgres(TEST_DATABASE_URL, schema, silentLogger(), 1)),
+      Array.from({ length: 6 }, () =>
+        openPostgres(TEST_DATABASE_URL, schema, silentLogger(), { poolSize: 1 }),
+      ),
     );
     try {
       const reports = await Promise.all(dbs.map((db) => migrate(db)));
@@ -60,7 +62,7 @@ describe("migrations", () => {
 
   it("refuses a database migrated by a newer version", async () => {
     await sql(schema, "INSERT INTO schema_migrations (version, name) VALUES (9999, 'from_the_future')");
-    const db = await openPostgres(TEST_DATABASE_URL, schema, silentLogger(), 1);
+    const db = await openPostgres(TEST_DATABASE_URL, schema, silentLogger(), { poolSize: 1 });
     try {
       await expect(migrate(db)).rejects.toThrow(/newer than this version knows/);
     } finally {

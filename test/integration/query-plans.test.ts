@@ -68,7 +68,7 @@ describe.each(SITUATIONS)("query plans: $name", (situation) => {
   let running: { id: string; lease: number }[] = [];
 
   beforeAll(async () => {
-    const db = await openPostgres(TEST_DATABASE_URL, schema, silentLogger(), 1);
+    const db = await openPostgres(TEST_DATABASE_URL, schema, silentLogger(), { poolSize: 1 });
     await migrate(db).finally(() => db.close());
     await client.connect();
     // Autovacuum would refresh the statistics at a moment of its own choosing: this test fixes them.

@@ -1,6 +1,8 @@
 /**
  * GET /health, for load balancers and people (no token needed). 503 only when PostgreSQL, the
- * record, cannot be reached: then nothing can be accepted. Redis down (the queue runs on PostgreSQL)
+ * record, cannot be reached or takes no writes (read-only: a standby after a failover, or
+ * default_transaction_read_only): then nothing can be accepted, and a load balancer should send the
+ * traffic to a process whose PostgreSQL takes it. Redis down (the queue runs on PostgreSQL)
  * or failing persistence checks still answer 200, with status "degraded": every API process shares
  * them, so taking this one out of rotation would not help.
  */
@@ -23,8 +25,10 @@ const healthSchema = z
     mode: z.enum(["redis", "postgres"]),
     postgres: z.object({
       status: z
-        .enum(["up", "busy", "down"])
-        .describe("busy: the ping timed out, but PostgreSQL answered another statement within 5 s"),
+        .enum(["up", "busy", "read-only", "down"])
+        .describe(
+          "busy: the ping timed out, but PostgreSQL answered another statement within 5 s; read-only: it answers but takes no writes (in recovery, or transactions are read-only)",
+        ),
       latencyMs: z.number().optional(),
       lastAnswerMsAgo: z.number().optional().describe("busy only: when PostgreSQL last answered"),
     }),
@@ -36,13 +40,17 @@ const healthSchema = z
   .meta({ id: "Health" });
 
 type PingResult =
-  | { status: "up"; latencyMs: number }
+  | { status: "up" | "read-only"; latencyMs: number }
   | { status: "busy"; lastAnswerMsAgo: number }
   | { status: "down" };
 
 class PingTimeout extends Error {}
 
-/** A trivial query through the queue's own connection pool, bounded in time. */
+/**
+ * A trivial query through the queue's own connection pool, bounded in time, that also asks whether
+ * the record takes writes: a session in a standby (pg_is_in_recovery) or whose transactions default
+ * to read-only refuses every write with 25006.
+ */
 async function pingPostgres(queue: BuildQueue): Promise<PingResult> {
   const started = performance.now();
   let timer: NodeJS.Timeout | undefined;
@@ -51,8 +59,16 @@ async function pingPostgres(queue: BuildQueue): Promise<PingResult> {
   });
   const db = queue.store.db;
   try {
-    await Promise.race([db.query("SELECT 1"), timeout]);
-    return { status: "up", latencyMs: Math.round((performance.now() - started) * 100) / 100 };
+    const res = await Promise.race([
+      db.query<{ recovery: boolean; read_only: string }>(
+        "SELECT pg_is_in_recovery() AS recovery, current_setting('transaction_read_only') AS read_only",
+      ),
+      timeout,
+    ]);
+    const row = res.rows[0];
+    const readOnly = row?.recovery === true || row?.read_only === "on";
+    const latencyMs = Math.round((performance.now() - started) * 100) / 100;
+    return { status: readOnly ? "read-only" : "up", latencyMs };
   } catch (err) {
     const lastAnswerMsAgo = Date.now() - db.lastAnswerAt();
     if (err instanceof PingTimeout && lastAnswerMsAgo < RECENT_ANSWER_MS)
@@ -70,7 +86,8 @@ export function healthRoutes(app: ApiApp, { queue, persistence }: RouteContext):
       config: { access: "public", rateLimit: false },
       schema: {
         tags: ["operations"],
-        summary: "Health: PostgreSQL, Redis, mode, Redis persistence checks (200, or 503 without PostgreSQL)",
+        summary:
+          "Health: PostgreSQL, Redis, mode, Redis persistence checks (200, or 503 when PostgreSQL is down or read-only)",
         ...accessDoc("public"),
         response: { 200: healthSchema, 503: healthSchema },
       },
@@ -80,7 +97,8 @@ export function healthRoutes(app: ApiApp, { queue, persistence }: RouteContext):
       const redis = !queue.hasRedis ? "none" : queue.mode === "redis" ? "up" : "unavailable";
       const report = persistence?.() ?? null;
       const degraded = redis === "unavailable" || report?.status === "fail" || postgres.status === "busy";
-      const status = postgres.status === "down" ? "unavailable" : degraded ? "degraded" : "ok";
+      const unavailable = postgres.status === "down" || postgres.status === "read-only";
+      const status = unavailable ? "unavailable" : degraded ? "degraded" : "ok";
       return reply.status(status === "unavailable" ? 503 : 200).send({
         status,
         mode: queue.mode,
