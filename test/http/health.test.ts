@@ -2,11 +2,13 @@
  * /health and /metrics as the stores come and go: PostgreSQL cut off (through a TCP proxy) gives 503
  * and store_unavailable without internals, a pool busy with long statements gives "busy" (200),
  * Redis stopped gives "degraded" in PostgreSQL mode, and the Redis persistence report of the
- * provider shows in both.
+ * provider shows in both. A read-only PostgreSQL (a private cluster with default_transaction_read_only,
+ * as a standby after a failover) gives 503 "read-only" in /health and 503 + Retry-After on writes.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { PersistenceReport } from "../../src/http/server.js";
 import { countBuilds, openTestApi, type TestApi } from "../helpers/api.js";
+import { PgCluster } from "../helpers/pg-cluster.js";
 import { TEST_DATABASE_URL } from "../helpers/postgres.js";
 import { eventually } from "../helpers/queue.js";
 import { RedisServer } from "../helpers/redis-server.js";
@@ -104,10 +106,48 @@ describe("health and metrics as the stores come and go", () => {
     expect(health.json).toMatchObject({ status: "unavailable", postgres: { status: "down" } });
     const submit = await api.fetch("POST", "/v1/builds", { body: { strategyId: "no-postgres" } });
     expect(submit.status).toBe(503);
-    expect(submit.json.error.code).toBe("store_unavailable");
+    expect(submit.json.error).toMatchObject({ code: "store_unavailable", reason: "unreachable" });
+    expect(submit.json.error.message).toMatch(/unreachable; retry later/);
+    expect(Number(submit.headers["retry-after"])).toBeGreaterThanOrEqual(1);
     expect(submit.text).not.toMatch(/127\.0\.0\.1|ECONN|:\d{4,5}/);
     proxy.restore();
     await eventually(async () => (await api.fetch("GET", "/health")).status === 200);
     expect(await countBuilds(api.queue)).toBe(before);
+  });
+});
+
+describe("health with a read-only PostgreSQL (a standby after a failover)", () => {
+  let cluster: PgCluster;
+  let api: TestApi;
+
+  beforeAll(async () => {
+    cluster = await PgCluster.start();
+    api = await openTestApi("http_health_ro", { queue: { databaseUrl: cluster.url() } });
+  });
+  afterAll(async () => {
+    await api?.cleanup();
+    cluster?.destroy();
+  });
+
+  it("/health 503 with postgres read-only, writes 503 read_only with Retry-After, reads 200; all well once writable", async () => {
+    const { json: created } = await api.fetch("POST", "/v1/builds", { body: { strategyId: "before" } });
+    await cluster.setReadOnly(true);
+    try {
+      const health = await eventually(async () => {
+        const res = await api.fetch("GET", "/health");
+        return res.status === 503 && res;
+      });
+      expect(health.json).toMatchObject({ status: "unavailable", postgres: { status: "read-only" } });
+      const submit = await api.fetch("POST", "/v1/builds", { body: { strategyId: "while-read-only" } });
+      expect(submit.status).toBe(503);
+      expect(submit.json.error).toMatchObject({ code: "store_unavailable", reason: "read_only" });
+      expect(submit.json.error.message).toMatch(/read-only/);
+      expect(Number(submit.headers["retry-after"])).toBeGreaterThanOrEqual(1);
+      expect((await api.fetch("GET", `/v1/builds/${created.build.id}`)).status).toBe(200);
+    } finally {
+      await cluster.setReadOnly(false);
+    }
+    await eventually(async () => (await api.fetch("GET", "/health")).json.status === "ok");
+    expect((await api.fetch("POST", "/v1/builds", { body: { strategyId: "after" } })).status).toBe(201);
   });
 });

@@ -39,6 +39,45 @@ describe("configuration", () => {
     expect(() => loadConfig(flags, env)).toThrow(message);
   });
 
+  it("PostgreSQL timeouts: defaults, the environment, and a query timeout derived from the statement timeout", () => {
+    expect(loadConfig({}, {})).toMatchObject({
+      pgConnectTimeoutMs: 5000,
+      pgStatementTimeoutMs: 30_000,
+      pgIdleInTransactionTimeoutMs: 60_000,
+      pgQueryTimeoutMs: 35_000,
+      pgMaxWaiting: 1000,
+      pgClaimTimeoutMs: 3000,
+    });
+    const env = {
+      OCULUS_PG_CONNECT_TIMEOUT_MS: "2000",
+      OCULUS_PG_STATEMENT_TIMEOUT_MS: "10000",
+      OCULUS_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS: "0",
+      OCULUS_PG_MAX_WAITING: "50",
+      OCULUS_PG_CLAIM_TIMEOUT_MS: "1500",
+    };
+    expect(loadConfig({}, env)).toMatchObject({
+      pgConnectTimeoutMs: 2000,
+      pgStatementTimeoutMs: 10_000,
+      pgIdleInTransactionTimeoutMs: 0,
+      pgQueryTimeoutMs: 15_000,
+      pgMaxWaiting: 50,
+      pgClaimTimeoutMs: 1500,
+    });
+    expect(loadConfig({}, { OCULUS_PG_STATEMENT_TIMEOUT_MS: "0" }).pgQueryTimeoutMs).toBe(0);
+    expect(loadConfig({ pgQueryTimeoutMs: 40_000 }, {}).pgQueryTimeoutMs).toBe(40_000);
+  });
+
+  it.each([
+    [{}, { OCULUS_PG_CONNECT_TIMEOUT_MS: "0" }, /OCULUS_PG_CONNECT_TIMEOUT_MS.*at least 100 ms/],
+    [{}, { OCULUS_PG_STATEMENT_TIMEOUT_MS: "50" }, /OCULUS_PG_STATEMENT_TIMEOUT_MS.*or 0: none/],
+    [{}, { OCULUS_PG_MAX_WAITING: "-1" }, /OCULUS_PG_MAX_WAITING/],
+    [{}, { OCULUS_PG_CLAIM_TIMEOUT_MS: "fast" }, /OCULUS_PG_CLAIM_TIMEOUT_MS/],
+    [{}, { OCULUS_PG_QUERY_TIMEOUT_MS: "20000" }, /QUERY_TIMEOUT_MS.*must be above.*STATEMENT_TIMEOUT_MS/],
+  ])("refuses a bad PostgreSQL setting (%j %j)", (flags, env, message) => {
+    expect(() => loadConfig(flags, env)).toThrow(ConfigError);
+    expect(() => loadConfig(flags, env)).toThrow(message);
+  });
+
   it("never prints a password", () => {
     expect(redactUrl("postgres://user:secret@host/db")).not.toContain("secret");
   });
