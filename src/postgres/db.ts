@@ -169,10 +169,14 @@ export async function openPostgres(
   const clock = answerClock();
 
   /**
-   * A pooled client, within `timeoutMs` when given. Refused at once when too many callers wait
-   * already: a queue that only grows while PostgreSQL is slow or away helps nobody.
+   * A pooled client with `onError` listening on it, within `timeoutMs` when given. Refused at once
+   * when too many callers wait already: a queue that only grows while PostgreSQL is slow or away
+   * helps nobody. The listener is attached inside pg-pool's callback, synchronously: a promise would
+   * leave a gap of a few microtasks in which an ErrorResponse that arrived in the same packet as the
+   * connection's ReadyForQuery (pg_terminate_backend right after connecting) meets no listener and
+   * kills the process.
    */
-  async function checkout(timeoutMs: number | undefined): Promise<pg.PoolClient> {
+  function checkout(timeoutMs: number | undefined, onError: (err: Error) => void): Promise<pg.PoolClient> {
     if (pool.waitingCount >= settings.pgMaxWaiting) {
       throw new StoreUnavailableError(
         `PostgreSQL is busy: ${pool.waitingCount} callers already wait for a connection`,
@@ -180,24 +184,32 @@ export async function openPostgres(
         { reason: "busy", retryAfterSeconds: 1 },
       );
     }
-    if (timeoutMs === undefined) return pool.connect();
-    const pending = pool.connect();
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(acquireTimeout()), Math.max(1, timeoutMs));
+    return new Promise((resolve, reject) => {
+      let gaveUp = false;
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(
+              () => {
+                gaveUp = true;
+                reject(acquireTimeout());
+              },
+              Math.max(1, timeoutMs),
+            );
+      pool.connect((err, client, release) => {
+        clearTimeout(timer);
+        if (err || !client) {
+          if (!gaveUp) reject(err ?? new Error("no client"));
+          return;
+        }
+        if (gaveUp) {
+          release(); // given up on: the client goes straight back
+          return;
+        }
+        client.on("error", onError);
+        resolve(client);
+      });
     });
-    try {
-      return await Promise.race([pending, timeout]);
-    } catch (err) {
-      // Given up: the client, when it comes, goes straight back.
-      pending.then(
-        (client) => client.release(),
-        () => undefined,
-      );
-      throw err;
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   /**
@@ -215,13 +227,12 @@ export async function openPostgres(
   ): Promise<T> {
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
     const remainingMs = () => (deadline === undefined ? undefined : Math.max(1, deadline - Date.now()));
-    const client = await checkout(timeoutMs);
     let broken: Error | undefined;
     const onError = (err: Error) => {
       broken ??= err;
       logger.debug({ err: err.message }, "postgres connection error while checked out");
     };
-    client.on("error", onError);
+    const client = await checkout(timeoutMs, onError);
     let failure: unknown;
     try {
       return await fn(client, remainingMs);

@@ -155,6 +155,7 @@ describe("PostgreSQL faults under oculus up + two oculus worker processes", () =
       OCULUS_SCHEMA: SCHEMA,
       OCULUS_PREFIX: `pgfaults${process.pid}`,
       OCULUS_RECONCILE_INTERVAL_MS: "1000",
+      ...(process.env.PGDBG ? { NODE_OPTIONS: `--import ${process.env.PGDBG}` } : {}),
     };
     up = spawnOculus(["up", "--port", "0", "--workers", "0"], env);
     baseUrl = await eventually(async () => {
@@ -233,7 +234,9 @@ describe("PostgreSQL faults under oculus up + two oculus worker processes", () =
     } finally {
       await sleep(500);
     }
-    const recoveryMs = await timeToRunning(backAt);
+    const recoveryMs = await timeToRunning(backAt).catch((err: Error) => {
+      throw new Error(`${name}: no build ran after the fault: ${err.message}\n${describeProcesses()}`);
+    });
     await sleep(1000);
     await load.stop();
     const { tally } = load;
