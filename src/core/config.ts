@@ -5,8 +5,15 @@
 import path from "node:path";
 import { z } from "zod";
 import { ConfigError } from "./errors.js";
+import {
+  DEFAULT_POSTGRES_SETTINGS as PG,
+  type PostgresSettings,
+  QUERY_TIMEOUT_MARGIN_MS,
+} from "./postgres-settings.js";
 
-export interface Config {
+export { type PostgresSettings, postgresSettingsOf } from "./postgres-settings.js";
+
+export interface Config extends PostgresSettings {
   /** PostgreSQL URL; undefined means the embedded PGlite store under `dataDir`. */
   databaseUrl: string | undefined;
   /** Redis URL; undefined means no Redis (PostgreSQL path only). */
@@ -19,46 +26,6 @@ export interface Config {
   dataDir: string;
   /** How often the reconciler compares the Redis index with PostgreSQL. */
   reconcileIntervalMs: number;
-  /** Connecting to PostgreSQL, and waiting for a free pooled connection, gives up after this long. */
-  pgConnectTimeoutMs: number;
-  /** PostgreSQL's statement_timeout for the queue's sessions (0: none). */
-  pgStatementTimeoutMs: number;
-  /** PostgreSQL's idle_in_transaction_session_timeout for the queue's sessions (0: none). */
-  pgIdleInTransactionTimeoutMs: number;
-  /**
-   * The client gives up on a statement with no answer after this long (a server or a link that
-   * silently stopped answering); by default statement timeout + 5 s (0: none).
-   */
-  pgQueryTimeoutMs: number;
-  /** Callers waiting for a pooled connection beyond this many are refused at once (503, busy). */
-  pgMaxWaiting: number;
-  /**
-   * A claim of popped ids that has not committed after this long is abandoned and the ids go back
-   * into the index for another worker (the claim is a proposal until it commits).
-   */
-  pgClaimTimeoutMs: number;
-}
-
-/** The PostgreSQL connection settings of a Config (what every pool, LISTEN client and thread needs). */
-export type PostgresSettings = Pick<
-  Config,
-  | "pgConnectTimeoutMs"
-  | "pgStatementTimeoutMs"
-  | "pgIdleInTransactionTimeoutMs"
-  | "pgQueryTimeoutMs"
-  | "pgMaxWaiting"
-  | "pgClaimTimeoutMs"
->;
-
-export function postgresSettingsOf(config: PostgresSettings): PostgresSettings {
-  return {
-    pgConnectTimeoutMs: config.pgConnectTimeoutMs,
-    pgStatementTimeoutMs: config.pgStatementTimeoutMs,
-    pgIdleInTransactionTimeoutMs: config.pgIdleInTransactionTimeoutMs,
-    pgQueryTimeoutMs: config.pgQueryTimeoutMs,
-    pgMaxWaiting: config.pgMaxWaiting,
-    pgClaimTimeoutMs: config.pgClaimTimeoutMs,
-  };
 }
 
 /** Milliseconds from `min` to `max`; 0 allowed (meaning "none") when `offAllowed`. */
@@ -73,8 +40,6 @@ const millis = (min: number, max: number, fallback: number, offAllowed = false) 
     .default(fallback);
 
 const HOUR_MS = 3_600_000;
-/** The client-side query timeout's margin over the server's statement_timeout. */
-const QUERY_TIMEOUT_MARGIN_MS = 5000;
 
 /** One setting: its flag, its environment variable, its schema. */
 const SETTINGS = {
@@ -127,15 +92,15 @@ const SETTINGS = {
   },
   pgConnectTimeoutMs: {
     env: "OCULUS_PG_CONNECT_TIMEOUT_MS",
-    schema: millis(100, 10 * 60_000, 5000),
+    schema: millis(100, 10 * 60_000, PG.pgConnectTimeoutMs),
   },
   pgStatementTimeoutMs: {
     env: "OCULUS_PG_STATEMENT_TIMEOUT_MS",
-    schema: millis(100, 24 * HOUR_MS, 30_000, true),
+    schema: millis(100, 24 * HOUR_MS, PG.pgStatementTimeoutMs, true),
   },
   pgIdleInTransactionTimeoutMs: {
     env: "OCULUS_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS",
-    schema: millis(100, 24 * HOUR_MS, 60_000, true),
+    schema: millis(100, 24 * HOUR_MS, PG.pgIdleInTransactionTimeoutMs, true),
   },
   pgQueryTimeoutMs: {
     env: "OCULUS_PG_QUERY_TIMEOUT_MS",
@@ -149,11 +114,11 @@ const SETTINGS = {
       .int("must be an integer")
       .min(1, "must be at least 1")
       .max(1_000_000, "must be at most 1000000")
-      .default(1000),
+      .default(PG.pgMaxWaiting),
   },
   pgClaimTimeoutMs: {
     env: "OCULUS_PG_CLAIM_TIMEOUT_MS",
-    schema: millis(100, 10 * 60_000, 3000),
+    schema: millis(100, 10 * 60_000, PG.pgClaimTimeoutMs),
   },
 } as const satisfies Record<string, { flag?: string; env: string; schema: z.ZodType }>;
 

@@ -6,9 +6,9 @@
 
 import { mkdirSync } from "node:fs";
 import pg from "pg";
-import { loadConfig, type PostgresSettings, postgresSettingsOf } from "../core/config.js";
 import { StoreUnavailableError } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
+import { DEFAULT_POSTGRES_SETTINGS, type PostgresSettings } from "../core/postgres-settings.js";
 import { queries } from "../generated/assets.js";
 import { lockDataDir } from "./data-dir-lock.js";
 
@@ -112,11 +112,6 @@ function toQueryConfig(text: string, values: unknown[] | undefined) {
   return name ? { name, text, values } : { text, values };
 }
 
-/** The defaults of the PostgreSQL settings (config.ts holds them, with their validation). */
-function defaultSettings(): PostgresSettings {
-  return postgresSettingsOf(loadConfig({}, {}));
-}
-
 /**
  * Every connection to the server, pooled or dedicated, gets the same bounds: a connect timeout, TCP
  * keepalive, the server-side statement and idle-in-transaction timeouts (startup options, next to
@@ -156,7 +151,7 @@ export async function openPostgres(
   logger: Logger,
   options: PostgresOptions = {},
 ): Promise<Db> {
-  const settings = { ...defaultSettings(), ...definedOnly(options) };
+  const settings = { ...DEFAULT_POSTGRES_SETTINGS, ...definedOnly(options) };
   const applicationName = options.applicationName ?? "oculus";
   const connection = connectionConfig(url, schema, settings, applicationName);
   const pool = new pg.Pool({ ...connection, max: options.poolSize ?? DEFAULT_POOL_SIZE });

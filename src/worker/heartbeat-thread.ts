@@ -6,8 +6,8 @@
  * which abandons any build taken from it (as soon as its event loop is free again).
  */
 import { parentPort, workerData } from "node:worker_threads";
-import type { PostgresSettings } from "../core/config.js";
 import { silentLogger } from "../core/logger.js";
+import type { PostgresSettings } from "../core/postgres-settings.js";
 import { openPostgres } from "../postgres/db.js";
 import { type HeldStatus, WorkerStore } from "../postgres/worker-store.js";
 import { connectRedis, RedisIndex } from "../redis/index-client.js";

@@ -8,36 +8,15 @@
  */
 import { connect, createServer, type Server, type Socket } from "node:net";
 
-/** One direction of a proxied connection, held back while the proxy is a black hole. */
-class Forwarder {
-  private held: (Buffer | "end")[] = [];
-
-  constructor(
-    private readonly to: Socket,
-    private readonly blackholed: () => boolean,
-  ) {}
-
-  push(item: Buffer | "end"): void {
-    if (this.blackholed() || this.held.length > 0) this.held.push(item);
-    else this.deliver(item);
-  }
-
-  flush(): void {
-    const held = this.held;
-    this.held = [];
-    for (const item of held) this.deliver(item);
-  }
-
-  private deliver(item: Buffer | "end"): void {
-    if (this.to.destroyed) return;
-    if (item === "end") this.to.end();
-    else this.to.write(item);
-  }
+/** A proxied connection: client <-> upstream. */
+interface Pair {
+  client: Socket;
+  upstream: Socket;
 }
 
 export class TcpProxy {
   private readonly sockets = new Set<Socket>();
-  private readonly forwarders = new Set<Forwarder>();
+  private readonly pairs = new Set<Pair>();
   /** Connections accepted while the proxy is a black hole: connected through on heal(). */
   private readonly pending: (() => void)[] = [];
   private cutOff = false;
@@ -79,23 +58,19 @@ export class TcpProxy {
     if (client.destroyed) return;
     const upstream = connect(targetPort, targetHost);
     this.track(upstream);
-    const blackholed = () => this.holes;
-    const toUpstream = new Forwarder(upstream, blackholed);
-    const toClient = new Forwarder(client, blackholed);
-    this.forwarders.add(toUpstream).add(toClient);
-    client.on("data", (chunk: Buffer) => toUpstream.push(chunk));
-    upstream.on("data", (chunk: Buffer) => toClient.push(chunk));
-    client.on("end", () => toUpstream.push("end"));
-    upstream.on("end", () => toClient.push("end"));
-    // A reset (cut(), a crash) goes through at once; but not through a black hole.
-    const closeOther = (other: Socket) => () => {
-      if (!this.holes) other.destroy();
-    };
-    client.on("close", closeOther(upstream));
-    upstream.on("close", closeOther(client));
-    client.on("close", () => this.forwarders.delete(toUpstream));
-    upstream.on("close", () => this.forwarders.delete(toClient));
-    client.resume();
+    const pair = { client, upstream };
+    this.pairs.add(pair);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    // A close (cut(), a crash) goes through at once; but not through a black hole.
+    client.on("close", () => {
+      this.pairs.delete(pair);
+      if (!this.holes) upstream.destroy();
+    });
+    upstream.on("close", () => {
+      this.pairs.delete(pair);
+      if (!this.holes) client.destroy();
+    });
   }
 
   cut(): void {
@@ -110,12 +85,27 @@ export class TcpProxy {
   /** Stops forwarding, both ways, without closing anything (see the file's header). */
   blackhole(): void {
     this.holes = true;
+    for (const { client, upstream } of this.pairs) {
+      client.unpipe(upstream);
+      upstream.unpipe(client);
+      client.pause();
+      upstream.pause();
+    }
   }
 
   /** Ends the black hole: delivers what was held back, connects the connections that waited. */
   heal(): void {
+    if (!this.holes) return;
     this.holes = false;
-    for (const forwarder of this.forwarders) forwarder.flush();
+    for (const { client, upstream } of this.pairs) {
+      if (client.destroyed || upstream.destroyed) {
+        client.destroy();
+        upstream.destroy();
+        continue;
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+    }
     for (const through of this.pending.splice(0)) through();
   }
 
