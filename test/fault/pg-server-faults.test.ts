@@ -155,7 +155,6 @@ describe("PostgreSQL faults under oculus up + two oculus worker processes", () =
       OCULUS_SCHEMA: SCHEMA,
       OCULUS_PREFIX: `pgfaults${process.pid}`,
       OCULUS_RECONCILE_INTERVAL_MS: "1000",
-      ...(process.env.PGDBG ? { NODE_OPTIONS: `--import ${process.env.PGDBG}` } : {}),
     };
     up = spawnOculus(["up", "--port", "0", "--workers", "0"], env);
     baseUrl = await eventually(async () => {
