@@ -38,6 +38,9 @@ function threadEntry(): string {
   return new URL(`./heartbeat-thread${ext}`, import.meta.url).href;
 }
 
+/** How long start() waits for the first heartbeat's answer at most. */
+const FIRST_ANSWER_WAIT_MS = 60_000;
+
 export class Heartbeats {
   private timer: NodeJS.Timeout | undefined;
   private thread: Thread | undefined;
@@ -60,9 +63,9 @@ export class Heartbeats {
   }
 
   /**
-   * Starts beating; resolves once the first heartbeat has been answered (or failed), or after the
-   * lease duration at the latest: a worker claims nothing before its heartbeats work (a thread takes
-   * a moment to load, seconds on a busy machine).
+   * Starts beating; resolves once the first heartbeat has been answered (or has failed): a worker
+   * claims nothing before its heartbeats work, or a new build's lease could lapse while the thread is
+   * still loading (seconds on a busy machine). A thread silent for a minute is given up on.
    */
   async start(): Promise<void> {
     const first = new Promise<void>((resolve) => {
@@ -71,13 +74,15 @@ export class Heartbeats {
     if (this.queue.config.databaseUrl) this.startThread(this.queue.config.databaseUrl);
     else this.beatOnEventLoop();
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      first,
-      new Promise((resolve) => {
-        timer = setTimeout(resolve, this.queue.workers.health.deadAfterMs);
+    const silent = await Promise.race([
+      first.then(() => false),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), FIRST_ANSWER_WAIT_MS);
       }),
     ]);
     clearTimeout(timer);
+    if (silent)
+      this.logger.warn({ waitedMs: FIRST_ANSWER_WAIT_MS }, "no heartbeat answered yet; starting anyway");
   }
 
   /** The builds to name changed: the thread learns of it (the event loop reads `builds` each time). */
