@@ -1,8 +1,9 @@
 /**
  * A worker PROCESS frozen (SIGSTOP) past deadAfterMs in the middle of a build, then resumed (SIGCONT).
  * Meanwhile the reaper (of another process) requeued the build and another worker started it. Once
- * resumed, the frozen worker can change nothing: its late progress is refused, it abandons the build,
- * its late result is refused, and the new run completes, the only completion in the record.
+ * resumed, the frozen worker can change nothing: its lease fence (src/worker/fence.ts) stops the build
+ * at once (or its late progress or heartbeat tells it the build was taken), its late result is
+ * refused, and the new run completes, the only completion in the record.
  *
  * A process frozen inside a reaper pass would hold the reaper's advisory lock (a transaction lock)
  * for as long as it stays frozen, and no reaper anywhere could take a pass: the tests freeze a worker
