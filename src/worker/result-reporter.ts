@@ -6,7 +6,8 @@
  * Final answers: StaleLeaseError (the build was taken from this worker: requeued, stopped, released)
  * and InvalidStateError (it is no longer in a state a result can change), and the queue's own
  * refusals of the input (ValidationError, PayloadTooLargeError, BuildNotFoundError), which no retry
- * can change. Every other error is retried, typed or raw: a lost connection, a statement timeout or
+ * can change; and a data exception (SQLSTATE class 22: PostgreSQL refuses the input itself, see
+ * ReportOutcome). Every other error is retried, typed or raw: a lost connection, a statement timeout or
  * cancel (57014), a deadlock (40P01), a read-only server after a failover (25006), too many
  * connections (53300), the pool's connect timeout, or anything not classified yet. The build's lease
  * is renewed by the heartbeats meanwhile (the worker keeps naming it until the report settles).
@@ -15,7 +16,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { OculusError, StaleLeaseError } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 
-export type ReportOutcome = "recorded" | "refused";
+/**
+ * "unstorable": PostgreSQL refused the data itself (SQLSTATE class 22, data exception: what the
+ * queue's own checks let through); a retry would be refused the same way, forever.
+ */
+export type ReportOutcome = "recorded" | "refused" | "unstorable";
 
 export interface RetryPolicy {
   /** First wait after a failed attempt (default 100 ms); doubled each attempt up to maxDelayMs. */
@@ -42,6 +47,12 @@ export function isFinalRefusal(err: unknown): boolean {
   return err instanceof OculusError && FINAL_CODES.has(err.code);
 }
 
+/** A data exception (SQLSTATE class 22): the statement's input can never be stored as it is. */
+export function isDataException(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === "string" && /^22[0-9A-Z]{3}$/.test(code);
+}
+
 /** The wait before attempt `attempt + 1` (attempt counts from 1): capped doubling, with jitter so that
  * a fleet whose reports all failed at once does not retry in lockstep. */
 export function retryDelayMs(attempt: number, policy: RetryPolicy, random = Math.random): number {
@@ -60,8 +71,8 @@ export interface ReportOptions {
 }
 
 /**
- * Runs `write` until it resolves ("recorded") or fails with a final refusal ("refused"; the error is
- * logged). Rejects only when `signal` aborts first (with the last error). Warnings are rate-limited: the
+ * Runs `write` until it resolves ("recorded") or fails with a final refusal ("refused", or
+ * "unstorable" for a data exception; the error is logged). Rejects only when `signal` aborts first (with the last error). Warnings are rate-limited: the
  * first failure, then at most one per `logEveryMs` with the attempts so far, and one line when the
  * report finally goes through.
  */
@@ -85,6 +96,10 @@ export async function reportUntilSettled(
             : `${what} refused`;
         logger.warn({ buildId, err: (err as Error).message }, message);
         return "refused";
+      }
+      if (isDataException(err)) {
+        logger.error({ buildId, err: errorText(err) }, `PostgreSQL cannot store the ${what}`);
+        return "unstorable";
       }
       if (options.signal?.aborted) throw err;
       const now = performance.now();

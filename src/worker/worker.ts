@@ -301,19 +301,29 @@ export class Worker extends EventEmitter {
    * a lone surrogate in a string, a non-JSON value) can never be recorded: the build fails, once and
    * for good, saying why.
    */
-  private reportCompletion(build: ClaimedBuild, outcome: HandlerOutcome): Promise<ReportOutcome> {
+  private async reportCompletion(build: ClaimedBuild, outcome: HandlerOutcome): Promise<ReportOutcome> {
     let result: unknown;
     try {
       result = parseResult(outcome.value);
     } catch (err) {
       if (!(err instanceof ValidationError)) throw err;
-      const error = `the build's result cannot be stored: ${err.message}`;
-      return this.untilSettled(build, "failure", () =>
-        this.queue.fail(build.id, build.lease, error, { logTail: outcome.logTail, retryable: false }),
-      );
+      return this.reportUnstorable(build, err.message, outcome.logTail);
     }
-    return this.untilSettled(build, "completion", () =>
-      this.queue.complete(build.id, build.lease, result, { logTail: outcome.logTail }),
+    let refusal = "";
+    const recorded = await this.untilSettled(build, "completion", () =>
+      this.queue.complete(build.id, build.lease, result, { logTail: outcome.logTail }).catch((err) => {
+        refusal = (err as Error).message;
+        throw err;
+      }),
+    );
+    // What the checks above let through and PostgreSQL still refused (a data exception).
+    return recorded === "unstorable" ? this.reportUnstorable(build, refusal, outcome.logTail) : recorded;
+  }
+
+  private reportUnstorable(build: ClaimedBuild, why: string, logTail: string | undefined) {
+    const error = `the build's result cannot be stored: ${why}`;
+    return this.untilSettled(build, "failure", () =>
+      this.queue.fail(build.id, build.lease, error, { logTail, retryable: false }),
     );
   }
 

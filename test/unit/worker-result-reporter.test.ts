@@ -73,6 +73,19 @@ describe("reportUntilSettled", () => {
     expect(attempts).toBe(1);
   });
 
+  it("gives up on a data exception (SQLSTATE class 22): the input itself cannot be stored", async () => {
+    let attempts = 0;
+    const outcome = await reportUntilSettled(
+      async () => {
+        attempts++;
+        throw sqlError("22P05", "unsupported Unicode escape sequence");
+      },
+      { buildId: "b", what: "completion", logger: capturingLogger().logger, policy: FAST },
+    );
+    expect(outcome).toBe("unstorable");
+    expect(attempts).toBe(1);
+  });
+
   it("backs off exponentially up to the cap, with jitter", () => {
     const policy = { firstDelayMs: 100, maxDelayMs: 5000, logEveryMs: 30_000 };
     expect(retryDelayMs(1, policy, () => 0.5)).toBe(100);
