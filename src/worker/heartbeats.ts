@@ -1,8 +1,8 @@
 /**
  * The worker's heartbeats: in a thread of their own (heartbeat-thread.ts) when the queue is on a
  * PostgreSQL server, so that a handler computing for seconds without yielding cannot make its worker
- * look dead; on the event loop with the embedded store (one process, one connection), or when the
- * thread fails.
+ * look dead; on the event loop with the embedded store (one process, one connection), while the
+ * thread is loading, or when it fails.
  *
  * Each heartbeat names the builds the worker holds (id and lease); PostgreSQL extends their leases
  * and answers which it still lets the worker hold. Every answer goes to `onAnswer` with the moment
@@ -64,15 +64,15 @@ export class Heartbeats {
 
   /**
    * Starts beating; resolves once the first heartbeat has been answered (or has failed): a worker
-   * claims nothing before its heartbeats work, or a new build's lease could lapse while the thread is
-   * still loading (seconds on a busy machine). A thread silent for a minute is given up on.
+   * claims nothing before its heartbeats work. A thread takes a moment to load (seconds on a busy
+   * machine): until it answers, the event loop beats, so that no lease waits on it.
    */
   async start(): Promise<void> {
     const first = new Promise<void>((resolve) => {
       this.firstAnswered = resolve;
     });
+    this.beatOnEventLoop();
     if (this.queue.config.databaseUrl) this.startThread(this.queue.config.databaseUrl);
-    else this.beatOnEventLoop();
     let timer: NodeJS.Timeout | undefined;
     const silent = await Promise.race([
       first.then(() => false),
@@ -157,6 +157,9 @@ export class Heartbeats {
 
   private handleMessage(message: HeartbeatMessage): void {
     this.firstAnswered?.();
+    // The thread runs: the event loop's stand-in beats stop.
+    clearInterval(this.timer);
+    this.timer = undefined;
     if (message.type === "held") {
       this.answered({ asked: message.asked, held: message.held, sentAt: message.sentAt });
     } else this.logger.warn({ err: message.message }, "heartbeat to PostgreSQL failed");
@@ -168,6 +171,7 @@ export class Heartbeats {
   }
 
   private beatOnEventLoop(): void {
+    if (this.timer) return;
     void this.beat();
     this.timer = setInterval(() => void this.beat(), this.queue.workers.health.heartbeatMs);
   }
