@@ -47,6 +47,7 @@ export class Heartbeats {
   private answers: MessagePort | undefined;
   private lastAnswerAt: number | undefined;
   private firstAnswered: (() => void) | undefined;
+  private threadAnswered: (() => void) | undefined;
 
   constructor(
     private readonly queue: BuildQueue,
@@ -63,26 +64,25 @@ export class Heartbeats {
   }
 
   /**
-   * Starts beating; resolves once the first heartbeat has been answered (or has failed): a worker
-   * claims nothing before its heartbeats work. A thread takes a moment to load (seconds on a busy
-   * machine): until it answers, the event loop beats, so that no lease waits on it.
+   * Starts beating; resolves once a heartbeat has been answered (or has failed): a worker claims
+   * nothing before its heartbeats work. A thread takes a moment to load (seconds on a busy machine):
+   * the event loop beats in its place until it answers, and start() waits for it up to the lease
+   * duration, so that a handler that blocks the event loop at once finds the thread beating.
    */
   async start(): Promise<void> {
-    const first = new Promise<void>((resolve) => {
+    const anyAnswer = new Promise<void>((resolve) => {
       this.firstAnswered = resolve;
     });
+    const threadAnswer = new Promise<void>((resolve) => {
+      this.threadAnswered = resolve;
+    });
     this.beatOnEventLoop();
-    if (this.queue.config.databaseUrl) this.startThread(this.queue.config.databaseUrl);
-    let timer: NodeJS.Timeout | undefined;
-    const silent = await Promise.race([
-      first.then(() => false),
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(true), FIRST_ANSWER_WAIT_MS);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (silent)
+    const { databaseUrl } = this.queue.config;
+    if (databaseUrl) this.startThread(databaseUrl);
+    if (!(await within(anyAnswer, FIRST_ANSWER_WAIT_MS))) {
       this.logger.warn({ waitedMs: FIRST_ANSWER_WAIT_MS }, "no heartbeat answered yet; starting anyway");
+    }
+    if (databaseUrl) await within(threadAnswer, this.queue.workers.health.deadAfterMs);
   }
 
   /** The builds to name changed: the thread learns of it (the event loop reads `builds` each time). */
@@ -148,6 +148,7 @@ export class Heartbeats {
       this.thread = undefined;
       channel.port1.close();
       this.answers = undefined;
+      this.threadAnswered?.();
       if (!this.timer) this.beatOnEventLoop();
     });
     this.thread = thread;
@@ -157,6 +158,7 @@ export class Heartbeats {
 
   private handleMessage(message: HeartbeatMessage): void {
     this.firstAnswered?.();
+    this.threadAnswered?.();
     // The thread runs: the event loop's stand-in beats stop.
     clearInterval(this.timer);
     this.timer = undefined;
@@ -182,5 +184,18 @@ export class Heartbeats {
     const held = await this.queue.workers.heartbeat(this.workerId, asked).catch(() => undefined);
     this.firstAnswered?.();
     if (held) this.answered({ asked, held, sentAt });
+  }
+}
+
+/** True when `work` settled within `ms`. */
+async function within(work: Promise<void>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([work.then(() => true), timedOut]);
+  } finally {
+    clearTimeout(timer);
   }
 }
