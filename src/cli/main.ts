@@ -189,6 +189,8 @@ program
       logger,
       capacity: opts.capacity,
       drainMs: opts.drainMs,
+      // A stopped build command takes up to its grace period, then SIGKILL, to end.
+      abortWaitMs: opts.graceMs + 5000,
       labels: parseLabels(opts.label ?? []),
       ...(opts.id ? { id: opts.id } : {}),
     });

@@ -205,3 +205,79 @@ export function parseProgress(input: unknown): ProgressInput {
   const path = issue?.path.length ? `progress.${issue.path.join(".")}` : "progress";
   throw new ValidationError(path, issue?.message ?? "is invalid");
 }
+
+// ---------------------------------------------------------------------------------------------------
+// What PostgreSQL can store: text without NUL characters, and well-formed Unicode in jsonb
+
+/** Lone UTF-16 surrogates (half of a character): jsonb refuses them, and text would get U+FFFD anyway. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const LONE_SURROGATES = new RegExp(LONE_SURROGATE.source, "g");
+
+/**
+ * `text` as PostgreSQL can store it in a text or jsonb column: NUL characters (which neither type can
+ * hold) dropped, lone surrogates replaced by U+FFFD (what `String.prototype.toWellFormed` does). Used
+ * for output that is kept as is and whose exact bytes do not matter: log tails, error messages,
+ * progress text. A build's output must never be what keeps its result from being recorded.
+ */
+export function storableText(text: string): string {
+  const withoutNul = text.includes("\u0000") ? text.replaceAll("\u0000", "") : text;
+  return LONE_SURROGATE.test(withoutNul) ? withoutNul.replace(LONE_SURROGATES, "\uFFFD") : withoutNul;
+}
+
+/** Deeper results are refused (jsonb itself allows some 6,000 levels; nothing real comes close). */
+const RESULT_MAX_DEPTH = 100;
+
+/**
+ * A build's result as it will be stored (jsonb), or ValidationError("result...", why) naming where
+ * the first value PostgreSQL cannot store is: a string or key holding a NUL character or a lone
+ * surrogate, a number that is not finite, a bigint, function, symbol, or a cycle. Unlike text, a
+ * result is data: it is refused rather than silently changed. `undefined` is JSON's: an absent field,
+ * and null as the whole result; objects with `toJSON` (Date) become what it returns.
+ */
+export function parseResult(value: unknown): unknown {
+  return storableJson(value, "result", new Set(), 0) ?? null;
+}
+
+function storableJson(value: unknown, path: string, ancestors: Set<object>, depth: number): unknown {
+  if (value === null || typeof value === "boolean") return value;
+  if (typeof value === "string") return checkedString(value, path);
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) throw new ValidationError(path, `${value} is not a JSON number`);
+    return value;
+  }
+  if (value === undefined) return undefined;
+  if (typeof value !== "object") throw new ValidationError(path, `a ${typeof value} is not a JSON value`);
+  const json = (value as { toJSON?: unknown }).toJSON;
+  if (typeof json === "function") return storableJson(json.call(value), path, ancestors, depth);
+  if (ancestors.has(value)) throw new ValidationError(path, "refers to itself (a cycle is not JSON)");
+  if (depth >= RESULT_MAX_DEPTH)
+    throw new ValidationError(path, `nested more than ${RESULT_MAX_DEPTH} levels`);
+  ancestors.add(value);
+  try {
+    if (Array.isArray(value)) {
+      return value.map((item, i) => storableJson(item, `${path}[${i}]`, ancestors, depth + 1) ?? null);
+    }
+    const out: Record<string, unknown> = {};
+    for (const [key, item] of Object.entries(value)) {
+      const itemPath = `${path}.${checkedString(key, `${path} key ${JSON.stringify(key)}`)}`;
+      const stored = storableJson(item, itemPath, ancestors, depth + 1);
+      if (stored !== undefined) out[key] = stored;
+    }
+    return out;
+  } finally {
+    ancestors.delete(value);
+  }
+}
+
+function checkedString(text: string, path: string): string {
+  if (text.includes("\u0000")) {
+    throw new ValidationError(path, "contains a NUL character (\\u0000), which PostgreSQL cannot store");
+  }
+  if (LONE_SURROGATE.test(text)) {
+    throw new ValidationError(
+      path,
+      "contains a lone surrogate (not valid Unicode), which PostgreSQL cannot store",
+    );
+  }
+  return text;
+}

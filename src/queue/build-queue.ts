@@ -17,10 +17,12 @@ import {
   parseBuildId,
   parseLease,
   parseProgress,
+  parseResult,
   parseSubmit,
   parseSubmitMany,
   parseWorkerId,
   type SubmitInput,
+  storableText,
 } from "../core/build.js";
 import { type Config, configInput, loadConfig, postgresSettingsOf, redactUrl } from "../core/config.js";
 import { BuildNotFoundError, InvalidStateError, StaleLeaseError, ValidationError } from "../core/errors.js";
@@ -126,8 +128,9 @@ export interface FailOptions extends ResultOptions {
 }
 
 const MAX_LOG_TAIL_CHARS = 64 * 1024;
+/** The end of a log tail, as PostgreSQL can store it (build output may hold NULs: storableText). */
 const keepTail = (text: string | undefined) =>
-  text === undefined ? undefined : text.slice(-MAX_LOG_TAIL_CHARS);
+  text === undefined ? undefined : storableText(text.slice(-MAX_LOG_TAIL_CHARS));
 
 const DEFAULT_BACKOFF: BackoffPolicy = { baseDelayMs: 1000, maxDelayMs: 300_000 };
 const MAX_CLAIM = 1000;
@@ -613,7 +616,9 @@ export class BuildQueue extends EventEmitter {
 
   /**
    * Records a build's success. Fenced: a stale lease is refused with StaleLeaseError and changes
-   * nothing. Repeating a completion that already committed returns the build.
+   * nothing. Repeating a completion that already committed returns the build. A result jsonb cannot
+   * store (a NUL or lone surrogate in a string, a non-JSON value) is refused with ValidationError
+   * naming where (core/build.ts parseResult); the log tail is cleaned (storableText).
    */
   async complete(
     id: string,
@@ -623,7 +628,7 @@ export class BuildQueue extends EventEmitter {
   ): Promise<Build> {
     parseBuildId(id);
     parseLease(lease);
-    const input = { id, lease, result, logTail: keepTail(options.logTail) };
+    const input = { id, lease, result: parseResult(result), logTail: keepTail(options.logTail) };
     await this.flushProgress(id, lease);
     const done = await this.completions.run(input).catch((err) => {
       throw asStoreError(err);
@@ -643,7 +648,7 @@ export class BuildQueue extends EventEmitter {
     const input = {
       id,
       lease,
-      error: error.slice(0, 10_000),
+      error: storableText(error.slice(0, 10_000)),
       retryable: options.retryable ?? true,
       logTail: keepTail(options.logTail),
     };
@@ -711,7 +716,7 @@ export class BuildQueue extends EventEmitter {
   async reportProgress(id: string, lease: number, progress: ProgressInput): Promise<void> {
     parseBuildId(id);
     parseLease(lease);
-    const update = { ...parseProgress(progress), at: new Date().toISOString() };
+    const update = { ...parseProgress(storableProgress(progress)), at: new Date().toISOString() };
     await this.progressThrottle.report(`${id}:${lease}`, () => this.writeProgress(id, lease, update));
   }
 
@@ -768,6 +773,17 @@ export class BuildQueue extends EventEmitter {
     await this.wake.stop();
     await this.store.db.close();
   }
+}
+
+/** Progress text as PostgreSQL can store it (storableText); anything else is left to parseProgress. */
+function storableProgress(progress: ProgressInput): ProgressInput {
+  if (typeof progress !== "object" || progress === null) return progress;
+  const { phase, message } = progress;
+  return {
+    ...progress,
+    ...(typeof phase === "string" ? { phase: storableText(phase) } : {}),
+    ...(typeof message === "string" ? { message: storableText(message) } : {}),
+  };
 }
 
 function nonNegative(field: string, value: number): number {

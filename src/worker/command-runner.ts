@@ -42,7 +42,11 @@ export interface RunBuildCommandOptions {
   /** A shell command line, run with `/bin/sh -c`. */
   command: string;
   build: { id: string; lease: number; strategyId: string; params: Record<string, unknown> };
-  /** Aborts on stop or shutdown: the command's process group gets SIGTERM, then SIGKILL after graceMs. */
+  /**
+   * Aborts on stop or shutdown: the command's process group gets SIGTERM, then SIGKILL after graceMs.
+   * An abort reason with a numeric `graceMs` shortens the grace to that (the worker's lease fence:
+   * the group must be gone before the build's lease can lapse).
+   */
   signal: AbortSignal;
   /** Time between SIGTERM and SIGKILL. Default 10 s. */
   graceMs?: number;
@@ -221,7 +225,7 @@ async function runProcess(options: RunBuildCommandOptions, env: NodeJS.ProcessEn
   const releaseWatchdog = startOrphanWatchdog(pgid, graceMs);
   let stopping: Promise<StopSignal> | undefined;
   const stop = () => {
-    stopping ??= terminateGroup(pgid, graceMs);
+    stopping ??= terminateGroup(pgid, graceAfter(options.signal, graceMs));
   };
   options.signal.addEventListener("abort", stop, { once: true });
   if (options.signal.aborted) stop();
@@ -247,6 +251,12 @@ async function runProcess(options: RunBuildCommandOptions, env: NodeJS.ProcessEn
   if (end.code === 0) return { outcome: "completed", exitCode: 0, result: output.result(), logTail };
   const error = end.code !== null ? `exit code ${end.code}` : `killed by ${end.signal}`;
   return { outcome: "failed", exitCode: end.code, signal: end.signal, error, logTail };
+}
+
+/** The grace period for this abort: the reason's `graceMs` when it asks for less. */
+function graceAfter(signal: AbortSignal, graceMs: number): number {
+  const asked = (signal.reason as { graceMs?: unknown } | undefined)?.graceMs;
+  return typeof asked === "number" && asked >= 0 ? Math.min(asked, graceMs) : graceMs;
 }
 
 function waitForEnd(child: ChildProcess): Promise<ProcessEnd> {

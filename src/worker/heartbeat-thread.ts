@@ -5,12 +5,13 @@
  * worker's builds) and posts the builds PostgreSQL says the worker holds back to the main thread,
  * which abandons any build taken from it (as soon as its event loop is free again).
  */
-import { parentPort, workerData } from "node:worker_threads";
+import { type MessagePort, parentPort, workerData } from "node:worker_threads";
 import { silentLogger } from "../core/logger.js";
 import type { PostgresSettings } from "../core/postgres-settings.js";
 import { openPostgres } from "../postgres/db.js";
 import { type HeldStatus, WorkerStore } from "../postgres/worker-store.js";
 import { connectRedis, RedisIndex } from "../redis/index-client.js";
+import { monotonicMs } from "./monotonic.js";
 
 export interface HeartbeatThreadData {
   databaseUrl: string;
@@ -22,16 +23,20 @@ export interface HeartbeatThreadData {
   deadAfterMs: number;
   /** The queue's PostgreSQL timeouts (the thread's connection gets the same bounds). */
   postgres?: PostgresSettings;
+  /** Where the answers go: a channel of their own, so that the main thread can also take them
+   * synchronously (receiveMessageOnPort) when its event loop was busy (heartbeats.ts). */
+  answers: MessagePort;
 }
 
 type Held = { id: string; lease: number }[];
 
 /**
  * Thread to main: the answer to a heartbeat (the builds it named, those PostgreSQL let it keep, and
- * whether each was asked to stop).
+ * whether each was asked to stop), with when it was sent (monotonicMs: the leases it extended run
+ * from a moment after that).
  */
 export type HeartbeatMessage =
-  | { type: "held"; asked: Held; held: HeldStatus[] }
+  | { type: "held"; asked: Held; held: HeldStatus[]; sentAt: number }
   | { type: "error"; message: string };
 
 /** Main to thread: the builds the worker runs now, or stop. */
@@ -40,6 +45,7 @@ export type HeartbeatCommand = { type: "running"; builds: Held } | { type: "stop
 async function main(data: HeartbeatThreadData): Promise<void> {
   const port = parentPort;
   if (!port) throw new Error("heartbeat-thread must run as a worker thread");
+  const { answers } = data;
   // Its own connection, with the same timeouts, keepalive and error handling as the queue's pool.
   const db = await openPostgres(data.databaseUrl, data.schema, silentLogger(), {
     ...data.postgres,
@@ -56,11 +62,12 @@ async function main(data: HeartbeatThreadData): Promise<void> {
   const beat = async () => {
     const asked = running;
     await index?.workerHeartbeat(data.workerId).catch(() => undefined);
+    const sentAt = monotonicMs();
     try {
       const held = await store.heartbeat(data.workerId, data.deadAfterMs, asked);
-      port.postMessage({ type: "held", asked, held } satisfies HeartbeatMessage);
+      answers.postMessage({ type: "held", asked, held, sentAt } satisfies HeartbeatMessage);
     } catch (err) {
-      port.postMessage({ type: "error", message: (err as Error).message } satisfies HeartbeatMessage);
+      answers.postMessage({ type: "error", message: (err as Error).message } satisfies HeartbeatMessage);
     }
   };
   void beat(); // at once: a new worker shows as active without waiting an interval
@@ -73,6 +80,7 @@ async function main(data: HeartbeatThreadData): Promise<void> {
     clearInterval(timer);
     redis?.disconnect();
     await db.close().catch(() => undefined);
+    answers.close();
     port.close();
   });
 }

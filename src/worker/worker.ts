@@ -5,22 +5,25 @@
  * says the build was taken from it (requeued by the reaper after this worker was frozen or cut off,
  * or stopped): the handler's signal aborts, and nothing it reports is accepted any more.
  *
- * Heartbeats run in a thread of their own (heartbeat-thread.ts) when the queue is on a PostgreSQL
- * server, so a handler that computes for seconds without yielding cannot make its worker look dead.
- * On the embedded store (one process, one connection) they run on the event loop.
+ * A build stays in the set the heartbeats name (and so keeps its lease) from its claim until its
+ * result has settled (recorded, or refused for good): a slow result write cannot let the reaper take
+ * back a build that has finished. The parts: heartbeats.ts (the heartbeat thread), result-reporter.ts
+ * (results are retried until PostgreSQL takes or refuses them), fence.ts (a worker whose heartbeats
+ * go unacknowledged stops its builds before their leases can lapse).
  */
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
-import { Worker as Thread } from "node:worker_threads";
-import type { ClaimedBuild, ProgressInput } from "../core/build.js";
-import { postgresSettingsOf } from "../core/config.js";
-import { OculusError, StaleLeaseError, StoreUnavailableError } from "../core/errors.js";
+import { type ClaimedBuild, type ProgressInput, parseResult } from "../core/build.js";
+import { OculusError, StaleLeaseError, ValidationError } from "../core/errors.js";
 import { type Logger, silentLogger } from "../core/logger.js";
 import type { HeldStatus } from "../postgres/worker-store.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import { runClaimLoop } from "./claim-loop.js";
-import type { HeartbeatCommand, HeartbeatMessage, HeartbeatThreadData } from "./heartbeat-thread.js";
+import { fencePolicy, LeaseFence } from "./fence.js";
+import { type BuildRef, type HeartbeatAnswer, Heartbeats } from "./heartbeats.js";
+import { monotonicMs } from "./monotonic.js";
+import { type ReportOutcome, reportUntilSettled } from "./result-reporter.js";
 
 export interface BuildContext {
   build: ClaimedBuild;
@@ -43,18 +46,29 @@ export interface WorkerOptions {
   capacity?: number;
   labels?: Record<string, string>;
   version?: string;
-  /** On shutdown, how long running builds may take to finish before they are handed back (default 30 s). */
+  /** On shutdown, how long running builds may take to finish before they are stopped and handed back (default 30 s). */
   drainMs?: number;
+  /**
+   * On shutdown past drainMs: how long the stopped builds' handlers may take to end (a build command:
+   * its grace period and the SIGKILL) before the worker gives up on them (default 15 s). A build is
+   * handed back only once its handler has ended; one that has not is left to the reaper.
+   */
+  abortWaitMs?: number;
   logger?: Logger;
 }
 
-/** Why a running build's signal aborted. */
+/**
+ * Why a running build's signal aborted. "fenced": no heartbeat was acknowledged for so long that its
+ * lease could lapse soon (fence.ts); `graceMs` then bounds how long its processes may take to end.
+ */
 export class BuildAbandoned extends Error {
   constructor(
     readonly buildId: string,
-    readonly why: "lease lost" | "worker shutdown" | "stopped",
+    readonly why: "lease lost" | "worker shutdown" | "stopped" | "fenced",
+    readonly graceMs?: number,
+    detail?: string,
   ) {
-    super(`build ${buildId}: ${why}`);
+    super(`build ${buildId}: ${why}${detail ? ` (${detail})` : ""}`);
     this.name = "BuildAbandoned";
   }
 }
@@ -65,11 +79,12 @@ interface HandlerOutcome {
   logTail: string | undefined;
 }
 
-/** A handler's failure, with the build's output to keep with it. */
+/** A handler's failure, with the build's output to keep with it, and why it was aborted if it was. */
 class HandlerFailure extends Error {
   constructor(
     message: string,
     readonly logTail: string | undefined,
+    readonly abandoned: BuildAbandoned["why"] | undefined,
   ) {
     super(message);
   }
@@ -96,12 +111,6 @@ interface RunningBuild {
   logChars: number;
 }
 
-/** The heartbeat thread's entry: the built .js next to this file, or the .ts source under tests. */
-function threadEntry(): string {
-  const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
-  return new URL(`./heartbeat-thread${ext}`, import.meta.url).href;
-}
-
 /** Output kept with the build (the column keeps as much). */
 const LOG_TAIL_CHARS = 64 * 1024;
 /** Lines of output quoted in a failure's error message. */
@@ -115,30 +124,33 @@ function appendLog(entry: RunningBuild, line: string): void {
   }
 }
 
-/** A handler that threw after its signal aborted ended because of the abort. */
-function abortedOutcome(signal: AbortSignal): RunOutcome | undefined {
+/** Why the build's signal aborted, if it did. */
+function abandonedFor(signal: AbortSignal): BuildAbandoned["why"] | undefined {
   if (!signal.aborted) return undefined;
-  return signal.reason instanceof BuildAbandoned && signal.reason.why === "stopped" ? "stopped" : "abandoned";
+  return signal.reason instanceof BuildAbandoned ? signal.reason.why : "worker shutdown";
 }
 
 function logText(entry: RunningBuild): string | undefined {
   return entry.logTail.length > 0 ? entry.logTail.join("\n") : undefined;
 }
-const REPORT_RETRY_MS = 500;
 
 /** Emits "build-ended" (BuildEndedEvent) after each run. */
 export class Worker extends EventEmitter {
   readonly id: string;
   private readonly capacity: number;
   private readonly logger: Logger;
+  /** Builds whose handler runs now (what capacity counts). */
   private readonly running = new Map<string, RunningBuild>();
+  /** Builds the heartbeats name, so that they keep their leases: from the claim until the result settled. */
+  private readonly held = new Map<string, BuildRef>();
   private readonly loopController = new AbortController();
   private loop: Promise<void> | undefined;
-  private heartbeatTimer: NodeJS.Timeout | undefined;
-  private heartbeatThread: Thread | undefined;
+  private heartbeats: Heartbeats | undefined;
+  private fence: LeaseFence | undefined;
   private unsubscribeStops: (() => void) | undefined;
   private stopping = false;
-  private lastHeartbeatAt: number | undefined;
+  /** Builds handed back during shutdown (for the log). */
+  private readonly released: string[] = [];
 
   constructor(
     private readonly queue: BuildQueue,
@@ -153,7 +165,7 @@ export class Worker extends EventEmitter {
     }
   }
 
-  /** Builds running now. */
+  /** Builds whose handler runs now (a finished build whose result is still being written is not counted). */
   get activeBuilds(): number {
     return this.running.size;
   }
@@ -163,9 +175,9 @@ export class Worker extends EventEmitter {
     return this.capacity;
   }
 
-  /** Since the last heartbeat PostgreSQL answered, in ms (undefined before the first). */
+  /** Since the last heartbeat PostgreSQL acknowledged was sent, in ms (undefined before the first). */
   heartbeatAgeMs(): number | undefined {
-    return this.lastHeartbeatAt === undefined ? undefined : Date.now() - this.lastHeartbeatAt;
+    return this.heartbeats?.ageMs();
   }
 
   async start(): Promise<void> {
@@ -181,19 +193,27 @@ export class Worker extends EventEmitter {
       const entry = this.running.get(buildId);
       if (entry) this.abandon(entry, "stopped");
     });
-    this.startHeartbeats();
+    const heartbeats = new Heartbeats(
+      this.queue,
+      this.id,
+      this.logger,
+      () => [...this.held.values()],
+      (answer) => this.answered(answer),
+    );
+    this.fence = new LeaseFence(fencePolicy(this.queue.workers.health.deadAfterMs), {
+      takePendingAnswers: () => heartbeats.takePendingAnswers(),
+      fence: (buildId, graceMs, silentMs) => this.fenceBuild(buildId, graceMs, silentMs),
+    });
+    this.heartbeats = heartbeats;
+    // Claims wait for the first heartbeat: a thread still loading must not let a new build's lease lapse.
+    await heartbeats.start();
     this.loop = runClaimLoop(
       {
-        claim: (count) => this.queue.claim(this.id, count),
+        claim: (count) => this.claim(count),
         wait: (ms, signal) => this.queue.waitForWork(ms, signal),
-        complete: (build, outcome) => {
-          const { value, logTail } = outcome as HandlerOutcome;
-          return this.report(build, () => this.queue.complete(build.id, build.lease, value, { logTail }));
-        },
-        fail: (build, err) => {
-          const logTail = err instanceof HandlerFailure ? err.logTail : undefined;
-          return this.report(build, () => this.queue.fail(build.id, build.lease, err.message, { logTail }));
-        },
+        complete: (build, outcome) =>
+          this.settle(build, this.reportCompletion(build, outcome as HandlerOutcome)),
+        fail: (build, err) => this.settle(build, this.reportFailure(build, err)),
         onError: (err) =>
           this.logger.warn(
             { err: (err as Error).message },
@@ -206,11 +226,22 @@ export class Worker extends EventEmitter {
     this.logger.info({ capacity: this.capacity }, "worker started");
   }
 
+  /** Claims builds; each is held (named by the heartbeats, watched by the fence) from now on. */
+  private async claim(count: number): Promise<ClaimedBuild[]> {
+    const sentAt = monotonicMs();
+    const builds = await this.queue.claim(this.id, count);
+    for (const build of builds) {
+      this.held.set(build.id, { id: build.id, lease: build.lease });
+      this.fence?.claimed(build, sentAt);
+    }
+    if (builds.length > 0) this.heartbeats?.buildsChanged();
+    return builds;
+  }
+
   private async run(build: ClaimedBuild): Promise<HandlerOutcome> {
     const controller = new AbortController();
     const entry: RunningBuild = { build, controller, logTail: [], logChars: 0 };
     this.running.set(build.id, entry);
-    this.runningChanged();
     const started = performance.now();
     let outcome: RunOutcome = "failed";
     try {
@@ -224,32 +255,23 @@ export class Worker extends EventEmitter {
       outcome = "completed";
       return { value, logTail: logText(entry) };
     } catch (err) {
-      outcome = abortedOutcome(controller.signal) ?? "failed";
+      const abandoned = abandonedFor(controller.signal);
+      outcome = abandoned === undefined ? "failed" : abandoned === "stopped" ? "stopped" : "abandoned";
       const message = err instanceof Error ? err.message : String(err);
       const lastLines = entry.logTail.slice(-ERROR_TAIL_LINES);
       const tail = lastLines.length > 0 ? `\n--- last output ---\n${lastLines.join("\n")}` : "";
-      throw new HandlerFailure(`${message}${tail}`, logText(entry));
+      const reason =
+        controller.signal.reason instanceof BuildAbandoned ? controller.signal.reason : undefined;
+      const cause = reason?.why === "fenced" ? `${reason.message}; ` : "";
+      throw new HandlerFailure(`${cause}${message}${tail}`, logText(entry), abandoned);
     } finally {
       if (this.running.get(build.id) === entry) this.running.delete(build.id);
-      this.runningChanged();
       this.emit("build-ended", {
         build,
         outcome,
         durationMs: performance.now() - started,
       } satisfies BuildEndedEvent);
     }
-  }
-
-  /** The builds this worker runs, as heartbeats name them (only those keep their leases). */
-  private runningBuilds(): { id: string; lease: number }[] {
-    return [...this.running.values()].map((e) => ({ id: e.build.id, lease: e.build.lease }));
-  }
-
-  private runningChanged(): void {
-    this.heartbeatThread?.postMessage({
-      type: "running",
-      builds: this.runningBuilds(),
-    } satisfies HeartbeatCommand);
   }
 
   private async progress(entry: RunningBuild, update: ProgressInput): Promise<void> {
@@ -261,95 +283,79 @@ export class Worker extends EventEmitter {
     }
   }
 
-  /**
-   * Reports a result. While no store can take it (PostgreSQL unreachable), it keeps trying: a result
-   * is never dropped. A stale lease means the build was taken from this worker: the result is
-   * refused, and that is final.
-   */
-  private async report(build: ClaimedBuild, write: () => Promise<unknown>): Promise<void> {
-    for (;;) {
-      try {
-        await write();
-        return;
-      } catch (err) {
-        if (err instanceof StaleLeaseError) {
-          this.logger.warn({ buildId: build.id }, "result refused: the build was taken from this worker");
-          return;
-        }
-        if (!(err instanceof StoreUnavailableError)) throw err;
-        this.logger.warn({ buildId: build.id, err: err.message }, "cannot record the result yet; retrying");
-        await new Promise((r) => setTimeout(r, REPORT_RETRY_MS));
+  /** Once a build's report has settled, the worker holds it no more (its lease is left alone). */
+  private async settle(build: ClaimedBuild, report: Promise<ReportOutcome>): Promise<ReportOutcome> {
+    try {
+      return await report;
+    } finally {
+      if (this.held.get(build.id)?.lease === build.lease) {
+        this.held.delete(build.id);
+        this.fence?.forget(build.id);
+        this.heartbeats?.buildsChanged();
       }
     }
   }
 
-  private startHeartbeats(): void {
-    const { config } = this.queue;
-    const health = this.queue.workers.health;
-    if (!config.databaseUrl) {
-      void this.heartbeat();
-      this.heartbeatTimer = setInterval(() => void this.heartbeat(), health.heartbeatMs);
-      return;
+  /**
+   * The handler returned: its value is the result. A value PostgreSQL cannot store as jsonb (a NUL or
+   * a lone surrogate in a string, a non-JSON value) can never be recorded: the build fails, once and
+   * for good, saying why.
+   */
+  private async reportCompletion(build: ClaimedBuild, outcome: HandlerOutcome): Promise<ReportOutcome> {
+    let result: unknown;
+    try {
+      result = parseResult(outcome.value);
+    } catch (err) {
+      if (!(err instanceof ValidationError)) throw err;
+      return this.reportUnstorable(build, err.message, outcome.logTail);
     }
-    const file = threadEntry();
-    const workerData: HeartbeatThreadData = {
-      databaseUrl: config.databaseUrl,
-      schema: config.schema,
-      redisUrl: config.redisUrl,
-      prefix: config.prefix,
-      workerId: this.id,
-      heartbeatMs: health.heartbeatMs,
-      deadAfterMs: health.deadAfterMs,
-      postgres: postgresSettingsOf(config),
-    };
-    const thread = file.endsWith(".ts")
-      ? // From the sources (tests): register the TypeScript loader in the thread, then load the entry.
-        new Thread(
-          `import("tsx/esm/api").then((m) => { m.register(); return import(${JSON.stringify(file)}); })`,
-          {
-            eval: true,
-            workerData,
-          },
-        )
-      : new Thread(new URL(file), { workerData });
-    thread.on("message", (message: HeartbeatMessage) => {
-      if (message.type === "held") {
-        this.lastHeartbeatAt = Date.now();
-        this.checkHeld(message.asked, message.held);
-      } else this.logger.warn({ err: message.message }, "heartbeat to PostgreSQL failed");
-    });
-    thread.on("error", (err) => {
-      this.logger.warn({ err: err.message }, "heartbeat thread failed; heartbeating on the event loop");
-      this.heartbeatThread = undefined;
-      this.heartbeatTimer ??= setInterval(() => void this.heartbeat(), health.heartbeatMs);
-    });
-    this.heartbeatThread = thread;
+    let refusal = "";
+    const recorded = await this.untilSettled(build, "completion", () =>
+      this.queue.complete(build.id, build.lease, result, { logTail: outcome.logTail }).catch((err) => {
+        refusal = (err as Error).message;
+        throw err;
+      }),
+    );
+    // What the checks above let through and PostgreSQL still refused (a data exception).
+    return recorded === "unstorable" ? this.reportUnstorable(build, refusal, outcome.logTail) : recorded;
   }
 
-  private async stopHeartbeats(): Promise<void> {
-    clearInterval(this.heartbeatTimer);
-    const thread = this.heartbeatThread;
-    this.heartbeatThread = undefined;
-    if (!thread) return;
-    thread.postMessage({ type: "stop" } satisfies HeartbeatCommand);
-    await Promise.race([
-      new Promise((resolve) => thread.once("exit", resolve)),
-      new Promise((resolve) => setTimeout(resolve, 2000).unref()),
-    ]);
-    await thread.terminate();
+  private reportUnstorable(build: ClaimedBuild, why: string, logTail: string | undefined) {
+    const error = `the build's result cannot be stored: ${why}`;
+    return this.untilSettled(build, "failure", () =>
+      this.queue.fail(build.id, build.lease, error, { logTail, retryable: false }),
+    );
   }
 
-  /** Heartbeat on the event loop (embedded store); abandons builds taken from this worker. */
-  private async heartbeat(): Promise<void> {
-    const asked = this.runningBuilds();
-    const held = await this.queue.workers.heartbeat(this.id, asked).catch(() => undefined);
-    if (!held) return;
-    this.lastHeartbeatAt = Date.now();
-    this.checkHeld(asked, held);
+  /** The handler threw. Stopped for a shutdown: the build is handed back (its handler has ended). */
+  private reportFailure(build: ClaimedBuild, err: Error): Promise<ReportOutcome> {
+    const failure = err instanceof HandlerFailure ? err : undefined;
+    if (failure?.abandoned === "worker shutdown") {
+      return this.untilSettled(build, "hand-back", async () => {
+        const released = await this.queue.workers.release(this.id, [{ id: build.id, lease: build.lease }]);
+        if (released.length > 0) this.released.push(build.id);
+      });
+    }
+    return this.untilSettled(build, "failure", () =>
+      this.queue.fail(build.id, build.lease, err.message, { logTail: failure?.logTail }),
+    );
   }
 
-  /** Abandons the builds the heartbeat named that PostgreSQL no longer lets this worker hold. */
-  private checkHeld(asked: { id: string; lease: number }[], held: HeldStatus[]): void {
+  private untilSettled(
+    build: ClaimedBuild,
+    what: string,
+    write: () => Promise<unknown>,
+  ): Promise<ReportOutcome> {
+    return reportUntilSettled(write, { buildId: build.id, what, logger: this.logger });
+  }
+
+  private answered(answer: HeartbeatAnswer): void {
+    this.fence?.answered(answer);
+    this.checkHeld(answer.asked, answer.held);
+  }
+
+  /** Abandons the running builds the heartbeat named that PostgreSQL no longer lets this worker hold. */
+  private checkHeld(asked: BuildRef[], held: HeldStatus[]): void {
     const kept = new Map(held.map((h) => [`${h.id}:${h.lease}`, h]));
     for (const { id, lease } of asked) {
       const entry = this.running.get(id);
@@ -360,46 +366,76 @@ export class Worker extends EventEmitter {
     }
   }
 
-  private abandon(entry: RunningBuild, why: BuildAbandoned["why"]): void {
+  /** The fence fired: no heartbeat acknowledged for too long; the build stops before its lease can lapse. */
+  private fenceBuild(buildId: string, graceMs: number, silentMs: number): void {
+    const entry = this.running.get(buildId);
+    if (!entry || entry.controller.signal.aborted) return;
+    this.logger.warn(
+      { buildId, silentMs, graceMs },
+      "no heartbeat acknowledged by PostgreSQL for too long: stopping the build before its lease can lapse",
+    );
+    const detail = `no heartbeat acknowledged for ${silentMs} ms: stopped before its lease could lapse`;
+    this.abandon(entry, "fenced", graceMs, detail);
+  }
+
+  private abandon(entry: RunningBuild, why: BuildAbandoned["why"], graceMs?: number, detail?: string): void {
     if (entry.controller.signal.aborted) return;
     this.logger.warn({ buildId: entry.build.id, why }, "abandoning build");
-    entry.controller.abort(new BuildAbandoned(entry.build.id, why));
+    entry.controller.abort(new BuildAbandoned(entry.build.id, why, graceMs, detail));
   }
 
   /**
-   * Graceful shutdown: stop claiming, let running builds finish for up to `drainMs`, then hand the
-   * rest back to the queue (no retry counted) and abort their handlers.
+   * Graceful shutdown: stop claiming and let running builds finish for up to `drainMs`. Then stop
+   * the rest (a build command gets SIGTERM, then SIGKILL after its grace period) and hand each back
+   * to the queue (no retry counted) once its handler has ended, i.e. once its processes are gone:
+   * the build cannot run here and elsewhere at once. Heartbeats go on until then, so the builds keep
+   * their leases. A handler still running after `abortWaitMs` is not handed back: its lease runs out
+   * and the reaper requeues it.
    */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     this.loopController.abort();
     const drainMs = this.options.drainMs ?? 30_000;
-    const drained = await Promise.race([
-      this.loop?.then(() => true),
-      new Promise<boolean>((r) => setTimeout(() => r(false), drainMs).unref()),
-    ]);
-    if (!drained && this.running.size > 0) {
+    const drained = await settledWithin(this.loop, drainMs);
+    if (!drained) {
       const left = [...this.running.values()];
-      const released = await this.queue.workers
-        .release(
-          this.id,
-          left.map((e) => ({ id: e.build.id, lease: e.build.lease })),
-        )
-        .catch((err: Error) => {
-          this.logger.warn({ err: err.message }, "could not hand builds back; the reaper will");
-          return [];
-        });
-      this.logger.warn(
-        { released: released.map((b) => b.id) },
-        "drain timeout: builds handed back to the queue",
-      );
+      if (left.length > 0) {
+        this.logger.warn(
+          { buildIds: left.map((e) => e.build.id) },
+          "drain timeout: stopping the builds still running; each goes back to the queue once it has ended",
+        );
+      }
       for (const entry of left) this.abandon(entry, "worker shutdown");
-      await Promise.race([this.loop, new Promise((r) => setTimeout(r, 5000).unref())]);
+      const ended = await settledWithin(this.loop, this.options.abortWaitMs ?? 15_000);
+      if (this.released.length > 0) {
+        this.logger.warn({ released: this.released }, "drain timeout: builds handed back to the queue");
+      }
+      if (!ended && this.running.size > 0) {
+        this.logger.warn(
+          { buildIds: [...this.running.keys()] },
+          "builds still running after their stop: not handed back; their leases run out and the reaper requeues them",
+        );
+      }
     }
-    await this.stopHeartbeats();
+    this.fence?.stop();
+    await this.heartbeats?.stop();
     this.unsubscribeStops?.();
     await this.queue.workers.markStopped(this.id).catch(() => undefined);
     this.logger.info("worker stopped");
+  }
+}
+
+/** True when `work` settled within `ms`. */
+async function settledWithin(work: Promise<unknown> | undefined, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([Promise.resolve(work).then(() => true), timedOut]);
+  } finally {
+    clearTimeout(timer);
   }
 }
