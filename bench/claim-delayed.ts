@@ -53,7 +53,7 @@ async function measure(delayed: number, claims: number): Promise<number> {
     const start = performance.now();
     for (let i = 0; i < claims; i++) {
       const [build] = await store.claimNext(1, "bench", HOUR_MS);
-      if (!build || build.strategyId !== "r") throw new Error("claimed a delayed build, or nothing");
+      if (build?.strategyId !== "r") throw new Error("claimed a delayed build, or nothing");
     }
     const perClaim = (performance.now() - start) / claims;
     if (process.env.EXPLAIN) console.log(await explainClaim(schema));
