@@ -19,11 +19,12 @@ interface EventRow {
   at: Date;
 }
 
-/** A stream event with the reader's transaction horizon (see events_after.sql). */
-export interface HorizonEvent {
-  event: BuildEvent;
-  /** Oldest running transaction id when the row was read. */
-  xmin: bigint;
+/** A transaction that holds RowExclusiveLock on `build_events`: it may be inserting an event. */
+export interface EventWriter {
+  /** Its virtual transaction id (pg_locks.virtualtransaction). */
+  vxid: string;
+  /** Its backend's pid, for the log (null for a prepared transaction). */
+  pid: number | null;
 }
 
 export function toEvent(row: EventRow): BuildEvent {
@@ -63,35 +64,28 @@ export class EventStore {
     return res.rows[0] ? Number(res.rows[0].id) : undefined;
   }
 
-  async after(afterId: number, limit: number): Promise<HorizonEvent[]> {
-    const res = await this.db.query<EventRow & { xmin: string }>(queries.events_after, [afterId, limit]);
-    return res.rows.map((row) => ({ event: toEvent(row), xmin: BigInt(row.xmin) }));
+  async after(afterId: number, limit: number): Promise<BuildEvent[]> {
+    const res = await this.db.query<EventRow>(queries.events_after, [afterId, limit]);
+    return res.rows.map(toEvent);
   }
 
-  /**
-   * A transaction id above every one assigned before this call (xid_bound.sql). It costs a commit
-   * record, so its commit does not wait for the WAL flush (nothing it wrote needs to survive a crash).
-   */
-  async xidBound(): Promise<bigint> {
-    const res = await this.db.transaction(async (tx) => {
-      await tx.query("SET LOCAL synchronous_commit TO off");
-      return tx.query<{ xid: string }>(queries.xid_bound);
-    });
-    return BigInt(res.rows[0]?.xid ?? 0);
+  /** The transactions that may be inserting events right now (event_writers.sql; event-gaps.ts). */
+  async writers(): Promise<EventWriter[]> {
+    const res = await this.db.query<{ vxid: string; pid: number | null }>(queries.event_writers);
+    return res.rows.map((r) => ({ vxid: r.vxid, pid: r.pid }));
   }
 
+  /** Events after `afterId` up to `uptoId`, of one build or of all (two statements: see the files). */
   async between(
     buildId: string | undefined,
     afterId: number,
     uptoId: number,
     limit: number,
   ): Promise<BuildEvent[]> {
-    const res = await this.db.query<EventRow>(queries.events_between, [
-      buildId ?? null,
-      afterId,
-      uptoId,
-      limit,
-    ]);
+    const res =
+      buildId === undefined
+        ? await this.db.query<EventRow>(queries.events_between_all, [afterId, uptoId, limit])
+        : await this.db.query<EventRow>(queries.events_between_build, [buildId, afterId, uptoId, limit]);
     return res.rows.map(toEvent);
   }
 

@@ -297,19 +297,23 @@ export class BuildStore {
     await this.db.query(queries.notify, [this.wakeChannel, ""]);
   }
 
-  /** Builds newest first; see list_builds.sql. */
+  /** Builds newest first; see list_builds.sql and list_builds_by_strategy.sql. */
   async list(filter: {
     status: BuildStatus | null;
     strategyId: string | null;
     beforeSeq: number | null;
     limit: number;
   }): Promise<Build[]> {
-    const res = await this.db.query<BuildRow>(queries.list_builds, [
-      filter.status,
-      filter.strategyId,
-      filter.beforeSeq,
-      filter.limit,
-    ]);
+    const below = filter.beforeSeq ?? Number.MAX_SAFE_INTEGER;
+    const res =
+      filter.strategyId === null
+        ? await this.db.query<BuildRow>(queries.list_builds, [filter.status, below, filter.limit])
+        : await this.db.query<BuildRow>(queries.list_builds_by_strategy, [
+            filter.status,
+            filter.strategyId,
+            below,
+            filter.limit,
+          ]);
     return res.rows.map(toBuild);
   }
 

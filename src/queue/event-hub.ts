@@ -4,7 +4,7 @@
  *
  * Order and completeness come from PostgreSQL, not from the notices: the hub reads `build_events` in
  * id order after its cursor and advances only over ids it has read, or over a missing id once no
- * transaction that could still commit it is running (events_after.sql). Redis pub/sub
+ * transaction that could still commit it is running (the gap rule: event-gaps.ts). Redis pub/sub
  * (`<prefix>:events`) and PostgreSQL NOTIFY (`oculus_events_<schema>`) only wake it early; a timer
  * wakes it anyway, so a lost notice delays an event by one poll, never loses it.
  *
@@ -18,25 +18,28 @@ import { BuildNotFoundError, ValidationError } from "../core/errors.js";
 import type { BuildEvent, BuildSnapshot, StreamItem, SubscribeOptions } from "../core/events.js";
 import type { Logger } from "../core/logger.js";
 import type { Db } from "../postgres/db.js";
-import type { EventStore, HorizonEvent } from "../postgres/event-store.js";
+import type { EventStore } from "../postgres/event-store.js";
+import { DEFAULT_GAP_RULE, EventCursor, type NextStep } from "./event-gaps.js";
 
 export interface EventHubOptions {
   /** Poll even without a notice (default 500 ms). */
   pollMs: number;
-  /** A missing id that stays missing this long is skipped even if transactions are still running. */
-  maxGapWaitMs: number;
+  /**
+   * A missing event id still held by a running writer after this long is logged (default 10 s). It
+   * is never skipped: it is delivered, in order, when its writer commits (see event-gaps.ts).
+   */
+  gapWarnAfterMs: number;
   /** A subscriber this many events behind is ended (it resumes with its last event id). */
   maxBuffered: number;
 }
 
 export const DEFAULT_HUB_OPTIONS: EventHubOptions = {
   pollMs: 500,
-  maxGapWaitMs: 10_000,
+  gapWarnAfterMs: 10_000,
   maxBuffered: 10_000,
 };
 
 const PAGE = 500;
-const GAP_RECHECK_MS = 5;
 const ACTIVE_IN_SNAPSHOT = 1000;
 const START_BEHIND_HEAD = 10_000;
 const COUNTS_TTL_MS = 1000;
@@ -54,31 +57,14 @@ interface Subscriber {
   notify: (() => void) | undefined;
 }
 
-interface Gap {
-  /** The first missing id. */
-  id: number;
-  /**
-   * The highest id read before the bound was drawn. Every id below it was drawn before it, by a
-   * transaction that had its id before drawing: so one bound covers every missing id below this one
-   * (ids pruned or rolled back leave many gaps; stepping over each with a bound of its own cost two
-   * queries per gap).
-   */
-  coversUpTo: number;
-  /** Closed once the oldest running transaction is at least this: a transaction id drawn when the gap
-   * was first seen (a snapshot's xmax is not enough: a running transaction may be above it). */
-  untilXmin: bigint;
-  since: number;
-}
-
 export class EventHub {
-  private cursor = 0;
+  private readonly cursor: EventCursor;
   private readonly subscribers = new Set<Subscriber>();
   private started: Promise<void> | undefined;
   private reading: Promise<void> | undefined;
   private readAgain = false;
   /** Wake-ups came while nobody was subscribed: the next read may jump ahead (see skipIdleStretch). */
   private idle = false;
-  private gap: Gap | undefined;
   private timer: NodeJS.Timeout | undefined;
   private gapTimer: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
@@ -94,7 +80,12 @@ export class EventHub {
     readonly redisChannel: string,
     private readonly logger: Logger,
     private readonly options: EventHubOptions = DEFAULT_HUB_OPTIONS,
-  ) {}
+  ) {
+    this.cursor = new EventCursor(() => events.writers(), logger, {
+      ...DEFAULT_GAP_RULE,
+      warnAfterMs: options.gapWarnAfterMs,
+    });
+  }
 
   /** The stream: a snapshot (or the missed events), then live events; see SubscribeOptions. */
   async *subscribe(options: SubscribeOptions = {}): AsyncGenerator<StreamItem> {
@@ -104,7 +95,7 @@ export class EventHub {
     await this.read(); // what committed before this call goes in the snapshot, not after it
     const sub: Subscriber = { buildId, buffer: [], failed: undefined, notify: undefined };
     this.subscribers.add(sub);
-    const attachedAt = this.cursor;
+    const attachedAt = this.cursor.position;
     const onAbort = () => sub.notify?.();
     options.signal?.addEventListener("abort", onAbort);
     try {
@@ -147,7 +138,7 @@ export class EventHub {
 
   /** The hub's position in the stream (events up to it have been dispatched). */
   get position(): number {
-    return this.cursor;
+    return this.cursor.position;
   }
 
   async close(): Promise<void> {
@@ -167,7 +158,7 @@ export class EventHub {
   private async listen(): Promise<void> {
     // Start a little behind the head: an event committed after this read may carry an id below the
     // head (its transaction drew the id earlier); reading from before it, with the gap rule, gets it.
-    this.cursor = Math.max(0, (await this.events.head()) - START_BEHIND_HEAD);
+    this.cursor.jumpTo((await this.events.head()) - START_BEHIND_HEAD);
     this.unlisten = await this.db.listen(this.pgChannel, () => this.wake());
     if (this.redis) {
       const subscriber = this.redis.duplicate({ enableOfflineQueue: true, lazyConnect: false });
@@ -221,65 +212,42 @@ export class EventHub {
    */
   private async skipIdleStretch(): Promise<void> {
     this.idle = false;
-    const floor = (await this.events.head()) - START_BEHIND_HEAD;
-    if (floor > this.cursor) {
-      this.cursor = floor;
-      this.gap = undefined;
-    }
+    this.cursor.jumpTo((await this.events.head()) - START_BEHIND_HEAD);
   }
 
   /** True when a full page was read (there may be more). */
   private async readPage(): Promise<boolean> {
-    const rows = await this.events.after(this.cursor, PAGE);
-    const highest = Number(rows.at(-1)?.event.id ?? 0);
-    for (const row of rows) {
-      const id = Number(row.event.id);
-      if (id !== this.cursor + 1 && !(await this.gapClosed(row, highest))) {
-        if (!this.readAgain) this.recheckGapSoon();
-        return false;
-      }
-      this.cursor = id;
-      if (this.gap && id >= this.gap.coversUpTo) this.gap = undefined;
-      this.dispatch(row.event);
-    }
-    return rows.length === PAGE;
-  }
-
-  /**
-   * Whether the id after the cursor can no longer appear (see Gap). The transaction that drew it had
-   * its id before it drew the event id (every event statement writes the build row first), and that
-   * was before a later event id was visible: so below a transaction id drawn now.
-   */
-  private async gapClosed(row: HorizonEvent, highestRead: number): Promise<boolean> {
-    const missing = this.cursor + 1;
-    const id = Number(row.event.id);
-    const gap = this.gap;
-    if (!gap || id > gap.coversUpTo || missing < gap.id) {
-      this.gap = {
-        id: missing,
-        coversUpTo: highestRead,
-        untilXmin: await this.events.xidBound(),
-        since: Date.now(),
-      };
-      // Read again at once: the missing event has usually committed while the bound was drawn.
-      this.readAgain = true;
-      return false;
-    }
-    if (row.xmin >= gap.untilXmin) return true;
-    if (Date.now() - gap.since < this.options.maxGapWaitMs) return false;
-    this.logger.warn(
-      { missing, waitedMs: Date.now() - gap.since },
-      "event id still missing while transactions run; skipping it (resuming subscribers still get it)",
+    const rows = await this.events.after(this.cursor.beginRead(), PAGE);
+    const verdict = await this.cursor.take(
+      rows.map((e) => Number(e.id)),
+      rows.length === PAGE,
     );
-    return true;
+    for (const event of rows.slice(0, verdict.accepted)) this.dispatch(event);
+    return this.follow(verdict.next);
   }
 
-  private recheckGapSoon(): void {
-    if (this.gapTimer) return;
+  /** Acts on the cursor's next step; true when the reader reads on at once. */
+  private follow(next: NextStep): boolean {
+    switch (next.kind) {
+      case "next-page":
+        return true;
+      case "read-again":
+        this.readAgain = true;
+        return false;
+      case "wait":
+        this.recheckGapIn(next.ms);
+        return false;
+      case "caught-up":
+        return false;
+    }
+  }
+
+  private recheckGapIn(ms: number): void {
+    if (this.gapTimer || this.closed) return;
     this.gapTimer = setTimeout(() => {
       this.gapTimer = undefined;
       this.wake();
-    }, GAP_RECHECK_MS);
+    }, ms);
   }
 
   private dispatch(event: BuildEvent): void {

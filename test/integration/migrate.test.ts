@@ -60,6 +60,60 @@ describe("migrations", () => {
     }
   });
 
+  it("0008 takes builds waiting out a retry backoff out of the dispatch index", async () => {
+    const { BuildQueue } = await import("../../src/index.js");
+    const own = `${schema}_d`;
+    const queue = await BuildQueue.open({
+      databaseUrl: TEST_DATABASE_URL,
+      schema: own,
+      backoff: { baseDelayMs: 3_600_000, maxDelayMs: 3_600_000 },
+    });
+    try {
+      const [retried, ready] = await queue.submitMany([
+        { strategyId: "a", priority: 5 },
+        { strategyId: "b" },
+      ]);
+      const [claimed] = await queue.store.claimNext(1, "w", 60_000);
+      expect(claimed?.id).toBe(retried?.build.id);
+      await queue.store.fail(
+        [{ id: claimed?.id ?? "", lease: claimed?.lease ?? 0, error: "x", retryable: true }],
+        {
+          baseDelayMs: 3_600_000,
+          maxDelayMs: 3_600_000,
+        },
+      );
+      // Back to migration 7 with a delayed retry queued: no flag, the dispatch index over every queued row.
+      await sql(
+        own,
+        `DROP INDEX builds_delayed_idx;
+         DROP INDEX builds_dispatch_idx;
+         ALTER TABLE builds DROP COLUMN delayed;
+         CREATE INDEX builds_dispatch_idx ON builds (priority DESC, seq) WHERE status = 'queued';
+         DELETE FROM schema_migrations WHERE version = 8`,
+      );
+      const report = await migrate(queue.store.db);
+      expect(report.applied.map((m) => m.version)).toEqual([8]);
+      const flags = await sql<{ id: string; delayed: boolean }>(
+        own,
+        "SELECT id, delayed FROM builds ORDER BY seq",
+      );
+      expect(flags).toEqual([
+        { id: retried?.build.id, delayed: true },
+        { id: ready?.build.id, delayed: false },
+      ]);
+      const next = await queue.store.claimNext(5, "w", 60_000);
+      expect(next.map((b) => b.id)).toEqual([ready?.build.id]);
+      // Once due, the retry is claimed again (before anything of lower priority).
+      await sql(own, "UPDATE builds SET run_at = now() - interval '1 second' WHERE id = $1", [
+        retried?.build.id,
+      ]);
+      expect((await queue.store.claimNext(5, "w", 60_000)).map((b) => b.id)).toEqual([retried?.build.id]);
+    } finally {
+      await queue.close();
+      await dropSchema(own);
+    }
+  });
+
   it("refuses a database migrated by a newer version", async () => {
     await sql(schema, "INSERT INTO schema_migrations (version, name) VALUES (9999, 'from_the_future')");
     const db = await openPostgres(TEST_DATABASE_URL, schema, silentLogger(), { poolSize: 1 });

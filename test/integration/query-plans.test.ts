@@ -151,3 +151,155 @@ describe.each(SITUATIONS)("query plans: $name", (situation) => {
     expect(expired.map((s) => s.index)).toContain("builds_lease_expiry_idx");
   });
 });
+
+/** Every node of a plan, from EXPLAIN (FORMAT JSON). */
+function nodesIn(plan: unknown): Record<string, unknown>[] {
+  if (Array.isArray(plan)) return plan.flatMap(nodesIn);
+  if (plan === null || typeof plan !== "object") return [];
+  const node = plan as Record<string, unknown>;
+  const own = typeof node["Node Type"] === "string" ? [node] : [];
+  return [...own, ...Object.values(node).flatMap(nodesIn)];
+}
+
+/**
+ * At scale, and as a connection runs the statements after five executions (a generic plan: the query
+ * files run as named prepared statements): claims read no delayed retries, and no statement's plan
+ * depends on a parameter being null.
+ */
+describe("query plans at scale (generic plans)", () => {
+  const schema = uniqueSchema("plans_scale");
+  const client = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema}` });
+  const DELAYED = 50_000;
+  const READY = 100;
+  let someBuild = "";
+
+  beforeAll(async () => {
+    const db = await openPostgres(TEST_DATABASE_URL, schema, silentLogger(), 1);
+    await migrate(db).finally(() => db.close());
+    await client.connect();
+    await client.query("ALTER TABLE builds SET (autovacuum_enabled = false)");
+    // The delayed retries as a fleet makes them: running builds that failed with retries left. They
+    // keep their sequence numbers, ahead of the ready builds in dispatch order (and higher priority).
+    const running = await client.query<{ id: string; lease: string }>(
+      `INSERT INTO builds (strategy_id, priority, seq, status, max_retries, lease, worker_id)
+       SELECT 'd' || (g % 10), 5, g, 'running', 3, 1, 'w' FROM generate_series(1, $1::int) g RETURNING id, lease`,
+      [DELAYED],
+    );
+    const failures = running.rows.map((r) => ({
+      id: r.id,
+      lease: Number(r.lease),
+      error: "x",
+      retryable: true,
+    }));
+    await client.query(queries.fail_builds, [JSON.stringify(failures), 3_600_000, 3_600_000]);
+    await client.query(
+      `INSERT INTO builds (strategy_id, priority, seq, status, max_retries)
+       SELECT 'r', 0, g, 'queued', 3 FROM generate_series($1::int + 1, $1::int + $2::int) g`,
+      [DELAYED, READY],
+    );
+    await client.query(
+      "INSERT INTO build_listing (seq, strategy_id, build_id) SELECT seq, strategy_id, id FROM builds",
+    );
+    someBuild = running.rows[0]?.id ?? "";
+    await client.query(
+      `INSERT INTO build_events (build_id, type, actor)
+       SELECT id, 'progress', 'w' FROM builds, generate_series(1, 3)`,
+    );
+    await client.query("VACUUM ANALYZE builds");
+    await client.query("ANALYZE build_events");
+    await client.query("ANALYZE build_listing");
+  });
+  afterAll(async () => {
+    await client.end();
+    await dropSchema(schema);
+  });
+
+  /** EXPLAIN of the statement prepared and planned generically (as after five executions), rolled back. */
+  async function genericPlan(
+    text: string,
+    values: unknown[],
+    analyze = false,
+  ): Promise<Record<string, unknown>[]> {
+    await client.query("BEGIN");
+    try {
+      await client.query("SET LOCAL plan_cache_mode = force_generic_plan");
+      await client.query(`PREPARE under_test AS ${text}`);
+      const args = values.map((v) => (v === null ? "NULL" : client.escapeLiteral(String(v)))).join(", ");
+      const res = await client.query(
+        `EXPLAIN (FORMAT JSON${analyze ? ", ANALYZE" : ""}) EXECUTE under_test(${args})`,
+      );
+      return nodesIn(res.rows[0]["QUERY PLAN"]);
+    } finally {
+      await client.query("ROLLBACK");
+      await client.query("DEALLOCATE ALL"); // prepared statements outlive the transaction
+    }
+  }
+
+  it("a claim reads no delayed retry (50,000 of them ahead in dispatch order)", async () => {
+    const nodes = await genericPlan(queries.claim_next, [1, "w-plan", 60_000], true);
+    const removed = nodes.reduce((sum, n) => sum + Number(n["Rows Removed by Filter"] ?? 0), 0);
+    expect(removed).toBeLessThan(10);
+    const builds = nodes.filter(
+      (n) => n["Relation Name"] === "builds" && String(n["Node Type"]).endsWith("Scan"),
+    );
+    expect(builds.filter((n) => n["Node Type"] === "Seq Scan")).toEqual([]);
+    const read = builds.reduce(
+      (sum, n) => sum + Number(n["Actual Rows"] ?? 0) * Number(n["Actual Loops"] ?? 1),
+      0,
+    );
+    expect(read).toBeLessThan(10);
+  });
+
+  it("a due retry is claimed first, in dispatch order; the due ones not taken become ready", async () => {
+    await client.query("BEGIN");
+    try {
+      const due = await client.query<{ id: string }>(
+        `UPDATE builds SET run_at = now() - interval '1 second'
+         WHERE id IN (SELECT id FROM builds WHERE status = 'queued' AND delayed ORDER BY seq DESC LIMIT 5)
+         RETURNING id, seq`,
+      );
+      const dueIds = (
+        await client.query<{ id: string }>("SELECT id FROM builds WHERE id = ANY($1) ORDER BY seq", [
+          due.rows.map((r) => r.id),
+        ])
+      ).rows.map((r) => r.id);
+      const first = await client.query<{ id: string }>(queries.claim_next, [2, "w", 60_000]);
+      expect(first.rows.map((r) => r.id)).toEqual(dueIds.slice(0, 2));
+      const promoted = await client.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM builds WHERE id = ANY($1) AND status = 'queued' AND NOT delayed",
+        [dueIds],
+      );
+      expect(promoted.rows[0]?.n).toBe(3);
+      const next = await client.query<{ id: string; priority: number }>(queries.claim_next, [5, "w", 60_000]);
+      expect(next.rows.map((r) => r.id).slice(0, 3)).toEqual(dueIds.slice(2));
+      expect(next.rows.slice(3).map((r) => r.priority)).toEqual([0, 0]);
+      // Position on the PostgreSQL path counts the due-but-not-promoted with the ready ones.
+      const position = await client.query<{ position: number }>(queries.queue_position, [0, DELAYED + READY]);
+      expect(position.rows[0]?.position).toBe(READY - 2);
+    } finally {
+      await client.query("ROLLBACK");
+    }
+  });
+
+  it("a resume of one build's events walks that build's index (no plan needs the build id to be null)", async () => {
+    const nodes = await genericPlan(queries.events_between_build, [someBuild, 0, 1_000_000_000, 500], true);
+    const scans = nodes.filter((n) => n["Relation Name"] === "build_events");
+    expect(scans.map((n) => n["Index Name"])).toEqual(["build_events_build_idx"]);
+    expect(String(scans[0]?.["Index Cond"])).toContain("build_id");
+    expect(nodes.reduce((sum, n) => sum + Number(n["Rows Removed by Filter"] ?? 0), 0)).toBe(0);
+  });
+
+  it("a listing page starts at its cursor, by strategy along the strategy's index", async () => {
+    const all = await genericPlan(queries.list_builds, [null, 1_000, 50], true);
+    const listing = all.filter((n) => n["Relation Name"] === "build_listing");
+    expect(listing.map((n) => n["Index Name"])).toEqual(["build_listing_pkey"]);
+    expect(String(listing[0]?.["Index Cond"])).toContain("seq <");
+    // By strategy the planner may walk either index (the strategy's, or the listing order filtered by
+    // strategy when its statistics say each strategy is common): either way from the cursor on.
+    const byStrategy = await genericPlan(queries.list_builds_by_strategy, [null, "d3", 1_000, 50], true);
+    const strategyScans = byStrategy.filter((n) => n["Relation Name"] === "build_listing");
+    expect(strategyScans).toHaveLength(1);
+    expect(String(strategyScans[0]?.["Index Cond"])).toContain("seq <");
+    expect(Number(strategyScans[0]?.["Actual Rows"])).toBe(50);
+  });
+});

@@ -1,18 +1,39 @@
 -- claim_next: the PostgreSQL path's claim, in dispatch order (priority first, then submit order).
 -- SKIP LOCKED lets concurrent claimers take different rows without waiting on each other.
+-- Builds waiting out a retry backoff are not in the dispatch index (migration 0008), so a claim reads
+-- only ready builds, however many retries wait. Those whose time has come ("due": one probe of
+-- builds_delayed_idx when there are none) are taken together with the ready ones, in dispatch order;
+-- the due ones this claim does not take become ready (delayed = false) in the same statement. So a
+-- due build is never passed over by this claim, and the next claims find it in the dispatch index.
+-- The two UPDATEs touch disjoint rows (a row updated twice by one statement would keep one change).
 -- $1 integer: how many builds at most
 -- $2 text:    worker id
 -- $3 integer: lease duration, ms (the worker's heartbeats extend it; the reaper requeues past it)
-WITH picked AS (
-  SELECT id FROM builds
-  WHERE status = 'queued' AND run_at <= now()
+WITH due AS (
+  SELECT id, priority, seq FROM builds
+  WHERE status = 'queued' AND delayed AND run_at <= now()
+  FOR UPDATE SKIP LOCKED
+),
+ready AS (
+  SELECT id, priority, seq FROM builds
+  WHERE status = 'queued' AND NOT delayed
   ORDER BY priority DESC, seq
   LIMIT $1
   FOR UPDATE SKIP LOCKED
 ),
+picked AS (
+  SELECT c.id FROM (SELECT * FROM due UNION ALL SELECT * FROM ready) c
+  ORDER BY c.priority DESC, c.seq
+  LIMIT $1
+),
+promoted AS (
+  UPDATE builds b SET delayed = false
+  FROM due
+  WHERE b.id = due.id AND due.id NOT IN (SELECT p.id FROM picked p)
+),
 claimed AS (
   UPDATE builds b
-  SET status = 'running', lease = b.lease + 1, worker_id = $2, phase = NULL,
+  SET status = 'running', delayed = false, lease = b.lease + 1, worker_id = $2, phase = NULL,
       started_at = now(), updated_at = now(), progress = NULL,
       lease_expires_at = now() + make_interval(secs => $3::float8 / 1000)
   FROM picked WHERE b.id = picked.id

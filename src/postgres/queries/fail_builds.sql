@@ -1,7 +1,8 @@
 -- fail_builds: record failures of many builds in one statement. While retries remain (and the failure
 -- is retryable) the build goes back to 'queued' with the same sequence number (front of its
 -- priority), retry_count + 1, a new lease (so the failed run can write nothing more) and run_at after
--- an exponential backoff: min(max_delay, base_delay * 2^retry_count). Otherwise it ends 'failed'.
+-- an exponential backoff: min(max_delay, base_delay * 2^retry_count), delayed (out of the dispatch
+-- index until due: migration 0008) when that is above zero. Otherwise it ends 'failed'.
 -- A build that was asked to stop ('stopping') ends 'stopped': its run ended because of the stop.
 -- Fenced like complete_builds: stale leases change nothing and are absent from the result.
 -- $1 jsonb:    array of {id, lease, error, retryable, logTail}
@@ -29,6 +30,7 @@ changed AS (
       run_at      = CASE WHEN old.will_retry
                       THEN now() + make_interval(secs => least($3::float8, $2::float8 * power(2, b.retry_count)) / 1000)
                       ELSE b.run_at END,
+      delayed     = old.will_retry AND least($3::float8, $2::float8 * power(2, b.retry_count)) > 0,
       finished_at = CASE WHEN old.will_retry THEN NULL ELSE now() END,
       last_error  = input.error,
       log_tail    = coalesce(input."logTail", b.log_tail),

@@ -26,6 +26,7 @@ changed AS (
       lease            = b.lease + 1,
       worker_id        = CASE WHEN old.to_status = 'queued' THEN NULL ELSE b.worker_id END,
       run_at           = now(),
+      delayed          = false,
       lease_expires_at = NULL,
       finished_at      = CASE WHEN old.to_status = 'queued' THEN NULL ELSE now() END,
       last_error       = $2 || ' (worker ' || coalesce(old.old_worker, '?') || ')'

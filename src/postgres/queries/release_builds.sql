@@ -8,7 +8,7 @@ WITH input AS (
 ),
 released AS (
   UPDATE builds b
-  SET status = 'queued', lease = b.lease + 1, worker_id = NULL, run_at = now(),
+  SET status = 'queued', delayed = false, lease = b.lease + 1, worker_id = NULL, run_at = now(),
       lease_expires_at = NULL, updated_at = now()
   FROM input
   -- The ids as an array as well: a primary-key lookup whatever the statistics say (complete_builds).

@@ -10,7 +10,7 @@ WITH old AS (
 ),
 retried AS (
   UPDATE builds b
-  SET status = 'queued', retry_count = 0, lease = b.lease + 1, worker_id = NULL, run_at = now(),
+  SET status = 'queued', delayed = false, retry_count = 0, lease = b.lease + 1, worker_id = NULL, run_at = now(),
       started_at = NULL, finished_at = NULL, lease_expires_at = NULL, result = NULL, last_error = NULL,
       progress = NULL, phase = NULL, log_tail = NULL, stop_requested_at = NULL, stopped_by = NULL,
       stop_reason = NULL, updated_at = now()
