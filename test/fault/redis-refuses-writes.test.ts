@@ -130,9 +130,9 @@ async function runScenario(label: string, fault: Fault): Promise<void> {
 describe("a Redis that answers but refuses writes", () => {
   it("out of memory (maxmemory, noeviction): builds keep running on PostgreSQL, then back to Redis", async () => {
     await runScenario("redis_oom", outOfMemory);
-  });
+  }, 240_000);
 
   it("a READONLY replica: builds keep running on PostgreSQL, then back to Redis", async () => {
     await runScenario("redis_readonly", readOnlyReplica());
-  });
+  }, 240_000);
 });

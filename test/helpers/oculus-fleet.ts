@@ -4,7 +4,7 @@
  * over HTTP. `stop()` (for afterAll) kills every process it started.
  */
 import { type OculusProcess, spawnOculus } from "./oculus-cli.js";
-import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from "./postgres.js";
+import { dropSchema, sql, TEST_DATABASE_URL, uniqueSchema } from "./postgres.js";
 import { eventually } from "./queue.js";
 
 export interface OculusFleet {
@@ -17,6 +17,8 @@ export interface OculusFleet {
   submit(strategyId?: string): Promise<{ id: string; ms: number }>;
   build(id: string): Promise<{ status: string; startedAt: string | null }>;
   mode(): Promise<string>;
+  /** Builds of the schema not completed (read from PostgreSQL directly). */
+  unfinished(): Promise<number>;
   /** How many times each process logged `msg` so far. */
   logged(msg: string): number[];
   stop(): Promise<void>;
@@ -87,12 +89,20 @@ export async function startOculusFleet(
     },
     async build(id) {
       const res = await fetch(`${url}/v1/builds/${id}`);
+      if (res.status !== 200) throw new Error(`GET /v1/builds/${id}: ${res.status} ${await res.text()}`);
       const body = (await res.json()) as { build: { status: string; startedAt: string | null } };
       return body.build;
     },
     async mode() {
       const res = await fetch(`${url}/health`);
       return ((await res.json()) as { mode: string }).mode;
+    },
+    async unfinished() {
+      const [row] = await sql<{ n: number }>(
+        schema,
+        "SELECT count(*)::int AS n FROM builds WHERE status <> 'completed'",
+      );
+      return row?.n ?? -1;
     },
     logged(msg) {
       return all.map((p) => p.output().split(msg).length - 1);
