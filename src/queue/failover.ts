@@ -133,7 +133,7 @@ export class RedisFailover {
     this.faults.warn(
       "redis-down",
       { err: cause.message, mode: "postgres" },
-      "Redis unavailable or refusing writes: serving from PostgreSQL",
+      "Redis unavailable: serving from PostgreSQL",
     );
     if (was !== "postgres") this.events.modeChanged("postgres", cause);
     this.probeSoon(this.backoff.delayMs);
