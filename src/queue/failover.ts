@@ -18,12 +18,7 @@ import type { Logger } from "../core/logger.js";
 import type { ReconcileStore } from "../postgres/reconcile-store.js";
 import type { BuildStore } from "../postgres/store.js";
 import { type RedisIndex, RedisIndexFault } from "../redis/index-client.js";
-import {
-  CLAIM_PROTECTION_MS,
-  type ReconcileHooks,
-  type ReconcileReport,
-  reconcileIndex,
-} from "./reconciler.js";
+import { CLAIM_PROTECTION_MS, type ReconcileReport, reconcileIndex } from "./reconciler.js";
 
 export type QueueMode = "redis" | "postgres";
 type RedisState = "absent" | "down" | "recovering" | "up";
@@ -59,8 +54,6 @@ export class RedisFailover {
   private readonly backoff = new Backoff(PROBE_BACKOFF_INITIAL_MS, PROBE_BACKOFF_MAX_MS);
   private readonly faults: LogThrottle;
   readonly driftStats: DriftStats = { checks: 0, drifts: 0, reconciles: 0 };
-  /** Test hooks passed to every reconcile walk of this process. */
-  reconcileHooks: ReconcileHooks | undefined;
 
   constructor(
     private readonly store: BuildStore,
@@ -219,7 +212,6 @@ export class RedisFailover {
     this.reconciling ??= reconcileIndex(this.store, this.reconcileStore, index, {
       whenBusy,
       connectionEpoch: () => this.connectionEpoch,
-      hooks: this.reconcileHooks,
     })
       .then((report) => {
         if (!report) return undefined;

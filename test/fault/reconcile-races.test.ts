@@ -9,8 +9,11 @@
  *     claims on PostgreSQL), not after the 15 s protection window and a reconcile.
  */
 import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { BuildQueue } from "../../src/index.js";
+import { BuildQueue } from "../../src/index.js";
 import { ReconcileStore } from "../../src/postgres/reconcile-store.js";
 import {
   type ReconcileOptions,
@@ -189,5 +192,26 @@ describe("the reconciler", () => {
     }
     expect(claimed).toBe(lost.build.id);
     expect(queue.mode).toBe("redis");
+  });
+
+  it("walks on the embedded PGlite too (no lock to take; check and removal in one transaction)", async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), "oculus-pglite-"));
+    cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
+    const prefix = `pglite${process.pid}`;
+    const queue = await BuildQueue.open({
+      dataDir,
+      redisUrl: server.url,
+      prefix,
+      reconcileIntervalMs: 3_600_000,
+    });
+    cleanups.push(() => queue.close());
+    expect(queue.mode).toBe("redis");
+    const [kept] = await queue.submitMany([{ strategyId: "pglite" }]);
+    const client = server.client();
+    cleanups.push(async () => client.disconnect());
+    const stale = randomUUID();
+    await client.zadd(`${prefix}:build_queue`, 1, stale);
+    expect(await queue.reconcile()).toMatchObject({ queued: 1, removed: 1, walks: 1 });
+    expect(await client.zrange(`${prefix}:build_queue`, 0, -1)).toEqual([kept?.build.id]);
   });
 });
