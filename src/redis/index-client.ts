@@ -180,10 +180,6 @@ export class RedisIndex {
     return (await this.redis.exists(this.keys.indexMarker)) === 1;
   }
 
-  async setMarker(value: string): Promise<void> {
-    await this.redis.set(this.keys.indexMarker, value);
-  }
-
   /**
    * Proves that Redis answers and takes writes, within `timeoutMs`: a PING, then a SET (with a short
    * expiry) of the probe key. A Redis that answers reads but refuses writes (OOM under noeviction, a
