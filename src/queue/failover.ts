@@ -17,7 +17,7 @@ import { Backoff, LogThrottle } from "../core/log-throttle.js";
 import type { Logger } from "../core/logger.js";
 import type { ReconcileStore } from "../postgres/reconcile-store.js";
 import type { BuildStore } from "../postgres/store.js";
-import { type RedisIndex, RedisIndexFault } from "../redis/index-client.js";
+import { type RedisIndex, RedisIndexFault, withTimeout } from "../redis/index-client.js";
 import { CLAIM_PROTECTION_MS, type ReconcileReport, reconcileIndex } from "./reconciler.js";
 
 export type QueueMode = "redis" | "postgres";
@@ -32,6 +32,8 @@ export interface FailoverEvents {
 /** A probe that takes longer than this counts as failed: Redis is hung (DEBUG SLEEP, a long KEYS). */
 const PROBE_TIMEOUT_MS = 500;
 const PROBE_BACKOFF_INITIAL_MS = 500;
+/** The longest any operation through tryRedis may take (a little over ioredis's command timeout). */
+const REDIS_OPERATION_TIMEOUT_MS = 2500;
 const PROBE_BACKOFF_MAX_MS = 30_000;
 
 /** How often the drift check found a difference (exposed for tests and load measurements). */
@@ -111,7 +113,12 @@ export class RedisFailover {
     const usable = this.state === "up" || (duringRecovery && this.state === "recovering");
     if (!this.index || !usable) return { ok: false };
     try {
-      return { ok: true, value: await op(this.index) };
+      // ioredis times commands out itself (2 s); this bound also covers an operation of several
+      // commands, or one ioredis never sent, so that no caller waits on Redis past it.
+      return {
+        ok: true,
+        value: await withTimeout(op(this.index), REDIS_OPERATION_TIMEOUT_MS, "Redis operation"),
+      };
     } catch (err) {
       this.redisDown(err as Error);
       return { ok: false };

@@ -62,9 +62,7 @@ describe("a hung Redis (DEBUG SLEEP)", () => {
     expect(maxMs).toBeLessThan(SLEEP_S * 1000);
 
     await eventually(async () => (await fleet.unfinished()) === 0, 90_000).catch(async (err: Error) => {
-      throw new Error(
-        `${err.message}: ${await fleet.unfinished()} unfinished\n${fleet.api.output().slice(-4000)}\n${fleet.workers[0]?.output().slice(-4000)}`,
-      );
+      throw new Error(`${err.message}\n${await fleet.describe()}`);
     });
     expect(submitted.length).toBeGreaterThan(0);
   }, 240_000);

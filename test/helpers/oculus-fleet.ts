@@ -19,6 +19,8 @@ export interface OculusFleet {
   mode(): Promise<string>;
   /** Builds of the schema not completed (read from PostgreSQL directly). */
   unfinished(): Promise<number>;
+  /** For failure messages: builds by status, and the warnings each process logged. */
+  describe(): Promise<string>;
   /** How many times each process logged `msg` so far. */
   logged(msg: string): number[];
   stop(): Promise<void>;
@@ -103,6 +105,30 @@ export async function startOculusFleet(
         "SELECT count(*)::int AS n FROM builds WHERE status <> 'completed'",
       );
       return row?.n ?? -1;
+    },
+    async describe() {
+      const statuses = await sql<{ status: string; n: number }>(
+        schema,
+        "SELECT status, count(*)::int AS n FROM builds GROUP BY status ORDER BY status",
+      );
+      const warnings = all.map((p, i) => {
+        const lines = p
+          .output()
+          .split("\n")
+          .filter((l) => !/ (started|completed)$/.test(l));
+        return `process ${i}:\n${lines.slice(-30).join("\n")}`;
+      });
+      // Sessions holding or waiting for locks on this schema's tables (a stuck transaction shows here).
+      const sessions = await sql(
+        schema,
+        `SELECT DISTINCT a.pid, a.state, a.wait_event_type, a.wait_event, pg_blocking_pids(a.pid)::text AS blocked_by,
+                (now() - a.xact_start)::text AS xact_age, left(a.query, 150) AS query
+         FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+         JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE n.nspname = $1`,
+        [schema],
+      );
+      return `builds: ${JSON.stringify(statuses)}\nsessions: ${JSON.stringify(sessions)}\n${warnings.join("\n")}`;
     },
     logged(msg) {
       return all.map((p) => p.output().split(msg).length - 1);
