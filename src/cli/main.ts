@@ -90,7 +90,9 @@ program
         throw new OculusError("store_unavailable", 1, `Redis at ${c.redisUrl} is unreachable`);
       const report = await queue.reconcile();
       if (opts.json) console.log(JSON.stringify(report));
-      else {
+      else if (report.walks === 0) {
+        console.log("reconciled by another process (its walk started after this request)");
+      } else {
         console.log(
           `reconciled: ${report.queued} queued in PostgreSQL, ${report.added} added to Redis, ` +
             `${report.removed} removed from Redis, in ${report.durationMs.toFixed(0)} ms` +

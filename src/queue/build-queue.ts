@@ -32,6 +32,7 @@ import { encodeScore } from "../core/score.js";
 import { type Db, openPglite, openPostgres } from "../postgres/db.js";
 import { EventStore } from "../postgres/event-store.js";
 import { migrate } from "../postgres/migrate.js";
+import { ReconcileStore } from "../postgres/reconcile-store.js";
 import {
   type BackoffPolicy,
   BuildStore,
@@ -41,6 +42,7 @@ import {
 import { WorkerStore } from "../postgres/worker-store.js";
 import { connectRedis, RedisIndex } from "../redis/index-client.js";
 import { Batcher } from "./batcher.js";
+import { Claims } from "./claims.js";
 import { DEFAULT_HUB_OPTIONS, EventHub, type EventHubOptions } from "./event-hub.js";
 import { EventNotices } from "./event-notices.js";
 import { type QueueMode, RedisFailover } from "./failover.js";
@@ -134,12 +136,10 @@ const keepTail = (text: string | undefined) =>
 
 const DEFAULT_BACKOFF: BackoffPolicy = { baseDelayMs: 1000, maxDelayMs: 300_000 };
 const MAX_CLAIM = 1000;
-const REFUSED_RETRY_MS = 100;
-/** Pop rounds per claim call: each round drops the stale ids PostgreSQL refused and pops again. */
-const MAX_CLAIM_ROUNDS = 10;
 
 export class BuildQueue extends EventEmitter {
   private readonly failover: RedisFailover;
+  private readonly claims: Claims;
   private readonly stops: StopSignals;
   private readonly completions: Batcher<CompletionInput, Build | undefined>;
   private readonly failures: Batcher<FailureInput, Build | undefined>;
@@ -204,13 +204,21 @@ export class BuildQueue extends EventEmitter {
       index?.keys.stopChannel ?? "",
       logger,
     );
-    this.failover = new RedisFailover(store, index, logger, config.reconcileIntervalMs, {
-      modeChanged: (mode, cause) => {
-        this.emit("mode", mode, cause);
-        this.wake.wakeAll(); // idle claimers retry at once, on the other path
+    this.failover = new RedisFailover(
+      store,
+      new ReconcileStore(store.db),
+      index,
+      logger,
+      config.reconcileIntervalMs,
+      {
+        modeChanged: (mode, cause) => {
+          this.emit("mode", mode, cause);
+          this.wake.wakeAll(); // idle claimers retry at once, on the other path
+        },
+        reconciled: (report) => this.emit("reconciled", report),
       },
-      reconciled: (report) => this.emit("reconciled", report),
-    });
+    );
+    this.claims = new Claims(store, this.failover, logger, (builds) => this.indexBuilds(builds));
     this.completions = new Batcher((items) => this.flushCompletions(items));
     this.failures = new Batcher((items) => this.flushFailures(items));
     this.wake = new WakeSignal(logger);
@@ -539,9 +547,7 @@ export class BuildQueue extends EventEmitter {
     }
     const started = performance.now();
     try {
-      const claimed =
-        (await this.claimViaRedis(workerId, count, leaseMs)) ??
-        ((await this.store.claimNext(count, workerId, leaseMs)) as ClaimedBuild[]);
+      const claimed = await this.claims.next(workerId, count, leaseMs);
       this.announce(claimed);
       // For the HTTP API's claim and dispatch latency histograms (src/http/metrics.ts).
       if (claimed.length > 0)
@@ -549,68 +555,6 @@ export class BuildQueue extends EventEmitter {
       return claimed;
     } catch (err) {
       throw asStoreError(err);
-    }
-  }
-
-  /** undefined: Redis is not usable, claim on PostgreSQL instead. */
-  private async claimViaRedis(
-    workerId: string,
-    count: number,
-    leaseMs: number,
-  ): Promise<ClaimedBuild[] | undefined> {
-    const claimed: ClaimedBuild[] = [];
-    // A popped id that PostgreSQL refuses (no longer queued: a stale entry) is dropped; pop again.
-    for (let attempt = 0; attempt < MAX_CLAIM_ROUNDS && claimed.length < count; attempt++) {
-      const want = count - claimed.length;
-      const popped = await this.failover.tryRedis((index) => index.popForClaim(want));
-      if (!popped.ok) return claimed.length > 0 ? claimed : undefined;
-      if (popped.value.length === 0) break;
-      let builds: Build[];
-      try {
-        builds = await this.store.claimByIds(
-          popped.value.map((p) => p.id),
-          workerId,
-          leaseMs,
-        );
-      } catch (err) {
-        // The claim did not commit: the rows are still queued. Put the proposals back.
-        const index = this.failover.index;
-        if (index) {
-          await index.enqueue(popped.value.map((p) => ({ ...p, delayMs: 0 }))).catch(() => undefined);
-        }
-        // Builds claimed by an earlier round are leased to this worker: hand them out, or they would
-        // stay running with nobody working on them.
-        if (claimed.length > 0) return claimed;
-        throw err;
-      }
-      claimed.push(...(builds as ClaimedBuild[]));
-      // Not awaited: one connection keeps the order, and a lost ZREM only delays a reconcile's re-add.
-      void this.failover.index?.finishClaim(popped.value.map((p) => p.id)).catch(() => undefined);
-      if (builds.length < popped.value.length) await this.reindexRefused(popped.value, builds);
-      if (popped.value.length < want) break;
-    }
-    return claimed;
-  }
-
-  /**
-   * Popped ids that PostgreSQL refused: stale entries (no longer queued) stay dropped; a build still
-   * queued is waiting out its retry backoff (its id had reappeared in the ready index) and goes back
-   * into the index with its run time. Best effort: the claim has committed, so this never throws.
-   */
-  private async reindexRefused(popped: { id: string }[], claimed: Build[]): Promise<void> {
-    const taken = new Set(claimed.map((b) => b.id));
-    const refused = popped.filter((p) => !taken.has(p.id)).map((p) => p.id);
-    try {
-      const waiting = [...(await this.store.getMany(refused)).values()].filter((b) => b.status === "queued");
-      // PostgreSQL refused them as early, so wait at least a moment, whatever this process's clock
-      // says (a skew with PostgreSQL's would otherwise make every claim pop them again).
-      const entries = waiting.map((build) => ({
-        build,
-        delayMs: Math.max(REFUSED_RETRY_MS, build.runAt.getTime() - Date.now()),
-      }));
-      if (entries.length > 0) await this.indexBuilds(entries);
-    } catch (err) {
-      this.logger.debug({ err: (err as Error).message }, "could not re-index refused ids");
     }
   }
 

@@ -38,6 +38,8 @@ interface ScriptCommands {
   oculusWorkerHeartbeat(k1: string, workerId: string): Promise<number>;
   oculusWorkerAges(k1: string, ...workerIds: string[]): Promise<number[]>;
   oculusQueuePosition(k1: string, k2: string, id: string): Promise<[number | null, number]>;
+  oculusCertifyIndex(k1: string, k2: string, token: string, marker: string): Promise<number>;
+  oculusIndexCounts(k1: string, k2: string, k3: string, windowMs: number): Promise<number[]>;
 }
 
 export type ScriptedRedis = Redis & ScriptCommands;
@@ -66,6 +68,8 @@ export function connectRedis(url: string, extra: RedisOptions = {}): ScriptedRed
   redis.defineCommand("oculusQueuePosition", { numberOfKeys: 2, lua: lua.queue_position });
   redis.defineCommand("oculusWorkerHeartbeat", { numberOfKeys: 1, lua: lua.worker_heartbeat });
   redis.defineCommand("oculusWorkerAges", { numberOfKeys: 1, lua: lua.worker_ages });
+  redis.defineCommand("oculusCertifyIndex", { numberOfKeys: 2, lua: lua.certify_index });
+  redis.defineCommand("oculusIndexCounts", { numberOfKeys: 3, lua: lua.index_counts });
   return redis;
 }
 
@@ -119,8 +123,7 @@ export class RedisIndex {
 
   /** Forgets claims older than `olderThanMs` (their ids were re-added or are no longer queued). */
   async forgetStaleClaims(olderThanMs: number): Promise<void> {
-    const time = await this.redis.time();
-    const nowMs = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
+    const nowMs = await this.timeMs();
     await this.redis.zremrangebyscore(this.keys.claiming, "-inf", `(${nowMs - olderThanMs}`);
   }
 
@@ -177,11 +180,104 @@ export class RedisIndex {
     return (await this.redis.exists(this.keys.indexMarker)) === 1;
   }
 
-  async setMarker(value: string): Promise<void> {
-    await this.redis.set(this.keys.indexMarker, value);
+  /**
+   * Proves that Redis answers and takes writes, within `timeoutMs`: a PING, then a SET (with a short
+   * expiry) of the probe key. A Redis that answers reads but refuses writes (OOM under noeviction, a
+   * READONLY replica, MISCONF) fails here with its error reply; a hung one with a timeout.
+   */
+  async probeWrites(timeoutMs: number, value: string): Promise<void> {
+    await withTimeout(
+      (async () => {
+        await this.redis.ping();
+        await this.redis.set(this.keys.writeProbe, value, "PX", 10_000);
+      })(),
+      timeoutMs,
+      "Redis write probe",
+    );
+  }
+
+  /**
+   * The fleet-wide turn to look for claimable builds on PostgreSQL after an empty pop: true for at
+   * most one caller per `everyMs` (SET NX PX). A write: a Redis that refuses writes throws here.
+   */
+  async takeClaimFallbackTurn(everyMs: number): Promise<boolean> {
+    return (await this.redis.set(this.keys.claimFallbackGate, "1", "PX", everyMs, "NX")) === "OK";
+  }
+
+  /**
+   * Ready ids, delayed ids, and ids popped for a claim less than `claimWindowMs` ago, read at one
+   * instant (the drift check).
+   */
+  async counts(claimWindowMs: number): Promise<{ ready: number; delayed: number; claiming: number }> {
+    const { buildQueue, delayedQueue, claiming } = this.keys;
+    const [ready, delayed, inFlight] = await this.redis.oculusIndexCounts(
+      buildQueue,
+      delayedQueue,
+      claiming,
+      claimWindowMs,
+    );
+    return { ready: Number(ready), delayed: Number(delayed), claiming: Number(inFlight) };
+  }
+
+  /** Notes a reconcile walk's start (see certify_index.lua). */
+  async startWalk(token: string): Promise<void> {
+    await this.redis.hset(this.keys.reconcileWalks, token, new Date().toISOString());
+    // Tokens of walkers that died go with the hash a day after the last walk started.
+    await this.redis.pexpire(this.keys.reconcileWalks, 86_400_000);
+  }
+
+  /** The Redis server's clock, epoch ms (one clock for every process). */
+  async timeMs(): Promise<number> {
+    const [sec, micro] = await this.redis.time();
+    return Number(sec) * 1000 + Math.floor(Number(micro) / 1000);
+  }
+
+  /** The index marker's value (undefined: no marker). */
+  async marker(): Promise<string | undefined> {
+    return (await this.redis.get(this.keys.indexMarker)) ?? undefined;
+  }
+
+  /** Sets the index marker if the walk's token survived; false when Redis lost data during the walk. */
+  async certifyWalk(token: string, marker: string): Promise<boolean> {
+    const { reconcileWalks, indexMarker } = this.keys;
+    return (await this.redis.oculusCertifyIndex(reconcileWalks, indexMarker, token, marker)) === 1;
   }
 
   async ping(): Promise<void> {
     await this.redis.ping();
+  }
+}
+
+/**
+ * A Redis step failed (a lost connection, a timeout, or an error reply such as OOM or READONLY).
+ * Lets a caller that mixes Redis and PostgreSQL steps (the reconciler) tell whose fault it was.
+ */
+export class RedisIndexFault extends Error {
+  constructor(override readonly cause: Error) {
+    super(cause.message);
+    this.name = "RedisIndexFault";
+  }
+}
+
+/** Runs a Redis step; its failure becomes a RedisIndexFault. */
+export async function redisStep<T>(step: Promise<T>): Promise<T> {
+  try {
+    return await step;
+  } catch (err) {
+    throw err instanceof RedisIndexFault ? err : new RedisIndexFault(err as Error);
+  }
+}
+
+/** `promise`, or a rejection after `ms` (the command itself still ends by ioredis's own timeout). */
+export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+  });
+  promise.catch(() => undefined); // a late failure after the timeout is not unhandled
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -15,6 +15,14 @@ export interface RedisKeys {
   /** String: set by the reconciler after it made the index equal to PostgreSQL. Its absence means
    * this Redis never had, or lost, its data. */
   indexMarker: string;
+  /** Hash: reconcile walk token -> start (ISO time). Written when a walk starts; the marker is set at
+   * its end only if its token is still there, i.e. Redis lost no data during the walk. */
+  reconcileWalks: string;
+  /** String (with a short expiry): the failover's write probe. A Redis that takes this SET takes writes. */
+  writeProbe: string;
+  /** String (expiry ~1 s): set by the claimer that, after an empty pop, also claims on PostgreSQL, so
+   * that the fleet as a whole looks there about once a second (lost ids found, idle cost bounded). */
+  claimFallbackGate: string;
   /** Sorted set: worker id -> last heartbeat (epoch ms, Redis clock). */
   workerHeartbeats: string;
   /** Pub/sub channel: a build id, asked to stop. */
@@ -32,6 +40,9 @@ export function redisKeys(prefix: string): RedisKeys {
     delayedScores: `${prefix}:build_delayed_scores`,
     claiming: `${prefix}:build_claiming`,
     indexMarker: `${prefix}:index_marker`,
+    reconcileWalks: `${prefix}:reconcile_walks`,
+    writeProbe: `${prefix}:write_probe`,
+    claimFallbackGate: `${prefix}:claim_fallback_gate`,
     workerHeartbeats: `${prefix}:worker_heartbeats`,
     stopChannel: `${prefix}:stop`,
     wakeChannel: `${prefix}:wake`,

@@ -1,0 +1,114 @@
+/**
+ * How a claim works. With Redis up, the index proposes ids (pop_for_claim.lua) and PostgreSQL
+ * arbitrates: the conditional update of claim_by_ids.sql takes only rows still queued, and bumps
+ * their lease. Ids PostgreSQL refuses are stale entries and are dropped (or, for a build waiting out
+ * its retry backoff, put back with its run time). Without Redis, or when it faults, claim_next.sql
+ * claims on PostgreSQL (FOR UPDATE SKIP LOCKED, the same order).
+ *
+ * An empty pop is not proof that nothing is ready: a build can be missing from the index (its id was
+ * popped by a claimer that died, or by a pop whose reply timed out; its enqueue was refused while
+ * Redis was out of memory; a stale entry balances the drift check's count). So after an empty pop
+ * the claimer also claims on PostgreSQL, when it wins the fleet-wide turn for that (at most one
+ * claimer per FALLBACK_EVERY_MS, a SET NX in Redis): a lost build is found within about a second,
+ * and an idle fleet costs PostgreSQL about one statement a second for it, whatever its size. The
+ * turn is a Redis write, so a Redis that refuses writes (OOM, READONLY) is noticed by idle claimers
+ * too, and they fail over to PostgreSQL.
+ */
+import type { Build, ClaimedBuild } from "../core/build.js";
+import type { Logger } from "../core/logger.js";
+import type { BuildStore } from "../postgres/store.js";
+import type { RedisFailover } from "./failover.js";
+
+const REFUSED_RETRY_MS = 100;
+/** Pop rounds per claim call: each round drops the stale ids PostgreSQL refused and pops again. */
+const MAX_CLAIM_ROUNDS = 10;
+/** How often the fleet as a whole looks on PostgreSQL after an empty pop. */
+export const FALLBACK_EVERY_MS = 1000;
+
+export class Claims {
+  constructor(
+    private readonly store: BuildStore,
+    private readonly failover: RedisFailover,
+    private readonly logger: Logger,
+    /** Puts builds into the index after a commit (BuildQueue.indexBuilds). */
+    private readonly indexBuilds: (builds: { build: Build; delayMs: number }[]) => Promise<void>,
+  ) {}
+
+  /** Claims up to `count` builds in dispatch order (arguments already validated). */
+  async next(workerId: string, count: number, leaseMs: number): Promise<ClaimedBuild[]> {
+    const viaRedis = await this.claimViaRedis(workerId, count, leaseMs);
+    if (viaRedis === undefined || (viaRedis.length === 0 && (await this.fallbackTurn()))) {
+      return (await this.store.claimNext(count, workerId, leaseMs)) as ClaimedBuild[];
+    }
+    return viaRedis;
+  }
+
+  /**
+   * True when this claimer should look on PostgreSQL after an empty pop: it won the fleet's turn,
+   * or Redis refused the turn's write (the failover has switched to PostgreSQL meanwhile).
+   */
+  private async fallbackTurn(): Promise<boolean> {
+    const turn = await this.failover.tryRedis((index) => index.takeClaimFallbackTurn(FALLBACK_EVERY_MS));
+    return !turn.ok || turn.value;
+  }
+
+  /** undefined: Redis is not usable, claim on PostgreSQL instead. */
+  private async claimViaRedis(
+    workerId: string,
+    count: number,
+    leaseMs: number,
+  ): Promise<ClaimedBuild[] | undefined> {
+    const claimed: ClaimedBuild[] = [];
+    // A popped id that PostgreSQL refuses (no longer queued: a stale entry) is dropped; pop again.
+    for (let attempt = 0; attempt < MAX_CLAIM_ROUNDS && claimed.length < count; attempt++) {
+      const want = count - claimed.length;
+      const popped = await this.failover.tryRedis((index) => index.popForClaim(want));
+      if (!popped.ok) return claimed.length > 0 ? claimed : undefined;
+      if (popped.value.length === 0) break;
+      const ids = popped.value.map((p) => p.id);
+      let builds: Build[];
+      try {
+        builds = await this.store.claimByIds(ids, workerId, leaseMs);
+      } catch (err) {
+        // The claim did not commit: the rows are still queued. Put the proposals back; a Redis fault
+        // here goes to the failover like any other (the recovery's reconcile re-adds them then).
+        await this.failover.tryRedis(
+          (index) => index.enqueue(popped.value.map((p) => ({ ...p, delayMs: 0 }))),
+          true,
+        );
+        // Builds claimed by an earlier round are leased to this worker: hand them out, or they would
+        // stay running with nobody working on them.
+        if (claimed.length > 0) return claimed;
+        throw err;
+      }
+      claimed.push(...(builds as ClaimedBuild[]));
+      // Not awaited: one connection keeps the order, and a lost ZREM only delays a reconcile's re-add.
+      void this.failover.tryRedis((index) => index.finishClaim(ids), true);
+      if (builds.length < popped.value.length) await this.reindexRefused(popped.value, builds);
+      if (popped.value.length < want) break;
+    }
+    return claimed;
+  }
+
+  /**
+   * Popped ids that PostgreSQL refused: stale entries (no longer queued) stay dropped; a build still
+   * queued is waiting out its retry backoff (its id had reappeared in the ready index) and goes back
+   * into the index with its run time. Best effort: the claim has committed, so this never throws.
+   */
+  private async reindexRefused(popped: { id: string }[], claimed: Build[]): Promise<void> {
+    const taken = new Set(claimed.map((b) => b.id));
+    const refused = popped.filter((p) => !taken.has(p.id)).map((p) => p.id);
+    try {
+      const waiting = [...(await this.store.getMany(refused)).values()].filter((b) => b.status === "queued");
+      // PostgreSQL refused them as early, so wait at least a moment, whatever this process's clock
+      // says (a skew with PostgreSQL's would otherwise make every claim pop them again).
+      const entries = waiting.map((build) => ({
+        build,
+        delayMs: Math.max(REFUSED_RETRY_MS, build.runAt.getTime() - Date.now()),
+      }));
+      if (entries.length > 0) await this.indexBuilds(entries);
+    } catch (err) {
+      this.logger.debug({ err: (err as Error).message }, "could not re-index refused ids");
+    }
+  }
+}
