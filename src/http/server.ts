@@ -174,7 +174,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
   return app;
 }
 
-/** While the queue is not open, Retry-After of the 503s (the open is retried every 0.5 s at most). */
+/** While the queue is not open, Retry-After of the 503s (the open is retried every 0.25 s at most). */
 const STARTING_RETRY_AFTER_S = 1;
 
 /**

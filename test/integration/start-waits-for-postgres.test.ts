@@ -8,6 +8,7 @@
  * A private PostgreSQL (test/helpers/pg-cluster.ts), stopped and started again: never the shared one.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BuildQueue } from "../../src/index.js";
 import { type OculusProcess, spawnOculus } from "../helpers/oculus-cli.js";
 import { PgCluster } from "../helpers/pg-cluster.js";
 import { eventually } from "../helpers/queue.js";
@@ -70,6 +71,8 @@ async function stop(p: OculusProcess): Promise<number | null> {
 
 describe("starting while PostgreSQL is away", () => {
   it("up and worker wait (503 meanwhile), then serve once PostgreSQL is back; a build submitted over HTTP runs", async () => {
+    // A service restarted while its database is away: its schema exists (migrations are done).
+    await (await BuildQueue.open({ databaseUrl: cluster.url(), schema: "start_wait" })).close();
     cluster.stop();
     const up = start(["up", "--port", "0", "--workers", "0"], "start_wait");
     const worker = start(["worker", "--metrics-port", "0"], "start_wait");
