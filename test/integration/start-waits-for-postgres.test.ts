@@ -124,6 +124,7 @@ describe("starting while PostgreSQL is away", () => {
       await printed(up, /PostgreSQL at .* answers: queue open after/);
       await printed(up, /API listening on http/);
       await printed(worker, /worker \S+ running/);
+      console.log(`oculus worker: ${/answers: queue open after .*/.exec(worker.output())?.[0]}`);
       expect((await call(`${metricsUrl}/health`)).status).toBe(200);
 
       const submitted = await submit(url, { strategyId: "after-return", params: { stepMs: 10 } });
