@@ -18,11 +18,19 @@ export class PendingQueue {
 
   /** `hasRedis`: whether Redis is configured (shown by /health while the queue is not open). */
   constructor(readonly hasRedis: boolean) {
+    // Methods are bound once (the routes call them on every request); the queue never changes.
+    const bound = new Map<PropertyKey, { of: unknown; method: unknown }>();
     this.standIn = new Proxy({} as BuildQueue, {
       get: (_target, property) => {
         const queue = this.require();
         const value = Reflect.get(queue, property, queue) as unknown;
-        return typeof value === "function" ? value.bind(queue) : value;
+        if (typeof value !== "function") return value;
+        let entry = bound.get(property);
+        if (entry?.of !== value) {
+          entry = { of: value, method: value.bind(queue) };
+          bound.set(property, entry);
+        }
+        return entry.method;
       },
     });
   }
