@@ -141,6 +141,23 @@ describe("starting while PostgreSQL is away", () => {
     }
   });
 
+  it("a read-only PostgreSQL (a standby) refuses the migration: up waits until it is writable", async () => {
+    await cluster.setReadOnly(true);
+    let up: OculusProcess | undefined;
+    try {
+      up = start(["up", "--port", "0", "--workers", "0"], "start_read_only");
+      const url = await printed(up, /until it is open, (http:\/\/\S+) answers 503/);
+      await printed(up, /waiting for PostgreSQL at .*\(25006\): the server is read-only \(a standby\?\)/);
+      expect((await call(`${url}/health`)).status).toBe(503);
+      await cluster.setReadOnly(false);
+      await eventually(async () => (await fetch(`${url}/health`)).status === 200, 45_000);
+      expect((await submit(url, { strategyId: "after-standby" })).status).toBe(201);
+    } finally {
+      await cluster.setReadOnly(false);
+      if (up) expect(await stop(up), up.output()).toBe(0);
+    }
+  });
+
   it("SIGTERM while waiting exits 0 (up and worker)", async () => {
     cluster.stop();
     try {
