@@ -117,7 +117,8 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
   // a 401 or 403 still carries the CORS headers (a page cannot read a cross-origin answer without them).
   registerCors(app, options.cors);
   installAuth(app, options.auth);
-  installStartingGate(app, slot, options.persistence);
+  // Only for a queue not open yet: a server given an open queue pays nothing per request.
+  if (!slot.current) installStartingGate(app, slot, options.persistence);
   app.addHook("onSend", async (request, reply) => {
     reply.header("x-request-id", request.id);
   });
