@@ -84,7 +84,10 @@ export function classifyOpenError(err: unknown): OpenFailure {
   if (errors.some((e) => e instanceof Error && DRIVER_CONNECTION_MESSAGES.test(e.message))) {
     return "unreachable";
   }
-  if (err instanceof StoreUnavailableError) return "unreachable";
+  // The queue's own verdict (store-errors.ts): a typed 503 means the store is away for now.
+  if (err instanceof StoreUnavailableError || (err instanceof OculusError && err.httpStatus === 503)) {
+    return "unreachable";
+  }
   return "other";
 }
 

@@ -5,7 +5,7 @@
  * test/integration/start-waits-for-postgres.test.ts.
  */
 import { describe, expect, it } from "vitest";
-import { StoreUnavailableError } from "../../src/core/errors.js";
+import { OculusError, StoreUnavailableError } from "../../src/core/errors.js";
 import { classifyOpenError, OpenAborted, reasonOf, retryOpen } from "../../src/queue/open-with-retry.js";
 
 const withCode = (message: string, code: string, extra: Record<string, unknown> = {}) =>
@@ -25,6 +25,7 @@ describe("classifyOpenError", () => {
       withCode("connect ENOENT /var/run/postgresql/.s.PGSQL.5432", "ENOENT", { syscall: "connect" }),
       new Error("Connection terminated unexpectedly"),
       new StoreUnavailableError("PostgreSQL is unreachable: x", withCode("x", "ECONNRESET")),
+      new OculusError("store_unavailable", 503, "PostgreSQL is read-only"),
     ]) {
       expect(classifyOpenError(err), err.message).toBe("unreachable");
     }
