@@ -19,7 +19,7 @@ const HOUR_MS = 3_600_000;
 
 async function measure(delayed: number, claims: number): Promise<number> {
   const schema = newSchema("claim_delayed");
-  const db = await openPostgres(DATABASE_URL, schema, silentLogger(), 2);
+  const db = await openPostgres(DATABASE_URL, schema, silentLogger(), { poolSize: 2 });
   try {
     await migrate(db);
     const store = new BuildStore(db, "unused");

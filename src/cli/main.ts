@@ -9,24 +9,13 @@ import { OculusError } from "../core/errors.js";
 import { createLogger } from "../core/logger.js";
 import { openPglite, openPostgres } from "../postgres/db.js";
 import { migrate } from "../postgres/migrate.js";
-import { BuildQueue } from "../queue/build-queue.js";
-import { commandHandler } from "../worker/command-handler.js";
-import { demoBuild } from "../worker/demo-build.js";
-import { serveWorkerMetrics } from "../worker/metrics-server.js";
-import { Worker } from "../worker/worker.js";
+import { explainOpenFailure, openQueueOnce } from "../queue/open-with-retry.js";
 import { ApiError } from "./api-client.js";
 import { registerClientCommands, UsageError } from "./client-commands.js";
 import { nonNegativeInt, parseDays, parsePortFlag, positiveInt } from "./flags.js";
 import { registerOpsCommands } from "./ops-commands.js";
-import {
-  announce,
-  DEFAULT_HOST,
-  DEFAULT_PORT,
-  parsePort,
-  runUp,
-  stopOnSignal,
-  type UpOptions,
-} from "./up.js";
+import { DEFAULT_HOST, DEFAULT_PORT, parsePort, runUp, type UpOptions } from "./up.js";
+import { runWorker, type WorkerFlags } from "./worker-command.js";
 
 const program = new Command("oculus")
   .description("Oculus build queue: durable priority queue on PostgreSQL, with Redis as fast path")
@@ -68,7 +57,10 @@ program
       ? await openPostgres(c.databaseUrl, c.schema, logger, { ...postgresSettingsOf(c), poolSize: 1 })
       : await openPglite(c.dataDir, c.schema);
     try {
-      const report = await migrate(db);
+      // One-shot: no waiting for an unreachable PostgreSQL (oculus up and oculus worker wait).
+      const report = await migrate(db).catch((err: unknown) => {
+        throw explainOpenFailure(c, err);
+      });
       for (const m of report.applied) console.log(`applied ${String(m.version).padStart(4, "0")}_${m.name}`);
       console.log(`schema ${c.schema} is at migration ${report.current}`);
     } finally {
@@ -84,7 +76,7 @@ program
     const c = config();
     if (!c.redisUrl)
       throw new OculusError("config_invalid", 1, "reconcile needs Redis: set --redis-url or REDIS_URL");
-    const queue = await BuildQueue.open({ ...c, logger: createLogger({ level: "warn" }) });
+    const queue = await openQueueOnce({ ...c, logger: createLogger({ level: "warn" }) });
     try {
       if (queue.mode !== "redis")
         throw new OculusError("store_unavailable", 1, `Redis at ${c.redisUrl} is unreachable`);
@@ -174,83 +166,7 @@ program
       .env("OCULUS_WORKER_METRICS_HOST")
       .default("127.0.0.1"),
   )
-  .action(async (opts: WorkerFlags) => {
-    if (opts.deadAfterMs <= 2 * opts.heartbeatMs) {
-      throw new OculusError("config_invalid", 2, "--dead-after-ms must be more than twice --heartbeat-ms");
-    }
-    const c = config();
-    const logger = createLogger();
-    const health = { heartbeatMs: opts.heartbeatMs, deadAfterMs: opts.deadAfterMs };
-    const queue = await BuildQueue.open({ ...c, logger, health });
-    queue.startReaper();
-    const handler = opts.command
-      ? commandHandler(opts.command, { graceMs: opts.graceMs })
-      : announce(demoBuild);
-    const worker = new Worker(queue, {
-      handler,
-      logger,
-      capacity: opts.capacity,
-      drainMs: opts.drainMs,
-      // A stopped build command takes up to its grace period, then SIGKILL, to end.
-      abortWaitMs: opts.graceMs + 5000,
-      labels: parseLabels(opts.label ?? []),
-      ...(opts.id ? { id: opts.id } : {}),
-    });
-    // The endpoint first: a port in use must stop the worker before it claims anything.
-    const metrics =
-      opts.metricsPort === undefined
-        ? undefined
-        : await serveWorkerMetrics(worker, queue, { host: opts.metricsHost, port: opts.metricsPort }).catch(
-            async (err: NodeJS.ErrnoException) => {
-              await queue.close();
-              throw metricsListenError(err, opts.metricsHost, opts.metricsPort ?? 0);
-            },
-          );
-    await worker.start();
-    console.log(`worker ${worker.id} running (capacity ${opts.capacity}, mode ${queue.mode})`);
-    if (metrics) console.log(`metrics on ${metrics.url}/metrics (health ${metrics.url}/health)`);
-    stopOnSignal(async () => {
-      await worker.stop();
-      await metrics?.close();
-      await queue.close();
-    });
-  });
-
-/** The metrics endpoint could not listen: say which flag to change (exit 2). */
-function metricsListenError(err: NodeJS.ErrnoException, host: string, port: number): Error {
-  const why =
-    err.code === "EADDRINUSE"
-      ? `${host}:${port} is in use: pick another --metrics-port (or OCULUS_WORKER_METRICS_PORT), or 0`
-      : err.code === "EADDRNOTAVAIL" || err.code === "ENOTFOUND"
-        ? `--metrics-host / OCULUS_WORKER_METRICS_HOST: ${host} is not an address of this machine`
-        : `cannot serve metrics on ${host}:${port}: ${err.message}`;
-  return new OculusError("config_invalid", 2, why);
-}
-
-interface WorkerFlags {
-  command?: string;
-  capacity: number;
-  id?: string;
-  label?: string[];
-  graceMs: number;
-  drainMs: number;
-  heartbeatMs: number;
-  deadAfterMs: number;
-  metricsPort?: number;
-  metricsHost: string;
-}
-
-function parseLabels(pairs: string[]): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const pair of pairs) {
-    const [key, ...rest] = pair.split("=");
-    if (!key || rest.length === 0) {
-      throw new OculusError("config_invalid", 2, `--label: expected key=value, got "${pair}"`);
-    }
-    labels[key] = rest.join("=");
-  }
-  return labels;
-}
+  .action(async (opts: WorkerFlags) => runWorker(config(), opts));
 
 registerClientCommands(program);
 registerOpsCommands(program, config);

@@ -18,7 +18,7 @@ import {
 import { checkPostgres, checkQueueIndex } from "../ops/queue-checks.js";
 import { connectAdminRedis } from "../ops/redis-admin.js";
 import { type VerifyReport, verifyBackup } from "../ops/verify-backup.js";
-import { BuildQueue } from "../queue/build-queue.js";
+import { openQueueOnce } from "../queue/open-with-retry.js";
 import type { PruneReport } from "../queue/retention.js";
 import { daysToMs, nonNegativeInt, parseDays, positiveInt } from "./flags.js";
 
@@ -110,7 +110,7 @@ async function pruneCommand(c: Config, opts: PruneFlags): Promise<void> {
     );
   }
   // PostgreSQL only: pruned builds are finished, and finished builds are not in the Redis index.
-  const queue = await BuildQueue.open({ ...c, redisUrl: undefined, logger: createLogger({ level: "warn" }) });
+  const queue = await openQueueOnce({ ...c, redisUrl: undefined, logger: createLogger({ level: "warn" }) });
   try {
     const report = await queue.prune({
       olderThanMs: daysToMs(opts.olderThanDays),

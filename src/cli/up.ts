@@ -3,6 +3,11 @@
  * reaper), the HTTP API, and local workers. Any number of `oculus up` processes may share one
  * PostgreSQL and Redis: the reaper runs one pass at a time fleet-wide (an advisory lock), migrations
  * run under a lock, worker ids are unique per process, and each API serves from the shared record.
+ *
+ * Start-up order: the configuration checks, then the HTTP port (bound before the store is opened:
+ * until the queue is open /health and the store routes answer 503), then the queue, waiting for
+ * PostgreSQL for as long as it is unreachable (open-with-retry.ts), then the reaper, retention and the
+ * local workers. A signal at any point shuts down what has started and exits 0.
  */
 
 import { Redis } from "ioredis";
@@ -22,13 +27,15 @@ import {
   buildServer,
   DEFAULT_RATE_LIMIT,
   listenApi,
+  PendingQueue,
   type PersistenceProvider,
   type PersistenceReport,
   type RateLimitOptions,
 } from "../http/server.js";
 import { type TrustProxy, trustProxyFromEnv } from "../http/trust-proxy.js";
 import { PersistenceMonitor } from "../ops/persistence-monitor.js";
-import { BuildQueue } from "../queue/build-queue.js";
+import type { BuildQueue } from "../queue/build-queue.js";
+import { describeStore, OpenAborted, openQueueWaiting } from "../queue/open-with-retry.js";
 import { startRetention } from "../queue/retention.js";
 import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
@@ -87,37 +94,46 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   const logger = createLogger();
   const monitor = config.redisUrl ? startPersistenceMonitor(config.redisUrl, logger) : undefined;
   if (requirePersistence && monitor) await refuseOnFailingCheck(monitor);
-  const queue = await BuildQueue.open({ ...config, logger }).catch(async (err: unknown) => {
-    await monitor?.stop();
-    throw err;
-  });
-  const workers: Worker[] = [];
-  let app: ReturnType<typeof buildServer> | undefined;
-  let stopRetention: (() => void) | undefined;
-  // Registered before anything else starts, so a signal during start-up still shuts down cleanly.
-  stopOnSignal(async () => {
-    stopRetention?.();
-    await app?.close(); // ends event streams, stops taking requests
-    await Promise.all(workers.map((w) => w.stop()));
-    await monitor?.stop();
-    await queue.close();
-  });
-  queue.on("mode", (mode: string) => console.log(`mode: ${mode}`));
-  queue.startReaper();
+  const pending = new PendingQueue(config.redisUrl !== undefined);
   const persistence: PersistenceProvider | undefined = monitor ? () => monitor.latest() : undefined;
   const authState = new AuthState(auth);
-  app = buildServer(queue, { auth: authState, logger, rateLimit, persistence, cors, trustProxy });
+  const app = buildServer(pending, { auth: authState, logger, rateLimit, persistence, cors, trustProxy });
   let url: string;
   try {
     ({ url } = await listenApi(app, { host, port: opts.port, auth: authState }));
   } catch (err) {
     await monitor?.stop();
-    await queue.close();
     throw listenError(err, host, opts.port);
   }
+
+  const waiting = new AbortController();
+  const workers: Worker[] = [];
+  let queue: BuildQueue | undefined;
+  let stopRetention: (() => void) | undefined;
+  // Registered before the wait, so that a signal while waiting for PostgreSQL exits 0 at once.
+  stopOnSignal(async () => {
+    waiting.abort();
+    stopRetention?.();
+    await app.close(); // ends event streams, stops taking requests
+    await Promise.all(workers.map((w) => w.stop()));
+    await monitor?.stop();
+    await queue?.close();
+  });
+  process.on("SIGHUP", () => reloadTokens(authState, host));
+  console.log(`opening the queue on ${describeStore(config)}; until it is open, ${url} answers 503`);
+  try {
+    queue = await openQueueWaiting({ ...config, logger }, { signal: waiting.signal, report: console.log });
+  } catch (err) {
+    if (err instanceof OpenAborted) return; // the signal handler shuts down and exits
+    await app.close();
+    await monitor?.stop();
+    throw err;
+  }
+  queue.on("mode", (mode: string) => console.log(`mode: ${mode}`));
+  queue.startReaper();
+  pending.fill(queue);
   printBanner(url, config, queue, auth);
   printNetwork(cors, trustProxy);
-  process.on("SIGHUP", () => reloadTokens(authState, host));
   if (opts.retentionDays !== undefined) {
     stopRetention = startRetention(queue.store.db, { olderThanMs: daysToMs(opts.retentionDays), logger });
     console.log(

@@ -26,6 +26,10 @@ export type ApiApp = FastifyInstance<
 >;
 
 export interface RouteContext {
+  /**
+   * The queue; for a server that listens before its queue is open (`oculus up`), a stand-in that
+   * forwards to it once open (pending-queue.ts). Routes take it when they register, as either.
+   */
   queue: BuildQueue;
   persistence: PersistenceProvider | undefined;
   streams: StreamRegistry;

@@ -3,7 +3,8 @@
  * the OpenAPI document from the same definitions), bearer-token auth, a per-token rate limit, request
  * ids, Prometheus metrics, Server-Sent Events, and optionally CORS and trusted proxies. `buildServer`
  * wires it to a BuildQueue without binding a port (tests use `inject`); `listenApi` binds it, refusing
- * an open API beyond loopback.
+ * an open API beyond loopback. Given a PendingQueue instead, the server may listen before the queue is
+ * open: until then /health and every store route answer 503 (`installStartingGate`).
  */
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
@@ -19,14 +20,15 @@ import {
   type ZodTypeProvider,
 } from "fastify-type-provider-zod";
 import type { z } from "zod";
-import { RateLimitedError } from "../core/errors.js";
+import { RateLimitedError, StoreUnavailableError } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import { type AuthConfig, type AuthState, authEnabled, checkBind, currentAuth, installAuth } from "./auth.js";
 import type { ApiApp, RouteContext } from "./context.js";
 import { type CorsOptions, registerCors } from "./cors.js";
 import { installErrorHandlers, toValidationError } from "./errors.js";
-import { createMetrics } from "./metrics.js";
+import { type ApiMetrics, createMetrics } from "./metrics.js";
+import { PendingQueue } from "./pending-queue.js";
 import type { PersistenceProvider } from "./persistence.js";
 import { buildRoutes } from "./routes/builds.js";
 import { dashboardRoutes } from "./routes/dashboard.js";
@@ -40,6 +42,7 @@ import { fastifyTrustProxy, type TrustProxy } from "./trust-proxy.js";
 
 export { type AuthConfig, AuthState } from "./auth.js";
 export type { CorsOptions } from "./cors.js";
+export { PendingQueue } from "./pending-queue.js";
 export type { PersistenceProvider, PersistenceReport } from "./persistence.js";
 export type { TrustProxy } from "./trust-proxy.js";
 
@@ -85,7 +88,8 @@ function requestIdOf(req: IncomingMessage): string {
   return typeof given === "string" && /^[A-Za-z0-9._:-]{1,64}$/.test(given) ? given : randomUUID();
 }
 
-export function buildServer(queue: BuildQueue, options: ServerOptions): ApiApp {
+export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOptions): ApiApp {
+  const slot = queue instanceof PendingQueue ? queue : PendingQueue.of(queue);
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
   const app = Fastify({
     // Typed as Fastify's logger so the instance keeps the default logger type parameter.
@@ -113,12 +117,19 @@ export function buildServer(queue: BuildQueue, options: ServerOptions): ApiApp {
   // a 401 or 403 still carries the CORS headers (a page cannot read a cross-origin answer without them).
   registerCors(app, options.cors);
   installAuth(app, options.auth);
+  // Only for a queue not open yet: a server given an open queue pays nothing per request.
+  if (!slot.current) installStartingGate(app, slot, options.persistence);
   app.addHook("onSend", async (request, reply) => {
     reply.header("x-request-id", request.id);
   });
 
   const streams = new StreamRegistry();
-  const metrics = createMetrics(queue, options.persistence, options.logger);
+  // The claim histograms listen to the queue: created once it is open.
+  let metrics: ApiMetrics | undefined;
+  let closed = false;
+  slot.whenFilled((open) => {
+    if (!closed) metrics = createMetrics(open, options.persistence, options.logger);
+  });
   let deadline: NodeJS.Timeout | undefined;
   // Before the HTTP server closes: end the event streams, or they would hold it open.
   app.addHook("preClose", async () => {
@@ -127,15 +138,16 @@ export function buildServer(queue: BuildQueue, options: ServerOptions): ApiApp {
     deadline.unref();
   });
   app.addHook("onClose", async () => {
+    closed = true;
     clearTimeout(deadline);
-    metrics.close();
+    metrics?.close();
   });
 
   registerDocs(app, currentAuth(options.auth));
   registerRateLimit(app, options.rateLimit ?? DEFAULT_RATE_LIMIT);
 
   const ctx: RouteContext = {
-    queue,
+    queue: slot.current ?? slot.standIn,
     persistence: options.persistence,
     streams,
     sseHeartbeatMs: options.sseHeartbeatMs ?? 15_000,
@@ -149,12 +161,61 @@ export function buildServer(queue: BuildQueue, options: ServerOptions): ApiApp {
     eventRoutes(typed, ctx);
     dashboardRoutes(typed);
     healthRoutes(typed, ctx);
-    metricsRoutes(typed, metrics);
+    metricsRoutes(typed, {
+      get registry() {
+        if (!metrics) throw new StoreUnavailableError("the queue is not open yet: waiting for PostgreSQL");
+        return metrics.registry;
+      },
+      close: () => metrics?.close(),
+    });
     typed.get("/openapi.json", { config: { access: "public" }, schema: { hide: true } }, async () =>
       app.swagger(),
     );
   });
   return app;
+}
+
+/** While the queue is not open, Retry-After of the 503s (the open is retried every 0.25 s at most). */
+const STARTING_RETRY_AFTER_S = 1;
+
+/**
+ * Until the queue is open: GET /health answers 503 `unavailable` with `starting: true` (a load
+ * balancer keeps the process out of rotation), and every other route that needs the store (all of
+ * /v1, /metrics) answers 503 `store_unavailable` with Retry-After. The dashboard page, /docs and
+ * /openapi.json are served. A preHandler, so that auth (401/403), the rate limit and request
+ * validation (400) answer first, as they would with the queue open; once it is, one check per request.
+ */
+function installStartingGate(app: ApiApp, slot: PendingQueue, persistence?: PersistenceProvider): void {
+  app.addHook("preHandler", (request, reply, done) => {
+    if (slot.current) return done();
+    const route = request.routeOptions;
+    if (route.url === "/health") {
+      // Sent as plain JSON: the route's schema predates the `starting` field (docs/http-api.md).
+      void reply
+        .status(503)
+        .serializer(JSON.stringify)
+        .type("application/json; charset=utf-8")
+        .send({
+          status: "unavailable",
+          starting: true,
+          mode: "postgres",
+          postgres: { status: "down" },
+          redis: { status: slot.hasRedis ? "unavailable" : "none" },
+          persistence: persistence?.() ?? null,
+        });
+      return;
+    }
+    if ((route.config.access ?? "public") === "public") return done();
+    void reply
+      .status(503)
+      .header("retry-after", String(STARTING_RETRY_AFTER_S))
+      .send({
+        error: {
+          code: "store_unavailable",
+          message: "the queue is starting: waiting for the build store (PostgreSQL); retry later",
+        },
+      });
+  });
 }
 
 function registerDocs(app: ApiApp, auth: AuthConfig): void {

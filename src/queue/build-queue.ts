@@ -271,7 +271,13 @@ export class BuildQueue extends EventEmitter {
       },
       "build queue opening",
     );
-    await queue.start();
+    try {
+      await queue.start();
+    } catch (err) {
+      // PostgreSQL went away between the migration and LISTEN: nothing may stay open (callers retry).
+      await queue.close().catch(() => undefined);
+      throw asStoreError(err);
+    }
     return queue;
   }
 

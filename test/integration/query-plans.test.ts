@@ -174,7 +174,7 @@ describe("query plans at scale (generic plans)", () => {
   let someBuild = "";
 
   beforeAll(async () => {
-    const db = await openPostgres(TEST_DATABASE_URL, schema, silentLogger(), 1);
+    const db = await openPostgres(TEST_DATABASE_URL, schema, silentLogger(), { poolSize: 1 });
     await migrate(db).finally(() => db.close());
     await client.connect();
     await client.query("ALTER TABLE builds SET (autovacuum_enabled = false)");
