@@ -286,15 +286,14 @@ export const PHASES: Phase[] = [
   },
   {
     name: "redis-sleep",
-    fault: "DEBUG SLEEP 5 (Redis hung, not dead), three times in the window",
+    fault: "DEBUG SLEEP 5 (Redis hung, not dead) every 8 s through the window",
     inject: async (ctx) => {
-      const gap = ctx.windowMs / 3;
-      for (let i = 0; i < 3; i++) {
-        const started = Date.now();
+      let sleeps = 0;
+      await repeatFor(ctx.windowMs, 8000, async () => {
         await ctx.redis.command("DEBUG", "SLEEP", "5");
-        await sleep(Math.max(0, gap - (Date.now() - started)));
-      }
-      return none();
+        sleeps += 1;
+      });
+      return { notes: [`${sleeps} sleeps of 5 s`], details: { sleeps } };
     },
   },
   {

@@ -262,7 +262,7 @@ export class Fleet {
  */
 export function deathReason(tail: string[]): string {
   const lines = tail.map((l) => l.trim()).filter((l) => l.length > 0 && !l.startsWith("Node.js v"));
-  const thrown = lines.filter((l) => /^([A-Za-z]*Error\b|oculus: )/.test(l));
+  const thrown = lines.filter((l) => /^([A-Za-z]*Error\b|error: |oculus: )/.test(l));
   if (thrown.length > 0) return (thrown[thrown.length - 1] as string).slice(0, 300);
   for (const line of [...lines].reverse()) {
     if (!line.startsWith("{")) continue;

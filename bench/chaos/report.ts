@@ -64,6 +64,14 @@ function refusedNote(refused: Record<string, number>): string | undefined {
   return parts.length > 0 ? `not acknowledged: ${parts.join(", ")}` : undefined;
 }
 
+/** The first deaths with their reason; the rest counted by reason (a supervisor restarting a process that dies at start makes many). */
+function deathNotes(deaths: PhaseResult["deaths"]): string[] {
+  const shown = deaths.slice(0, 4).map((d) => `died: ${d.name} (exit ${d.code ?? d.signal}): ${d.reason}`);
+  const rest = new Map<string, number>();
+  for (const d of deaths.slice(4)) rest.set(d.reason, (rest.get(d.reason) ?? 0) + 1);
+  return [...shown, ...[...rest].map(([reason, n]) => `died: ${n} more: ${reason}`)];
+}
+
 export function renderText(r: ChaosResults): string {
   const head = [
     "phase",
@@ -96,7 +104,7 @@ export function renderText(r: ChaosResults): string {
       ...p.notes,
       refusedNote(p.refused),
       p.failed > 0 ? `${p.failed} builds ended failed` : undefined,
-      ...p.deaths.map((d) => `died: ${d.name} (exit ${d.code ?? d.signal}): ${d.reason}`),
+      ...deathNotes(p.deaths),
       ...p.doubleSample.map((s) => `double run: ${s}`),
       ...p.lostSample.map((l) => `lost: ${l.id} (${l.status})`),
       p.legitimateReruns > 0

@@ -112,7 +112,7 @@ async function calibrate(setup: Setup, fleet: Fleet, database: string): Promise<
     );
     completed = row?.completed ?? 0;
     const missing = 2 * slots - (row?.queued ?? 0);
-    if (missing > 0) await burst.burst(missing, Math.min(missing, 10));
+    if (missing > 0) await burst.burst(missing, missing);
     await sleep(200);
   }
   const capacity = completed / ((Date.now() - start) / 1000);
