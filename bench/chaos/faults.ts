@@ -272,6 +272,36 @@ export const PHASES: Phase[] = [
     },
   },
   {
+    name: "pg-read-only",
+    fault:
+      "PostgreSQL read-only for the window (default_transaction_read_only, as a standby after a failover), then writable",
+    inject: async (ctx) => {
+      await ctx.postgres.cluster.setReadOnly(true);
+      await sleep(ctx.windowMs);
+      await ctx.postgres.cluster.setReadOnly(false);
+      return { notes: ["writes refused with 25006 for the window"], details: {} };
+    },
+  },
+  {
+    name: "pg-down-restarts",
+    fault:
+      "PostgreSQL stopped; one worker and one `oculus up` killed and started again while it is away (as a supervisor does); started after the window",
+    inject: async (ctx) => {
+      await ctx.postgres.pgCtl(["stop", "-m", "fast"]);
+      await sleep(1000);
+      const worker = ctx.fleet.workers.find((w) => w.alive);
+      await worker?.kill9(true);
+      const api = ctx.fleet.apis[1];
+      if (api) {
+        await api.kill9(false);
+        api.resume();
+      }
+      await sleep(Math.max(0, ctx.windowMs - 1000));
+      await ctx.postgres.pgCtl(["start"]);
+      return { notes: ["a worker and an API process started while PostgreSQL was down"], details: {} };
+    },
+  },
+  {
     name: "redis-kill",
     fault: "kill -9 of redis-server, restarted on its AOF 3 s later; twice in the window",
     inject: async (ctx) => {
@@ -314,6 +344,17 @@ export const PHASES: Phase[] = [
         notes: [`limit ${(limit / 2 ** 20).toFixed(2)} MiB; Redis refused ${refused} commands with OOM`],
         details: { limitBytes: limit, oomRefusals: refused },
       };
+    },
+  },
+  {
+    name: "redis-readonly",
+    fault:
+      "Redis made a replica of an unreachable master for the window (writes refused with READONLY, as an old master back after a promotion), then a master again",
+    inject: async (ctx) => {
+      await ctx.redis.command("REPLICAOF", "127.0.0.1", "1");
+      await sleep(ctx.windowMs);
+      await ctx.redis.command("REPLICAOF", "NO", "ONE");
+      return { notes: ["REPLICAOF 127.0.0.1 1, then REPLICAOF NO ONE"], details: {} };
     },
   },
   {
