@@ -7,7 +7,7 @@
  * whole sleep, and builds keep running.
  */
 import { afterAll, describe, expect, it } from "vitest";
-import { startOculusFleet } from "../helpers/oculus-fleet.js";
+import { type OculusFleet, startOculusFleet } from "../helpers/oculus-fleet.js";
 import { eventually } from "../helpers/queue.js";
 import { RedisServer } from "../helpers/redis-server.js";
 
@@ -45,7 +45,9 @@ describe("a hung Redis (DEBUG SLEEP)", () => {
         const { id, ms } = await fleet.submit(`hung${fault}`);
         submitted.push(id);
         latencies.push(ms);
-        await new Promise((r) => setTimeout(r, 50));
+        // A submit every ~150 ms: enough to meet every moment of the fault, few enough that the one
+        // worker (2 slots, ~1 s a build with its throttled progress) drains them in a minute or two.
+        await new Promise((r) => setTimeout(r, 150));
       }
       await sleeping;
       const slow = latencies.filter((ms) => ms >= WAITED_ON_REDIS_MS);
@@ -61,9 +63,28 @@ describe("a hung Redis (DEBUG SLEEP)", () => {
     );
     expect(maxMs).toBeLessThan(SLEEP_S * 1000);
 
-    await eventually(async () => (await fleet.unfinished()) === 0, 90_000).catch(async (err: Error) => {
+    await drained(fleet).catch(async (err: Error) => {
       throw new Error(`${err.message}\n${await fleet.describe()}`);
     });
     expect(submitted.length).toBeGreaterThan(0);
-  }, 240_000);
+  }, 400_000);
 });
+
+/**
+ * Waits until every build has finished, failing only when the fleet stops making progress (no build
+ * finished for 30 s): how long draining takes depends on the machine's load, a stall does not.
+ */
+async function drained(fleet: OculusFleet): Promise<void> {
+  const STALL_MS = 30_000;
+  let left = await fleet.unfinished();
+  let progressedAt = Date.now();
+  while (left > 0) {
+    if (Date.now() - progressedAt > STALL_MS) {
+      throw new Error(`no build finished for ${STALL_MS / 1000} s; ${left} unfinished`);
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = await fleet.unfinished();
+    if (now < left) progressedAt = Date.now();
+    left = now;
+  }
+}

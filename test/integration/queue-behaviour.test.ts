@@ -126,8 +126,10 @@ describe.each(backends())("build queue on $name", (backend) => {
     expect(requeued.seq).toBe(build.seq);
     await expect(queue.complete(build.id, first.lease)).rejects.toBeInstanceOf(StaleLeaseError);
 
-    // While it waits out the backoff it has no position and is not claimable.
-    expect(await queue.position(build.id)).toBeNull();
+    // While it waits out the backoff (50 ms here) it has no position. On a busy machine the backoff
+    // may be over before the question is answered: then there is nothing to check.
+    const position = await queue.position(build.id);
+    if (Date.now() < requeued.runAt.getTime()) expect(position).toBeNull();
     // Submitted after it, same priority: once due, the retried build goes first (original sequence).
     await queue.submit({ strategyId: "newer" });
     await new Promise((r) => setTimeout(r, Math.max(0, requeued.runAt.getTime() - Date.now()) + 20));
