@@ -112,7 +112,15 @@ describe("Redis kill -9 during submits and claims", () => {
         "SELECT count(*)::int AS n FROM builds WHERE status <> 'completed'",
       );
       return row?.n === 0;
-    }, 30_000);
+    }, 30_000).catch(async (err: Error) => {
+      const left = await sql(
+        first.schema,
+        "SELECT status, count(*)::int AS n, min(updated_at) AS oldest FROM builds WHERE status <> 'completed' GROUP BY status",
+      );
+      throw new Error(
+        `${err.message}: not completed: ${JSON.stringify(left)}; index: ${(await indexDiff(client, first.prefix, first.schema)).length} differences`,
+      );
+    });
     await load.stop();
 
     expect(load.errors).toEqual([]);
