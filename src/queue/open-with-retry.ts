@@ -16,32 +16,12 @@
  * "unreachable" (store-errors.ts).
  */
 import { redactUrl } from "../core/config.js";
-import { ConfigError, OculusError, StoreUnavailableError } from "../core/errors.js";
+import { ConfigError, OculusError } from "../core/errors.js";
 import { BuildQueue, type BuildQueueOptions } from "./build-queue.js";
+import { isTransientStoreError } from "./store-errors.js";
 
 /** unreachable: wait and retry. misconfigured: stop, exit 2. other: stop (a bug, or a newer schema). */
 export type OpenFailure = "unreachable" | "misconfigured" | "other";
-
-/** Node's socket errors that mean "no server there (yet)". */
-const NETWORK_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ECONNABORTED",
-  "ETIMEDOUT",
-  "EPIPE",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-]);
-
-/**
- * SQLSTATEs of a server that answers but cannot take us now: admin or crash shutdown (57P01, 57P02),
- * starting up (57P03), too many connections (53300) or other resources (53xxx), read-only (25006:
- * a standby; the migration's CREATE SCHEMA is refused), and a migration that lost a deadlock or a
- * serialization race (40001, 40P01). Class 08 (connection exceptions) is matched by prefix.
- */
-const PASSING_SQLSTATES = new Set(["57P01", "57P02", "57P03", "25006", "40001", "40P01"]);
 
 /**
  * SQLSTATEs of a mistake in the configuration: authentication (class 28: bad password, unknown
@@ -50,9 +30,6 @@ const PASSING_SQLSTATES = new Set(["57P01", "57P02", "57P03", "25006", "40001", 
 function misconfiguredState(code: string): boolean {
   return code.startsWith("28") || code === "3D000" || code === "3F000" || code === "42501";
 }
-
-const DRIVER_CONNECTION_MESSAGES =
-  /Connection terminated|connection timeout|Client has encountered a connection error|timeout expired/i;
 
 /** The error and its causes, outermost first (StoreUnavailableError wraps the driver's error). */
 function chain(err: unknown): unknown[] {
@@ -71,23 +48,17 @@ function codeOf(err: unknown): string | undefined {
 
 export function classifyOpenError(err: unknown): OpenFailure {
   const errors = chain(err);
-  // The innermost error with a code decides; the wrapper only says "unreachable" when nothing does.
-  for (const e of errors.reverse()) {
+  // The innermost error with a code decides whether the configuration is wrong (a wrapper may say 503).
+  for (const e of [...errors].reverse()) {
     const code = codeOf(e);
     if (code === undefined) continue;
     if (misconfiguredState(code)) return "misconfigured";
-    if (NETWORK_CODES.has(code) || PASSING_SQLSTATES.has(code)) return "unreachable";
-    if (code.startsWith("08") || code.startsWith("53")) return "unreachable";
     // ENOENT on connect: the Unix socket of a server that is not running (yet).
     if (code === "ENOENT" && (e as { syscall?: unknown }).syscall === "connect") return "unreachable";
   }
-  if (errors.some((e) => e instanceof Error && DRIVER_CONNECTION_MESSAGES.test(e.message))) {
-    return "unreachable";
-  }
-  // The queue's own verdict (store-errors.ts): a typed 503 means the store is away for now.
-  if (err instanceof StoreUnavailableError || (err instanceof OculusError && err.httpStatus === 503)) {
-    return "unreachable";
-  }
+  // Away or transient by the queue's one classifier (store-errors.ts): wait and try again.
+  if (errors.some((e) => isTransientStoreError(e))) return "unreachable";
+  if (err instanceof OculusError && err.httpStatus === 503) return "unreachable";
   return "other";
 }
 

@@ -24,6 +24,7 @@ const RETRY_AFTER_SECONDS: Record<StoreUnavailableReason, number> = {
 /** Node's socket errors: no route to, or no answer from, the server. */
 const NETWORK_CODES = new Set([
   "ECONNREFUSED",
+  "ECONNABORTED",
   "ECONNRESET",
   "ETIMEDOUT",
   "EPIPE",
@@ -57,7 +58,7 @@ const SQLSTATE_CLASS_REASONS: Record<string, StoreUnavailableReason> = {
 const MESSAGE_REASONS: [RegExp, StoreUnavailableReason][] = [
   [/Query read timeout/i, "timeout"],
   [/timeout exceeded when trying to connect/i, "busy"],
-  [/Connection terminated|connection timeout|server closed the connection/i, "unreachable"],
+  [/Connection terminated|connection timeout|timeout expired|server closed the connection/i, "unreachable"],
   [/Client has encountered a connection error|Client was closed and is not queryable/i, "unreachable"],
 ];
 
