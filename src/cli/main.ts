@@ -10,6 +10,7 @@ import { createLogger } from "../core/logger.js";
 import { openPglite, openPostgres } from "../postgres/db.js";
 import { migrate } from "../postgres/migrate.js";
 import { explainOpenFailure, openQueueOnce } from "../queue/open-with-retry.js";
+import { collectRepeated } from "../worker/build-env.js";
 import { ApiError } from "./api-client.js";
 import { registerClientCommands, UsageError } from "./client-commands.js";
 import { nonNegativeInt, parseDays, parsePortFlag, positiveInt } from "./flags.js";
@@ -110,6 +111,11 @@ program
   )
   .addOption(new Option("--workers <n>", "local workers").default(1).argParser(nonNegativeInt("--workers")))
   .option("--command <cmd>", "shell command each local worker runs per build (default: the demo build)")
+  .option(
+    "--env <name>",
+    "pass this variable of the environment to build commands (repeatable; also OCULUS_BUILD_ENV=A,B)",
+    collectRepeated,
+  )
   .option("--demo", "submit two demo builds at start")
   .addOption(
     new Option(
@@ -136,6 +142,11 @@ program
   )
   .option("--id <id>", "worker id (default: hostname:pid:random)")
   .option("--label <key=value...>", "labels shown with the worker")
+  .option(
+    "--env <name>",
+    "pass this variable of the environment to build commands (repeatable; also OCULUS_BUILD_ENV=A,B)",
+    collectRepeated,
+  )
   .addOption(
     new Option("--grace-ms <ms>", "SIGTERM to SIGKILL on stop or shutdown")
       .default(10_000)

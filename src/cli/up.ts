@@ -37,6 +37,7 @@ import { PersistenceMonitor } from "../ops/persistence-monitor.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import { describeStore, OpenAborted, openQueueWaiting } from "../queue/open-with-retry.js";
 import { startRetention } from "../queue/retention.js";
+import { passedEnvFromFlags } from "../worker/build-env.js";
 import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
 import { Worker, type WorkerHandler } from "../worker/worker.js";
@@ -47,6 +48,8 @@ export interface UpOptions {
   port: number;
   workers: number;
   command?: string;
+  /** `--env NAME`: process variables builds get besides the allowlist (build-env.ts). */
+  env?: string[];
   demo?: boolean;
   /** Refuse to start while a Redis persistence check fails. */
   requirePersistence?: boolean | string;
@@ -87,6 +90,9 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   const rateLimit = rateLimitFromEnv();
   const cors = corsFromEnv();
   const trustProxy = trustProxyFromEnv();
+  const passEnv = opts.command
+    ? passedEnvFromFlags(opts.env, process.env, (m) => console.error(`warning: ${m}`))
+    : [];
   const requirePersistence = flagOn(opts.requirePersistence);
   if (requirePersistence && !config.redisUrl) {
     throw new ConfigError("--require-persistence / OCULUS_REQUIRE_PERSISTENCE: needs a Redis (REDIS_URL)");
@@ -141,7 +147,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
     );
   }
 
-  const handler = opts.command ? commandHandler(opts.command) : announce(demoBuild);
+  const handler = opts.command ? commandHandler(opts.command, { passEnv }) : announce(demoBuild);
   for (let i = 0; i < opts.workers; i++) {
     const worker = new Worker(queue, { handler, logger });
     workers.push(worker);

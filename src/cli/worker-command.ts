@@ -12,6 +12,7 @@ import { OculusError } from "../core/errors.js";
 import { createLogger } from "../core/logger.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import { OpenAborted, openQueueWaiting } from "../queue/open-with-retry.js";
+import { passedEnvFromFlags } from "../worker/build-env.js";
 import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
 import { serveWorkerMetrics, type WorkerMetricsServer } from "../worker/metrics-server.js";
@@ -23,6 +24,8 @@ export interface WorkerFlags {
   capacity: number;
   id?: string;
   label?: string[];
+  /** `--env NAME`: process variables builds get besides the allowlist (build-env.ts). */
+  env?: string[];
   graceMs: number;
   drainMs: number;
   heartbeatMs: number;
@@ -36,6 +39,7 @@ export async function runWorker(c: Config, opts: WorkerFlags): Promise<void> {
     throw new OculusError("config_invalid", 2, "--dead-after-ms must be more than twice --heartbeat-ms");
   }
   const labels = parseLabels(opts.label ?? []);
+  const passEnv = passedEnvFromFlags(opts.env, process.env, (m) => console.error(`warning: ${m}`));
   const logger = createLogger();
   const health = { heartbeatMs: opts.heartbeatMs, deadAfterMs: opts.deadAfterMs };
   const metricsHost = opts.metricsHost;
@@ -71,7 +75,7 @@ export async function runWorker(c: Config, opts: WorkerFlags): Promise<void> {
   }
   queue.startReaper();
   const handler = opts.command
-    ? commandHandler(opts.command, { graceMs: opts.graceMs })
+    ? commandHandler(opts.command, { graceMs: opts.graceMs, passEnv })
     : announce(demoBuild);
   worker = new Worker(queue, {
     handler,

@@ -4,6 +4,7 @@
  * outcome. The command runs in a child process, so the worker's heartbeats never wait on it.
  */
 import type { ProgressInput } from "../core/build.js";
+import { buildBaseEnv, checkPassedNames } from "./build-env.js";
 import { DEFAULT_GRACE_MS, runBuildCommand } from "./command-runner.js";
 import type { BuildContext, WorkerHandler } from "./worker.js";
 
@@ -11,10 +12,17 @@ export interface CommandHandlerOptions {
   /** Time between SIGTERM and SIGKILL when a build is stopped or the worker shuts down. Default 10 s. */
   graceMs?: number;
   cwd?: string;
+  /**
+   * Names of process variables the builds get besides the allowlist (build-env.ts), e.g. a license
+   * key. The queue's secrets (OCULUS_TOKENS, DATABASE_URL, REDIS_URL, ...) are refused (ConfigError).
+   */
+  passEnv?: readonly string[];
+  /** Where passEnv and the allowlist read from. Default process.env. */
   env?: NodeJS.ProcessEnv;
 }
 
 export function commandHandler(command: string, options: CommandHandlerOptions = {}): WorkerHandler {
+  const passEnv = checkPassedNames(options.passEnv ?? [], "passEnv");
   return async (ctx) => {
     const progress = coalescedProgress(ctx);
     const outcome = await runBuildCommand({
@@ -23,7 +31,8 @@ export function commandHandler(command: string, options: CommandHandlerOptions =
       signal: ctx.signal,
       graceMs: options.graceMs ?? DEFAULT_GRACE_MS,
       cwd: options.cwd,
-      env: options.env,
+      // Read at each build: a variable the operator changes in the worker's environment is not cached.
+      env: buildBaseEnv(options.env ?? process.env, passEnv),
       onProgress: progress.report,
       onLog: (line) => ctx.log(line),
     });

@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
+import { buildBaseEnv } from "./build-env.js";
 
 export const DEFAULT_GRACE_MS = 10_000;
 export const DEFAULT_LOG_TAIL_BYTES = 64 * 1024;
@@ -57,7 +58,10 @@ export interface RunBuildCommandOptions {
   /** How much of the last output (stdout and stderr combined) the result keeps. Default 64 KiB. */
   logTailBytes?: number;
   cwd?: string;
-  /** Base environment of the command (the OCULUS_* build variables are added). Default process.env. */
+  /**
+   * Base environment of the command, used as given (the OCULUS_BUILD_* variables are added). Default:
+   * the allowlisted variables of process.env only (build-env.ts), never the queue's secrets.
+   */
   env?: NodeJS.ProcessEnv;
   /** Where the private directory holding the params file is created. Default os.tmpdir(). */
   tmpDir?: string;
@@ -133,7 +137,7 @@ function buildEnv(
   paramsFile: string,
 ): NodeJS.ProcessEnv {
   return {
-    ...(options.env ?? process.env),
+    ...(options.env ?? buildBaseEnv(process.env)),
     OCULUS_BUILD_ID: options.build.id,
     OCULUS_BUILD_LEASE: String(options.build.lease),
     OCULUS_STRATEGY_ID: options.build.strategyId,
