@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import { type Command, Option } from "commander";
 import { ApiClient, DEFAULT_API_URL } from "./api-client.js";
+import { printable } from "./printable.js";
 
 interface ClientFlags {
   url?: string;
@@ -70,7 +71,7 @@ export function registerClientCommands(program: Command): void {
         printJson(res);
         return;
       }
-      console.log(`${res.build.id}  ${res.build.status}${res.position ? `  position ${res.position}` : ""}`);
+      say(`${res.build.id}  ${res.build.status}${res.position ? `  position ${res.position}` : ""}`);
     });
 
   withClient(program.command("status").description("show a build").argument("<id>", "build id")).action(
@@ -120,7 +121,7 @@ export function registerClientCommands(program: Command): void {
         return;
       }
       const how = res.build.status === "stopping" ? "stopping (its worker is told)" : res.build.status;
-      console.log(`${res.build.id}  ${how}`);
+      say(`${res.build.id}  ${how}`);
     });
 
   withClient(
@@ -134,7 +135,7 @@ export function registerClientCommands(program: Command): void {
       printJson(res);
       return;
     }
-    console.log(`${res.build.id}  ${res.build.status}`);
+    say(`${res.build.id}  ${res.build.status}`);
   });
 
   withClient(
@@ -226,7 +227,7 @@ class WatchView {
   end(status: string): void {
     if (this.json) return;
     this.clearBar();
-    console.log(status === "completed" ? "completed" : `ended ${status || "without an outcome"}`);
+    say(status === "completed" ? "completed" : `ended ${status || "without an outcome"}`);
   }
 
   private progress(p: Progress): void {
@@ -235,13 +236,13 @@ class WatchView {
       this.line(text);
       return;
     }
-    process.stdout.write(`\r\x1b[2K${text}`);
+    process.stdout.write(`\r\x1b[2K${printable(text)}`);
     this.barShown = true;
   }
 
   private line(text: string): void {
     this.clearBar();
-    console.log(text);
+    say(text);
   }
 
   private clearBar(): void {
@@ -296,12 +297,13 @@ interface QueueOverview {
 }
 
 function printQueue(q: QueueOverview): void {
-  console.log(`mode ${q.mode}, ${q.length} queued`);
+  say(`mode ${q.mode}, ${q.length} queued`);
   const queued = (q.queued ?? []).map((entry) =>
     "build" in entry ? { ...entry.build, position: entry.position } : { ...entry, position: null },
   );
   if (queued.length > 0) {
-    console.log("\nqueued");
+    console.log("");
+    console.log("queued");
     printTable(
       ["POS", "ID", "STRATEGY", "PRIORITY", "WAITING"],
       queued.map((b) => [
@@ -314,7 +316,8 @@ function printQueue(q: QueueOverview): void {
     );
   }
   if ((q.active ?? []).length > 0) {
-    console.log("\nrunning");
+    console.log("");
+    console.log("running");
     printTable(
       ["ID", "STATUS", "WORKER", "PHASE", "PROGRESS"],
       q.active.map((b) => [
@@ -365,10 +368,11 @@ function printBuild(b: ApiBuild, position: number | null): void {
   if (b.lastError) rows.push(["error", b.lastError]);
   if (b.stoppedBy) rows.push(["stopped by", `${b.stoppedBy}${b.stopReason ? `: ${b.stopReason}` : ""}`]);
   const width = Math.max(...rows.map(([k]) => k.length));
-  for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+  for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${printable(v)}`);
 }
 
-function printTable(header: string[], rows: string[][]): void {
+function printTable(header: string[], cells: string[][]): void {
+  const rows = cells.map((row) => row.map(printable));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const format = (cells: string[]) =>
     cells
@@ -384,6 +388,11 @@ function age(iso: string): string {
   if (seconds < 120) return `${seconds.toFixed(0)} s`;
   if (seconds < 7200) return `${(seconds / 60).toFixed(0)} min`;
   return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+/** One line of human output: user text in it is shown with control characters escaped. */
+function say(text: string): void {
+  console.log(printable(text));
 }
 
 function printJson(value: unknown): void {

@@ -15,6 +15,7 @@ import { ApiError } from "./api-client.js";
 import { registerClientCommands, UsageError } from "./client-commands.js";
 import { nonNegativeInt, parseDays, parsePortFlag, positiveInt } from "./flags.js";
 import { registerOpsCommands } from "./ops-commands.js";
+import { printableLines } from "./printable.js";
 import { DEFAULT_HOST, DEFAULT_PORT, parsePort, runUp, type UpOptions } from "./up.js";
 import { runWorker, type WorkerFlags } from "./worker-command.js";
 
@@ -184,7 +185,7 @@ registerOpsCommands(program, config);
 
 program.parseAsync().catch((err: unknown) => {
   const message = err instanceof Error ? err.message : String(err);
-  console.error(`oculus: ${message}`);
+  console.error(`oculus: ${printableLines(message)}`);
   const usage =
     err instanceof UsageError ||
     (err instanceof OculusError && err.code === "config_invalid") ||

@@ -42,6 +42,7 @@ import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
 import { Worker, type WorkerHandler } from "../worker/worker.js";
 import { daysToMs } from "./flags.js";
+import { printable } from "./printable.js";
 
 export interface UpOptions {
   host: string;
@@ -266,7 +267,7 @@ function listenError(err: unknown, host: string, port: number): Error {
 /** The demo build, with a line on stdout as each build starts and ends. */
 export function announce(handler: WorkerHandler): WorkerHandler {
   return async (ctx) => {
-    console.log(`build ${ctx.build.id} (${ctx.build.strategyId}) started`);
+    console.log(`build ${ctx.build.id} (${printable(ctx.build.strategyId)}) started`);
     const result = await handler(ctx);
     console.log(`build ${ctx.build.id} completed`);
     return result;

@@ -134,6 +134,37 @@ describe("oculus client commands", () => {
     await oculus(["stop", build.id]);
   });
 
+  it("shows control characters of user strings escaped in status, queue, watch and stop", async () => {
+    // ESC [2J clears the screen, CR rewrites the line, a bidi override reverses what follows.
+    const evil = "evil\u001b[2J\r\nFAKE\u0007\u202e";
+    const shown = "evil\\x1b[2J\\r\\nFAKE\\x07\\u202e";
+    const { build } = await api.queue.submit({ strategyId: evil, params: { iterations: 1000 } });
+    await eventually(async () => (await api.queue.get(build.id)).status === "running");
+    const outputs: string[] = [];
+    const status = await oculus(["status", build.id]);
+    expect(status.stdout).toContain(`strategy  ${shown}`);
+    outputs.push(status.stdout);
+    const queue = await oculus(["queue"]);
+    outputs.push(queue.stdout);
+    const watching = watch(build.id);
+    await eventually(async () => watching.output().includes(`build ${build.id}`), 30_000);
+    const stopped = await oculus(["stop", build.id, "--reason", "why\u001b]0;title\u0007"]);
+    expect(stopped.code).toBe(0);
+    expect(await watching.exited).toBe(1);
+    expect(watching.output()).toContain(shown);
+    expect(watching.output()).toContain("reason why\\x1b]0;title\\x07");
+    outputs.push(watching.output(), (await oculus(["status", build.id])).stdout);
+    for (const output of outputs) {
+      // No raw ESC, BEL, CR or bidi override reaches the terminal (watch is not a TTY here: no bar).
+      expect(output).not.toMatch(/[\u001b\u0007\r\u202e]/);
+    }
+    // --json keeps the exact value (JSON escapes control characters itself).
+    const json = JSON.parse((await oculus(["status", build.id, "--json"])).stdout) as {
+      build: { strategyId: string };
+    };
+    expect(json.build.strategyId).toBe(evil);
+  });
+
   it("says clearly what went wrong", async () => {
     const notFound = await oculus(["status", "00000000-0000-4000-8000-000000000000"]);
     expect(notFound.code).toBe(1);
