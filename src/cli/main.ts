@@ -110,14 +110,23 @@ program
       .default(DEFAULT_PORT)
       .argParser(parsePort),
   )
-  .addOption(new Option("--workers <n>", "local workers").default(1).argParser(nonNegativeInt("--workers")))
-  .option("--command <cmd>", "shell command each local worker runs per build (default: the demo build)")
+  .addOption(
+    new Option("--workers <n>", "local workers (default: 1 with --command or --demo, else none)").argParser(
+      nonNegativeInt("--workers"),
+    ),
+  )
+  .option("--command <cmd>", "shell command each local worker runs per build")
   .option(
     "--env <name>",
     "pass this variable of the environment to build commands (repeatable; also OCULUS_BUILD_ENV=A,B)",
     collectRepeated,
   )
-  .option("--demo", "submit two demo builds at start")
+  .option("--demo", "local workers run the built-in demo build, and two demo builds are submitted at start")
+  .addOption(
+    new Option("--demo-step-ms <ms>", "how long each demo phase takes (params.stepMs)")
+      .default(4000)
+      .argParser(nonNegativeInt("--demo-step-ms")),
+  )
   .addOption(
     new Option(
       "--require-persistence",

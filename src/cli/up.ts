@@ -47,11 +47,15 @@ import { printable } from "./printable.js";
 export interface UpOptions {
   host: string;
   port: number;
-  workers: number;
+  /** Local workers; default 1 with --command or --demo, otherwise none. */
+  workers?: number;
   command?: string;
   /** `--env NAME`: process variables builds get besides the allowlist (build-env.ts). */
   env?: string[];
+  /** Local workers run the built-in demo build (unless --command), and two demo builds are submitted. */
   demo?: boolean;
+  /** How long each of the demo build's five phases takes (its `params.stepMs`). */
+  demoStepMs?: number;
   /** Refuse to start while a Redis persistence check fails. */
   requirePersistence?: boolean | string;
   /** Delete finished builds this many days after they finished (hourly); none when undefined. */
@@ -91,6 +95,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   const rateLimit = rateLimitFromEnv();
   const cors = corsFromEnv();
   const trustProxy = trustProxyFromEnv();
+  const localWorkers = localWorkerCount(opts);
   const passEnv = opts.command
     ? passedEnvFromFlags(opts.env, process.env, (m) => console.error(`warning: ${m}`))
     : [];
@@ -118,14 +123,21 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   let queue: BuildQueue | undefined;
   let stopRetention: (() => void) | undefined;
   // Registered before the wait, so that a signal while waiting for PostgreSQL exits 0 at once.
-  stopOnSignal(async () => {
-    waiting.abort();
-    stopRetention?.();
-    await app.close(); // ends event streams, stops taking requests
-    await Promise.all(workers.map((w) => w.stop()));
-    await monitor?.stop();
-    await queue?.close();
-  });
+  stopOnSignal(
+    async () => {
+      waiting.abort();
+      stopRetention?.();
+      await app.close(); // ends event streams, stops taking requests
+      await Promise.all(workers.map((w) => w.stop()));
+      await monitor?.stop();
+      await queue?.close();
+    },
+    () =>
+      drainDescription(
+        workers.reduce((n, w) => n + w.activeBuilds, 0),
+        DEFAULT_DRAIN_MS,
+      ),
+  );
   process.on("SIGHUP", () => reloadTokens(authState, host));
   console.log(`opening the queue on ${describeStore(config)}; until it is open, ${url} answers 503`);
   try {
@@ -149,12 +161,34 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   }
 
   const handler = opts.command ? commandHandler(opts.command, { passEnv }) : announce(demoBuild);
-  for (let i = 0; i < opts.workers; i++) {
+  for (let i = 0; i < localWorkers; i++) {
     const worker = new Worker(queue, { handler, logger });
     workers.push(worker);
     await worker.start();
   }
-  if (opts.demo) await submitDemoBuilds(queue);
+  if (localWorkers === 0) {
+    console.log("no local workers: builds run on `oculus worker --command CMD` processes");
+  }
+  if (opts.demo) await submitDemoBuilds(queue, opts.demoStepMs ?? DEFAULT_DEMO_STEP_MS);
+}
+
+/** Long enough to watch the phases walk in the dashboard: 5 phases of 4 s, about 20 s a build. */
+export const DEFAULT_DEMO_STEP_MS = 4000;
+/** The Worker's default drainMs (local workers of `oculus up` use it). */
+const DEFAULT_DRAIN_MS = 30_000;
+
+/**
+ * Local workers run only when asked: a demo worker on a real store would claim real builds and
+ * complete them with a fake result. `--workers N` needs `--command` (or `--demo`).
+ */
+function localWorkerCount(opts: UpOptions): number {
+  if (opts.command || opts.demo) return opts.workers ?? 1;
+  if ((opts.workers ?? 0) > 0) {
+    throw new ConfigError(
+      "--workers: local workers need --command CMD (the build command they run), or --demo for the built-in demo build",
+    );
+  }
+  return 0;
 }
 
 /** A boolean flag that may also come from the environment ("1", "true", "yes"). */
@@ -242,12 +276,15 @@ function printNetwork(cors: CorsOptions | undefined, trustProxy: TrustProxy | un
   }
 }
 
-async function submitDemoBuilds(queue: BuildQueue): Promise<void> {
+async function submitDemoBuilds(queue: BuildQueue, stepMs: number): Promise<void> {
   const results = await queue.submitMany([
-    { strategyId: "demo-momentum", priority: 0 },
-    { strategyId: "demo-mean-reversion", priority: 5 },
+    { strategyId: "demo-momentum", priority: 0, params: { stepMs } },
+    { strategyId: "demo-mean-reversion", priority: 5, params: { stepMs } },
   ]);
   for (const r of results) console.log(`submitted demo build ${r.build.id} (${r.build.strategyId})`);
+  console.log(
+    `the demo build walks through 5 phases of ${stepMs} ms (params.stepMs; --demo-step-ms): watch them in the dashboard`,
+  );
 }
 
 /** A port in use is the likely mistake: say which, and what to do. */
@@ -274,13 +311,36 @@ export function announce(handler: WorkerHandler): WorkerHandler {
   };
 }
 
-/** SIGTERM or SIGINT: shut down gracefully once, then exit 0. */
-export function stopOnSignal(shutdown: () => Promise<void>): void {
+/**
+ * SIGTERM or SIGINT: shut down gracefully, then exit 0. The first signal says what the shutdown waits
+ * for (`waitingFor`); a second one exits at once (code 1): running builds are then handed back by
+ * the reaper once their leases expire, and their command processes are ended by their watchdogs.
+ */
+export function stopOnSignal(shutdown: () => Promise<void>, waitingFor: () => string = () => ""): void {
+  let signalled = false;
   const onSignal = async () => {
-    console.log("shutting down");
+    if (signalled) {
+      console.log("second signal: exiting now; running builds return to the queue when their leases expire");
+      process.exit(1);
+    }
+    signalled = true;
+    const what = waitingFor();
+    console.log(
+      `shutting down${what ? `: ${what}` : ""}; press Ctrl-C again (or send another SIGTERM) to exit at once`,
+    );
     await shutdown();
     process.exit(0);
   };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+}
+
+/** What a graceful shutdown of these workers waits for, in words. */
+export function drainDescription(running: number, drainMs: number): string {
+  if (running === 0) return "no build is running";
+  const builds = running === 1 ? "1 running build" : `${running} running builds`;
+  return (
+    `waiting up to ${Math.round(drainMs / 1000)} s for ${builds} to finish ` +
+    "(then they are stopped and handed back to the queue)"
+  );
 }

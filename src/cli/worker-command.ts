@@ -17,7 +17,7 @@ import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
 import { serveWorkerMetrics, type WorkerMetricsServer } from "../worker/metrics-server.js";
 import { Worker } from "../worker/worker.js";
-import { announce, stopOnSignal } from "./up.js";
+import { announce, drainDescription, stopOnSignal } from "./up.js";
 
 export interface WorkerFlags {
   command?: string;
@@ -59,13 +59,16 @@ export async function runWorker(c: Config, opts: WorkerFlags): Promise<void> {
   let queue: BuildQueue | undefined;
   let worker: Worker | undefined;
   let metrics: WorkerMetricsServer | undefined;
-  stopOnSignal(async () => {
-    waiting.abort();
-    await starting?.close();
-    await worker?.stop();
-    await metrics?.close();
-    await queue?.close();
-  });
+  stopOnSignal(
+    async () => {
+      waiting.abort();
+      await starting?.close();
+      await worker?.stop();
+      await metrics?.close();
+      await queue?.close();
+    },
+    () => drainDescription(worker?.activeBuilds ?? 0, opts.drainMs),
+  );
   try {
     queue = await openQueueWaiting({ ...c, logger, health }, { signal: waiting.signal, report: console.log });
   } catch (err) {

@@ -60,7 +60,9 @@ describe("oculus up (the main command)", () => {
   afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
   it("on the embedded store: /health, a build submitted over HTTP and the demo builds complete; SIGTERM exits 0", async () => {
-    const up = await startUp(["--demo", "--workers", "2"], { OCULUS_DATA_DIR: dataDir });
+    const up = await startUp(["--demo", "--demo-step-ms", "20", "--workers", "2"], {
+      OCULUS_DATA_DIR: dataDir,
+    });
     let exitCode: number | null;
     try {
       expect(up.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
@@ -92,6 +94,7 @@ describe("oculus up (the main command)", () => {
       exitCode = await stopUp(up);
     }
     expect(exitCode, up.output()).toBe(0);
+    expect(up.output()).toMatch(/shutting down: .*; press Ctrl-C again .* to exit at once/);
 
     // The record survived the process: every build is completed in the embedded store.
     const queue = await BuildQueue.open({ dataDir });
@@ -100,6 +103,37 @@ describe("oculus up (the main command)", () => {
       expect(res.rows.map((r) => r.status)).toEqual(["completed", "completed", "completed"]);
     } finally {
       await queue.close();
+    }
+  });
+
+  it("runs no local worker unless asked: --workers N needs --command or --demo (exit 2)", async () => {
+    const refused = spawnOculus(["up", "--port", "0", "--workers", "2"], {
+      OCULUS_DATA_DIR: path.join(dataDir, "never"),
+    });
+    expect(await refused.exited).toBe(2);
+    expect(refused.output()).toMatch(/--workers: local workers need --command CMD .* or --demo/);
+
+    // A real store without flags: the API only; a submitted build waits for a real worker.
+    const schema = uniqueSchema("up_no_demo");
+    const up = await startUp([], { DATABASE_URL: TEST_DATABASE_URL, OCULUS_SCHEMA: schema });
+    try {
+      await printed(up, /no local workers: builds run on `oculus worker --command CMD` processes/);
+      const res = await json(
+        await fetch(`${up.url}/v1/builds`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ strategyId: "real-build" }),
+        }),
+      );
+      expect(res.status).toBe(201);
+      const workers = await json(await fetch(`${up.url}/v1/workers`));
+      expect(workers.body.workers).toEqual([]);
+      expect((await json(await fetch(`${up.url}/v1/builds/${res.body.build.id}`))).body.build.status).toBe(
+        "queued",
+      );
+    } finally {
+      await stopUp(up);
+      await dropSchema(schema);
     }
   });
 
@@ -160,9 +194,9 @@ describe("several oculus up processes on one PostgreSQL and Redis", () => {
       OCULUS_TRUST_PROXY: "127.0.0.1",
     };
     const [a, b] = await Promise.all([
-      startUp(["--workers", "1"], env),
+      startUp(["--workers", "1", "--demo", "--demo-step-ms", "10"], env),
       // With tokens, any address may be bound (it is still reached through loopback here).
-      startUp(["--workers", "1", "--host", "0.0.0.0"], env),
+      startUp(["--workers", "1", "--demo", "--demo-step-ms", "10", "--host", "0.0.0.0"], env),
     ]);
     let exitCodes: (number | null)[];
     try {
