@@ -46,6 +46,20 @@ export class ApiClient {
     return this.request<T>("GET", path);
   }
 
+  /** A text resource as bytes, with the response headers (build logs). */
+  async getBytes(path: string): Promise<{ status: number; headers: Headers; body: Buffer }> {
+    const response = await this.fetch(this.url(path), {
+      method: "GET",
+      headers: this.headers({ accept: "text/plain" }),
+    });
+    const body = Buffer.from(await response.arrayBuffer());
+    if (!response.ok && response.status !== 416) {
+      const text = body.toString("utf8");
+      throw errorFrom(response.status, parseJson(text), text);
+    }
+    return { status: response.status, headers: response.headers, body };
+  }
+
   post<T>(path: string, body: unknown): Promise<T> {
     return this.request<T>("POST", path, body);
   }

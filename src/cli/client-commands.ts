@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { type Command, Option } from "commander";
 import { ApiClient, DEFAULT_API_URL } from "./api-client.js";
-import { printable } from "./printable.js";
+import { printable, printableLines } from "./printable.js";
 
 interface ClientFlags {
   url?: string;
@@ -31,6 +31,19 @@ interface ApiBuild {
   finishedAt: string | null;
   stoppedBy: string | null;
   stopReason: string | null;
+  /** In `status` (GET /v1/builds/:id) only. */
+  result?: unknown;
+  logTail?: string | null;
+}
+
+/** Lines of output `oculus status` shows. */
+const STATUS_TAIL_LINES = 20;
+
+/** A result on one line, cut at 500 characters. */
+function resultText(result: unknown): string {
+  if (result === undefined || result === null) return "-";
+  const text = JSON.stringify(result);
+  return text.length > 500 ? `${text.slice(0, 500)}...` : text;
 }
 
 interface Progress {
@@ -136,6 +149,42 @@ export function registerClientCommands(program: Command): void {
       return;
     }
     say(`${res.build.id}  ${res.build.status}`);
+  });
+
+  withClient(
+    program
+      .command("builds")
+      .description("list builds, newest first (finished ones too)")
+      .option("--status <status>", "only builds in this status (queued, running, completed, failed, ...)")
+      .option("--strategy <id>", "only builds of this strategy")
+      .option("--limit <n>", "at most this many (1..1000, default 20)", intArg("--limit")),
+  ).action(async (opts: ClientFlags & { status?: string; strategy?: string; limit?: number }) => {
+    const query = new URLSearchParams();
+    if (opts.status) query.set("status", opts.status);
+    if (opts.strategy) query.set("strategyId", opts.strategy);
+    query.set("limit", String(opts.limit ?? 20));
+    const res = await client(opts).get<{ builds: ApiBuild[]; nextCursor: string | null }>(
+      `/v1/builds?${query.toString()}`,
+    );
+    if (opts.json) {
+      printJson(res);
+      return;
+    }
+    printBuildList(res.builds);
+  });
+
+  withClient(
+    program
+      .command("logs")
+      .description("print a build's whole log (stdout and stderr); --follow: live until the build ends")
+      .argument("<id>", "build id")
+      .option("--follow", "keep printing new output until the build ends")
+      .option("--raw", "print control characters as they are (colours), not escaped"),
+  ).action(async (id: string, opts: ClientFlags & { follow?: boolean; raw?: boolean }) => {
+    const api = client(opts);
+    const show = (text: string) => process.stdout.write(opts.raw ? text : printableLog(text));
+    const offset = await printLog(api, id, show);
+    if (opts.follow) await followLog(api, id, offset, show);
   });
 
   withClient(
@@ -351,6 +400,51 @@ function printWorkers(workers: ApiWorker[]): void {
   );
 }
 
+/** Prints the log from its start, page by page; resolves with the byte offset reached. */
+async function printLog(api: ApiClient, id: string, show: (text: string) => void): Promise<number> {
+  const decoder = new TextDecoder();
+  let offset = 0;
+  for (;;) {
+    const page = await api.getBytes(`/v1/builds/${encodeURIComponent(id)}/logs?offset=${offset}`);
+    if (page.body.length === 0) break;
+    show(decoder.decode(page.body, { stream: true }));
+    offset += page.body.length;
+  }
+  show(decoder.decode());
+  return offset;
+}
+
+/** The live log from `offset` (SSE, resumed by byte offset after a dropped connection) until the end. */
+async function followLog(api: ApiClient, id: string, offset: number, show: (text: string) => void) {
+  let status = "";
+  await api.stream(`/v1/builds/${encodeURIComponent(id)}/logs/stream?offset=${offset}`, (message) => {
+    const data = JSON.parse(message.data) as { text?: string; status?: string };
+    if (message.event === "end") {
+      status = data.status ?? "";
+      return true;
+    }
+    if (data.text) show(data.text);
+    return false;
+  });
+  console.error(`build ${status || "ended"}`);
+}
+
+/** Build output for a terminal: each line with its control characters escaped, line breaks kept. */
+function printableLog(text: string): string {
+  return printableLines(text);
+}
+
+function printBuildList(builds: ApiBuild[]): void {
+  if (builds.length === 0) {
+    console.log("no builds");
+    return;
+  }
+  printTable(
+    ["ID", "STRATEGY", "STATUS", "PRIORITY", "CREATED", "FINISHED"],
+    builds.map((b) => [b.id, b.strategyId, b.status, String(b.priority), b.createdAt, b.finishedAt ?? "-"]),
+  );
+}
+
 function printBuild(b: ApiBuild, position: number | null): void {
   const rows: [string, string][] = [
     ["id", b.id],
@@ -367,8 +461,16 @@ function printBuild(b: ApiBuild, position: number | null): void {
   ];
   if (b.lastError) rows.push(["error", b.lastError]);
   if (b.stoppedBy) rows.push(["stopped by", `${b.stoppedBy}${b.stopReason ? `: ${b.stopReason}` : ""}`]);
+  if (b.status === "completed") rows.push(["result", resultText(b.result)]);
   const width = Math.max(...rows.map(([k]) => k.length));
   for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${printable(v)}`);
+  const tail = (b.logTail ?? "").split("\n").filter((line, i, all) => line !== "" || i < all.length - 1);
+  if (tail.length > 0) {
+    const last = tail.slice(-STATUS_TAIL_LINES);
+    console.log("");
+    console.log(`output (last ${last.length} line(s); all of it: oculus logs ${b.id})`);
+    for (const line of last) console.log(`  ${printable(line)}`);
+  }
 }
 
 function printTable(header: string[], cells: string[][]): void {

@@ -223,3 +223,41 @@ export const eventsQuery = z.strictObject({
     .optional()
     .describe("resume after this event (for clients that cannot send the Last-Event-ID header)"),
 });
+
+// ---------------------------------------------------------------- build logs
+
+/** A byte offset into a build's log: digits only (no signs, exponents or hex). */
+const logOffset = z
+  .string()
+  .regex(/^\d{1,15}$/, "must be a byte offset (digits)")
+  .transform(Number);
+
+export const logQuery = z.strictObject({
+  offset: logOffset
+    .optional()
+    .describe("read from this byte offset (at most 1 MiB; X-Log-Next-Offset says where to go on)"),
+});
+
+export const logStreamQuery = z.strictObject({
+  offset: logOffset
+    .optional()
+    .describe("start at this byte offset (clients that cannot send Last-Event-ID); default 0"),
+});
+
+/** The text responses of GET /v1/builds/:id/logs. */
+export function logTextResponse(description: string) {
+  return {
+    description:
+      `${description}. Headers: X-Log-Size (bytes so far), X-Log-Complete (the build has ended), ` +
+      "X-Log-Truncated (the per-build cap cut it), X-Build-Status, Accept-Ranges: bytes.",
+    content: { "text/plain": { schema: z.string() } },
+  };
+}
+
+export const logStreamResponse = {
+  description:
+    "text/event-stream: `log` events (`id:` the byte offset after the event's text, for Last-Event-ID; " +
+    "`data:` JSON {stream: stdout|stderr|system, at, offset, text}), then one `end` event " +
+    "(`data:` {status, size, truncated}) once the build has ended and its log is read; `: heartbeat` comments",
+  content: { "text/event-stream": { schema: z.string() } },
+};

@@ -34,6 +34,7 @@ import { buildRoutes } from "./routes/builds.js";
 import { dashboardRoutes } from "./routes/dashboard.js";
 import { eventRoutes } from "./routes/events.js";
 import { healthRoutes } from "./routes/health.js";
+import { logRoutes } from "./routes/logs.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import { queueRoutes } from "./routes/queue.js";
 import { workerRoutes } from "./routes/workers.js";
@@ -156,6 +157,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
   app.register(async (api) => {
     const typed = api.withTypeProvider<ZodTypeProvider>();
     buildRoutes(typed, ctx);
+    logRoutes(typed, ctx);
     queueRoutes(typed, ctx);
     workerRoutes(typed, ctx);
     eventRoutes(typed, ctx);

@@ -31,6 +31,7 @@ import { type Logger, silentLogger } from "../core/logger.js";
 import { encodeScore } from "../core/score.js";
 import { type Db, openPglite, openPostgres } from "../postgres/db.js";
 import { EventStore } from "../postgres/event-store.js";
+import { type LogChunkInput, type LogState, LogStore, type StoredLogChunk } from "../postgres/log-store.js";
 import { migrate } from "../postgres/migrate.js";
 import { ReconcileStore } from "../postgres/reconcile-store.js";
 import {
@@ -74,7 +75,12 @@ export interface BuildQueueOptions extends Partial<Config> {
   progressHistory?: number;
   /** The event hub's poll interval and limits (see event-hub.ts). */
   events?: Partial<EventHubOptions>;
+  /** A build's whole log is kept up to this many bytes (default 10 MiB); then a marker line. */
+  logMaxBytes?: number;
 }
+
+/** The default cap of one build's stored log. */
+export const DEFAULT_LOG_MAX_BYTES = 10 * 1024 * 1024;
 
 /** The build event stream (see BuildQueue.events). */
 export interface EventStream {
@@ -145,6 +151,7 @@ export class BuildQueue extends EventEmitter {
   private readonly failures: Batcher<FailureInput, Build | undefined>;
   private readonly wake: WakeSignal;
   private readonly eventStore: EventStore;
+  private readonly logStore: LogStore;
   private readonly hub: EventHub;
   private readonly notices: EventNotices;
   private readonly progressThrottle: ProgressThrottle;
@@ -166,11 +173,13 @@ export class BuildQueue extends EventEmitter {
       progressIntervalMs: number;
       progressHistory: number;
       hub: EventHubOptions;
+      logMaxBytes: number;
     },
   ) {
     super();
     this.workerStore = new WorkerStore(store.db);
     this.eventStore = new EventStore(store.db);
+    this.logStore = new LogStore(store.db);
     this.workers = new WorkerRegistry(
       this.workerStore,
       (op) => this.failover.tryRedis(op),
@@ -252,6 +261,7 @@ export class BuildQueue extends EventEmitter {
       progressIntervalMs: nonNegative("progressIntervalMs", options.progressIntervalMs ?? 200),
       progressHistory: nonNegative("progressHistory", options.progressHistory ?? 100),
       hub: { ...DEFAULT_HUB_OPTIONS, ...options.events },
+      logMaxBytes: nonNegative("logMaxBytes", options.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES),
     };
     const queue = new BuildQueue(
       store,
@@ -682,6 +692,47 @@ export class BuildQueue extends EventEmitter {
     const build = await this.get(id);
     if (build.lease !== lease) throw new StaleLeaseError(id, lease, build.lease, build.status);
     throw new InvalidStateError(id, build.status, "report progress for", ["running", "stopping"]);
+  }
+
+  /**
+   * Appends output to a build's whole log (a worker does, in batches): fenced by the lease like
+   * progress (StaleLeaseError when the build was taken from the caller), capped at logMaxBytes per
+   * build (past it one marker line, then nothing). Text PostgreSQL cannot hold (NUL) is dropped.
+   */
+  async appendLog(id: string, lease: number, chunks: LogChunkInput[]): Promise<{ truncated: boolean }> {
+    parseBuildId(id);
+    parseLease(lease);
+    const storable = chunks
+      .filter((c) => c.text !== "")
+      .map((c) => ({ stream: c.stream, at: c.at, text: storableText(c.text) }));
+    if (storable.length === 0) return { truncated: false };
+    const outcome = await this.logStore
+      .append(id, lease, storable, this.streamOptions.logMaxBytes)
+      .catch((err) => {
+        throw asStoreError(err);
+      });
+    if (outcome !== "stale") return { truncated: outcome.truncated };
+    const build = await this.get(id);
+    if (build.lease !== lease) throw new StaleLeaseError(id, lease, build.lease, build.status);
+    throw new InvalidStateError(id, build.status, "append to the log of", ["running", "stopping"]);
+  }
+
+  /** A build's status and log size (BuildNotFoundError when there is no such build). */
+  async logState(id: string): Promise<LogState> {
+    parseBuildId(id);
+    const state = await this.logStore.state(id).catch((err) => {
+      throw asStoreError(err);
+    });
+    if (!state) throw new BuildNotFoundError(id);
+    return state;
+  }
+
+  /** Up to `limit` chunks of a build's log holding bytes at or after `offset`, in order. */
+  async readLog(id: string, offset: number, limit = 256): Promise<StoredLogChunk[]> {
+    parseBuildId(id);
+    return this.logStore.read(id, offset, limit).catch((err) => {
+      throw asStoreError(err);
+    });
   }
 
   /** A run's pending progress goes out before its result (subscribers see the last step first). */

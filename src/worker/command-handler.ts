@@ -34,7 +34,7 @@ export function commandHandler(command: string, options: CommandHandlerOptions =
       // Read at each build: a variable the operator changes in the worker's environment is not cached.
       env: buildBaseEnv(options.env ?? process.env, passEnv),
       onProgress: progress.report,
-      onLog: (line) => ctx.log(line),
+      onLog: (line, stream) => ctx.log(line, stream),
     });
     await progress.settled();
     if (outcome.outcome === "completed") return outcome.result;

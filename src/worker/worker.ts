@@ -22,6 +22,7 @@ import type { BuildQueue } from "../queue/build-queue.js";
 import { runClaimLoop } from "./claim-loop.js";
 import { fencePolicy, LeaseFence } from "./fence.js";
 import { type BuildRef, type HeartbeatAnswer, Heartbeats } from "./heartbeats.js";
+import { LogShipper } from "./log-shipper.js";
 import { monotonicMs } from "./monotonic.js";
 import { type ReportOutcome, reportUntilSettled } from "./result-reporter.js";
 
@@ -32,8 +33,11 @@ export interface BuildContext {
   signal: AbortSignal;
   /** Reports progress (fenced by the lease). */
   progress(update: ProgressInput): Promise<void>;
-  /** A line of the build's log (kept in the log tail that goes with a failure). */
-  log(line: string): void;
+  /**
+   * A line of the build's output (without its newline): stored in the build's whole log, and kept in
+   * the log tail that goes with the result. `stream` defaults to stdout.
+   */
+  log(line: string, stream?: "stdout" | "stderr"): void;
 }
 
 export type WorkerHandler = (ctx: BuildContext) => Promise<unknown>;
@@ -242,6 +246,13 @@ export class Worker extends EventEmitter {
     const controller = new AbortController();
     const entry: RunningBuild = { build, controller, logTail: [], logChars: 0 };
     this.running.set(build.id, entry);
+    const shipper = new LogShipper(this.queue, build.id, build.lease, (err) =>
+      this.logger.warn(
+        { buildId: build.id, err: (err as Error).message },
+        "build log write failed; retrying",
+      ),
+    );
+    shipper.start(build.retryCount + 1, this.id);
     const started = performance.now();
     let outcome: RunOutcome = "failed";
     try {
@@ -250,7 +261,10 @@ export class Worker extends EventEmitter {
         lease: build.lease,
         signal: controller.signal,
         progress: (update) => this.progress(entry, update),
-        log: (line) => appendLog(entry, line),
+        log: (line, stream = "stdout") => {
+          appendLog(entry, line);
+          shipper.line(line, stream);
+        },
       });
       outcome = "completed";
       return { value, logTail: logText(entry) };
@@ -265,6 +279,9 @@ export class Worker extends EventEmitter {
       const cause = reason?.why === "fenced" ? `${reason.message}; ` : "";
       throw new HandlerFailure(`${cause}${message}${tail}`, logText(entry), abandoned);
     } finally {
+      // The log is complete before the result is reported (a log reader that sees the build end
+      // has all of its output).
+      await shipper.close();
       if (this.running.get(build.id) === entry) this.running.delete(build.id);
       this.emit("build-ended", {
         build,

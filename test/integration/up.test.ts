@@ -89,6 +89,9 @@ describe("oculus up (the main command)", () => {
         return res.body.build.status === "completed" ? res.body.build : undefined;
       }, 45_000);
       expect(done.result).toMatchObject({ image: "oculus/http-demo:demo" });
+      // The whole log, from the embedded store.
+      const log = await (await fetch(`${up.url}/v1/builds/${id}/logs`)).text();
+      expect(log).toMatch(/^--- attempt 1 \(lease \d+\) on worker .* ---\ndesigning\.\.\.\ntraining\.\.\./);
       await eventually(async () => (up.output().match(/completed$/gm) ?? []).length >= 3, 45_000);
     } finally {
       exitCode = await stopUp(up);

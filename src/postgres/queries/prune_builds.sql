@@ -1,5 +1,5 @@
 -- prune_builds: delete up to $2 finished builds (completed, failed, stopped) that finished before
--- the cutoff, oldest first, with their events and listing rows. A build another transaction holds (an operator's
+-- the cutoff, oldest first, with their events, log chunks and listing rows. A build another transaction holds (an operator's
 -- retry in flight) is skipped, not waited for; a build retried before this statement is no longer
 -- finished and is not selected. Deleting a build frees its idempotency key.
 -- $1 integer: finished at least this many milliseconds ago
@@ -18,6 +18,9 @@ listing AS (
 ),
 events AS (
   DELETE FROM build_events e USING doomed d WHERE e.build_id = d.id RETURNING 1
+),
+logs AS (
+  DELETE FROM build_log_chunks c USING doomed d WHERE c.build_id = d.id
 ),
 gone AS (
   DELETE FROM builds b USING doomed d WHERE b.id = d.id RETURNING 1

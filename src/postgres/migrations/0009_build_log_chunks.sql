@@ -1,0 +1,24 @@
+-- 0009: the whole output of a build (stdout, stderr and the worker's own marker lines), in chunks.
+-- A worker appends chunks in batches through the queue (append_build_log.sql), fenced by the lease
+-- like progress. The log is the concatenation of the chunks' text in seq order; start_offset is the
+-- byte offset (UTF-8) of a chunk's first byte in it, so a reader pages by byte offset
+-- (GET /v1/builds/:id/logs with Range, the SSE log stream's Last-Event-ID) without reading what
+-- comes before. No foreign key, like build_events (0005): prune deletes a build's chunks with it.
+CREATE TABLE build_log_chunks (
+  build_id      uuid        NOT NULL,
+  seq           integer     NOT NULL,
+  -- 'stdout', 'stderr', or 'system' (the worker's lines: the run separator, the truncation marker)
+  stream        text        NOT NULL CHECK (stream IN ('stdout', 'stderr', 'system')),
+  -- when the chunk's first line was read from the command
+  at            timestamptz NOT NULL,
+  start_offset  bigint      NOT NULL,
+  text          text        NOT NULL,
+  PRIMARY KEY (build_id, seq)
+);
+CREATE INDEX build_log_chunks_offset_idx ON build_log_chunks (build_id, start_offset);
+
+-- The log's size so far (bytes stored, the truncation marker included), its number of chunks, and
+-- whether the per-build cap cut it. Constant defaults: adding them rewrites nothing.
+ALTER TABLE builds ADD COLUMN log_bytes bigint NOT NULL DEFAULT 0;
+ALTER TABLE builds ADD COLUMN log_chunks integer NOT NULL DEFAULT 0;
+ALTER TABLE builds ADD COLUMN log_truncated boolean NOT NULL DEFAULT false;
