@@ -56,6 +56,19 @@ interface Progress {
 
 const FINAL = new Set(["completed", "failed", "stopped"]);
 
+/** The commands registered here: main.ts loads nothing else for them (fast start-up). */
+export const CLIENT_COMMANDS = [
+  "submit",
+  "status",
+  "queue",
+  "workers",
+  "stop",
+  "retry",
+  "builds",
+  "logs",
+  "watch",
+];
+
 export function registerClientCommands(program: Command): void {
   const withClient = (command: Command) =>
     command

@@ -1,4 +1,5 @@
 /** Parsers for command-line flags and their environment variables: each names the flag in its error. */
+import { InvalidArgumentError } from "commander";
 import { ConfigError } from "../core/errors.js";
 
 const DAY_MS = 86_400_000;
@@ -7,7 +8,7 @@ export function nonNegativeInt(flag: string) {
   return (value: string): number => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < 0)
-      throw new Error(`${flag} must be a non-negative integer, got "${value}"`);
+      throw new InvalidArgumentError(`${flag} must be a non-negative integer, got "${value}"`);
     return n;
   };
 }
@@ -15,7 +16,8 @@ export function nonNegativeInt(flag: string) {
 export function positiveInt(flag: string) {
   return (value: string): number => {
     const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer, got "${value}"`);
+    if (!Number.isInteger(n) || n < 1)
+      throw new InvalidArgumentError(`${flag} must be a positive integer, got "${value}"`);
     return n;
   };
 }

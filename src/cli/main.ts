@@ -2,25 +2,25 @@
 /**
  * The `oculus` command. Settings come from flags or the environment (flags win) and are validated
  * once: a bad value stops the command with a message naming the flag and the variable.
+ *
+ * Start-up is kept light: the client commands (status, submit, builds, logs, watch, ...) only talk
+ * HTTP, so the modules that open stores or serve (pg, PGlite, ioredis, Fastify: server-commands.ts)
+ * are loaded only for the other commands and for the full help.
+ *
+ * Exit codes: 0 done; 1 failed (the message says why); 2 bad usage (a missing argument, an unknown
+ * command or option, a bad setting).
  */
-import { Command, Option } from "commander";
-import { type Config, loadConfig, postgresSettingsOf } from "../core/config.js";
+import { readFileSync } from "node:fs";
+import { Command, CommanderError, Option } from "commander";
+import type { Config, loadConfig as LoadConfig } from "../core/config.js";
 import { OculusError } from "../core/errors.js";
-import { createLogger } from "../core/logger.js";
-import { openPglite, openPostgres } from "../postgres/db.js";
-import { migrate } from "../postgres/migrate.js";
-import { explainOpenFailure, openQueueOnce } from "../queue/open-with-retry.js";
-import { collectRepeated } from "../worker/build-env.js";
 import { ApiError } from "./api-client.js";
-import { registerClientCommands, UsageError } from "./client-commands.js";
-import { nonNegativeInt, parseDays, parsePortFlag, positiveInt } from "./flags.js";
-import { registerOpsCommands } from "./ops-commands.js";
+import { CLIENT_COMMANDS, registerClientCommands, UsageError } from "./client-commands.js";
 import { printableLines } from "./printable.js";
-import { DEFAULT_HOST, DEFAULT_PORT, parsePort, runUp, type UpOptions } from "./up.js";
-import { runWorker, type WorkerFlags } from "./worker-command.js";
 
 const program = new Command("oculus")
   .description("Oculus build queue: durable priority queue on PostgreSQL, with Redis as fast path")
+  .version(packageVersion(), "-V, --version", "print the version")
   .addOption(
     new Option("--database-url <url>", "PostgreSQL URL (default: embedded PGlite)").env("DATABASE_URL"),
   )
@@ -30,10 +30,21 @@ const program = new Command("oculus")
   .addOption(new Option("--prefix <prefix>", "Redis key prefix").env("OCULUS_PREFIX"))
   .addOption(new Option("--schema <name>", "PostgreSQL schema").env("OCULUS_SCHEMA"))
   .addOption(new Option("--data-dir <dir>", "embedded store directory").env("OCULUS_DATA_DIR"))
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Usage errors (missing argument, unknown command or option) exit 2, as documented, not 1.
+  .exitOverride();
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8"));
+    return String(pkg.version);
+  } catch {
+    return "unknown";
+  }
+}
 
 /** Flags given on the command line; loadConfig reads the environment itself, to name the source in errors. */
-function config(): Config {
+function config(loadConfig: typeof LoadConfig): Config {
   const o = program.opts();
   const fromCli = (key: string) =>
     program.getOptionValueSource(key) === "cli" ? (o[key] as string) : undefined;
@@ -49,150 +60,30 @@ function config(): Config {
   );
 }
 
-program
-  .command("migrate")
-  .description("apply pending database migrations (also done automatically at start)")
-  .action(async () => {
-    const c = config();
-    const logger = createLogger();
-    const db = c.databaseUrl
-      ? await openPostgres(c.databaseUrl, c.schema, logger, { ...postgresSettingsOf(c), poolSize: 1 })
-      : await openPglite(c.dataDir, c.schema);
-    try {
-      // One-shot: no waiting for an unreachable PostgreSQL (oculus up and oculus worker wait).
-      const report = await migrate(db).catch((err: unknown) => {
-        throw explainOpenFailure(c, err);
-      });
-      for (const m of report.applied) console.log(`applied ${String(m.version).padStart(4, "0")}_${m.name}`);
-      console.log(`schema ${c.schema} is at migration ${report.current}`);
-    } finally {
-      await db.close();
-    }
-  });
+/** The first word that is not an option: the command asked for (undefined: none). */
+function commandName(argv: string[]): string | undefined {
+  return argv.slice(2).find((arg) => !arg.startsWith("-"));
+}
 
-program
-  .command("reconcile")
-  .description("make the Redis index equal to the queued builds in PostgreSQL, now")
-  .option("--json", "print the report as JSON")
-  .action(async (opts: { json?: boolean }) => {
-    const c = config();
-    if (!c.redisUrl)
-      throw new OculusError("config_invalid", 1, "reconcile needs Redis: set --redis-url or REDIS_URL");
-    const queue = await openQueueOnce({ ...c, logger: createLogger({ level: "warn" }) });
-    try {
-      if (queue.mode !== "redis")
-        throw new OculusError("store_unavailable", 1, `Redis at ${c.redisUrl} is unreachable`);
-      const report = await queue.reconcile();
-      if (opts.json) console.log(JSON.stringify(report));
-      else if (report.walks === 0) {
-        console.log("reconciled by another process (its walk started after this request)");
-      } else {
-        console.log(
-          `reconciled: ${report.queued} queued in PostgreSQL, ${report.added} added to Redis, ` +
-            `${report.removed} removed from Redis, in ${report.durationMs.toFixed(0)} ms` +
-            (report.lostData ? " (the index marker was missing: Redis was new or had lost its data)" : ""),
-        );
-      }
-    } finally {
-      await queue.close();
-    }
-  });
+async function main(): Promise<void> {
+  registerClientCommands(program);
+  const name = commandName(process.argv);
+  const versionOnly = !name && process.argv.some((arg) => arg === "-V" || arg === "--version");
+  if (!versionOnly && (!name || !CLIENT_COMMANDS.includes(name))) {
+    const [{ registerServerCommands }, { loadConfig }] = await Promise.all([
+      import("./server-commands.js"),
+      import("../core/config.js"),
+    ]);
+    registerServerCommands(program, () => config(loadConfig));
+  }
+  await program.parseAsync();
+}
 
-program
-  .command("up")
-  .description("run the build queue: HTTP API, stores, reconciler, reaper and local workers")
-  .addOption(
-    new Option("--host <host>", "address the HTTP API listens on").env("OCULUS_HOST").default(DEFAULT_HOST),
-  )
-  .addOption(
-    new Option("--port <port>", "HTTP API port (0: any free port)")
-      .env("OCULUS_PORT")
-      .default(DEFAULT_PORT)
-      .argParser(parsePort),
-  )
-  .addOption(
-    new Option("--workers <n>", "local workers (default: 1 with --command or --demo, else none)").argParser(
-      nonNegativeInt("--workers"),
-    ),
-  )
-  .option("--command <cmd>", "shell command each local worker runs per build")
-  .option(
-    "--env <name>",
-    "pass this variable of the environment to build commands (repeatable; also OCULUS_BUILD_ENV=A,B)",
-    collectRepeated,
-  )
-  .option("--demo", "local workers run the built-in demo build, and two demo builds are submitted at start")
-  .addOption(
-    new Option("--demo-step-ms <ms>", "how long each demo phase takes (params.stepMs)")
-      .default(4000)
-      .argParser(nonNegativeInt("--demo-step-ms")),
-  )
-  .addOption(
-    new Option(
-      "--require-persistence",
-      "refuse to start while a Redis persistence check fails (oculus doctor)",
-    ).env("OCULUS_REQUIRE_PERSISTENCE"),
-  )
-  .addOption(
-    new Option(
-      "--retention-days <n>",
-      "delete finished builds (and their events) this many days after they finish, hourly (default: keep)",
-    )
-      .env("OCULUS_RETENTION_DAYS")
-      .argParser(parseDays("--retention-days / OCULUS_RETENTION_DAYS")),
-  )
-  .action(async (opts: UpOptions) => runUp(config(), opts));
-
-program
-  .command("worker")
-  .description("run a worker: claim builds and run them (a shell command per build, or the demo build)")
-  .option("--command <cmd>", "shell command run per build (default: the built-in demo build)")
-  .addOption(
-    new Option("--capacity <n>", "builds run at once").default(1).argParser(positiveInt("--capacity")),
-  )
-  .option("--id <id>", "worker id (default: hostname:pid:random)")
-  .option("--label <key=value...>", "labels shown with the worker")
-  .option(
-    "--env <name>",
-    "pass this variable of the environment to build commands (repeatable; also OCULUS_BUILD_ENV=A,B)",
-    collectRepeated,
-  )
-  .addOption(
-    new Option("--grace-ms <ms>", "SIGTERM to SIGKILL on stop or shutdown")
-      .default(10_000)
-      .argParser(positiveInt("--grace-ms")),
-  )
-  .addOption(
-    new Option("--drain-ms <ms>", "on SIGTERM, time running builds get before they are handed back")
-      .default(30_000)
-      .argParser(nonNegativeInt("--drain-ms")),
-  )
-  .addOption(
-    new Option("--heartbeat-ms <ms>", "heartbeat interval")
-      .default(2000)
-      .argParser(positiveInt("--heartbeat-ms")),
-  )
-  .addOption(
-    new Option("--dead-after-ms <ms>", "a worker silent this long is dead; its builds are requeued")
-      .default(10_000)
-      .argParser(positiveInt("--dead-after-ms")),
-  )
-  .addOption(
-    new Option("--metrics-port <port>", "serve this worker's /metrics and /health on this port (0: any free)")
-      .env("OCULUS_WORKER_METRICS_PORT")
-      .argParser(parsePortFlag("--metrics-port / OCULUS_WORKER_METRICS_PORT")),
-  )
-  .addOption(
-    new Option("--metrics-host <host>", "address of the metrics endpoint")
-      .env("OCULUS_WORKER_METRICS_HOST")
-      .default("127.0.0.1"),
-  )
-  .action(async (opts: WorkerFlags) => runWorker(config(), opts));
-
-registerClientCommands(program);
-registerOpsCommands(program, config);
-
-program.parseAsync().catch((err: unknown) => {
+main().catch((err: unknown) => {
+  if (err instanceof CommanderError) {
+    // --help and --version end here too (code 0); commander has printed what it had to.
+    process.exit(err.exitCode === 0 ? 0 : 2);
+  }
   const message = err instanceof Error ? err.message : String(err);
   console.error(`oculus: ${printableLines(message)}`);
   const usage =

@@ -32,6 +32,25 @@ describe("oculus CLI", () => {
     expect(flag.stderr).toMatch(/invalid --prefix/);
   });
 
+  it("prints --version, and exits 2 on bad usage (unknown command or option, missing argument)", async () => {
+    const version = await oculus(["--version"]);
+    expect(version.code).toBe(0);
+    expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    const cases: [string[], RegExp][] = [
+      [["nope"], /unknown command 'nope'/],
+      [["status"], /missing required argument 'id'/],
+      [["logs"], /missing required argument 'id'/],
+      [["status", "x", "--bogus"], /unknown option '--bogus'/],
+      [["up", "--workers", "x"], /--workers must be a non-negative integer/],
+      [["builds", "--limit", "many"], /--limit must be an integer/],
+    ];
+    for (const [args, message] of cases) {
+      const res = await oculus(args);
+      expect(res.code, args.join(" ")).toBe(2);
+      expect(res.stderr).toMatch(message);
+    }
+  });
+
   it("migrates a PostgreSQL server and the embedded store", async () => {
     const res = await oculus(["migrate"], { DATABASE_URL: TEST_DATABASE_URL, OCULUS_SCHEMA: schema });
     expect(res.code).toBe(0);
