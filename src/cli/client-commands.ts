@@ -245,7 +245,7 @@ async function watch(api: ApiClient, id: string, json: boolean): Promise<string>
   return final;
 }
 
-interface WatchItem {
+export interface WatchItem {
   kind: "snapshot" | "event";
   id: string;
   type?: string;
@@ -278,8 +278,9 @@ class WatchView {
       this.progress(item.progress);
       return;
     }
-    const detail = describeEvent(item);
+    const { detail, more } = describeEvent(item);
     this.line(`${new Date().toISOString().slice(11, 19)} ${item.type}${detail ? `: ${detail}` : ""}`);
+    for (const line of more) this.line(`    ${line}`);
   }
 
   note(text: string): void {
@@ -329,14 +330,22 @@ export function progressText(p: Progress): string {
   return parts.join("  ");
 }
 
-function describeEvent(item: WatchItem): string {
+/**
+ * An event's detail on one line: who, why, retry count, then the error's first line. An error may
+ * carry the build's last output on further lines ("--- last output ---"): those follow, indented,
+ * so nothing is glued onto the last of them.
+ */
+export function describeEvent(item: WatchItem): { detail: string; more: string[] } {
   const data = item.data ?? {};
   const bits: string[] = [];
   if (item.actor) bits.push(`by ${item.actor}`);
-  for (const key of ["reason", "error", "retryCount"]) {
+  for (const key of ["reason", "retryCount"]) {
     if (data[key] !== undefined && data[key] !== null) bits.push(`${key} ${String(data[key])}`);
   }
-  return bits.join(", ");
+  const error = data.error === undefined || data.error === null ? "" : String(data.error);
+  const [firstLine, ...more] = error.split("\n");
+  if (firstLine) bits.push(`error ${firstLine}`);
+  return { detail: bits.join(", "), more };
 }
 
 interface ApiWorker {
@@ -473,7 +482,13 @@ function printBuild(b: ApiBuild, position: number | null): void {
     ["finished", b.finishedAt ?? "-"],
   ];
   if (b.lastError) rows.push(["error", b.lastError]);
-  if (b.stoppedBy) rows.push(["stopped by", `${b.stoppedBy}${b.stopReason ? `: ${b.stopReason}` : ""}`]);
+  if (b.stoppedBy) {
+    // A stop that came while the build was finishing its work does not change how it ended.
+    const label = b.status === "stopped" ? "stopped by" : "stop asked by";
+    const late =
+      b.status === "completed" || b.status === "failed" ? ` (the build had ${b.status} first)` : "";
+    rows.push([label, `${b.stoppedBy}${b.stopReason ? `: ${b.stopReason}` : ""}${late}`]);
+  }
   if (b.status === "completed") rows.push(["result", resultText(b.result)]);
   const width = Math.max(...rows.map(([k]) => k.length));
   for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${printable(v)}`);

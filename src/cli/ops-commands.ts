@@ -206,8 +206,12 @@ function printDoctor(report: DoctorReport, c: Config): void {
   const all = [...report.redis.checks, ...report.queue, ...(report.postgres ?? [])];
   const count = (s: CheckStatus) => all.filter((x) => x.status === s).length;
   console.log(
-    `\n${report.status.toUpperCase()}: ${count("fail")} failing, ${count("warn")} warnings, ${count("pass")} passing`,
+    `\n${report.status.toUpperCase()}: ${count("fail")} failing, ${plural(count("warn"), "warning")}, ${count("pass")} passing`,
   );
+}
+
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
 function printChecks(checks: PersistenceCheck[]): void {

@@ -32,7 +32,10 @@ export async function checkPostgres(databaseUrl: string, schema: string): Promis
     return { checks: [check], queued: undefined };
   }
   try {
-    const version = (await client.query<{ v: string }>("SHOW server_version")).rows[0]?.v ?? "unknown";
+    // SHOW answers in a column named after the setting (server_version), not an alias.
+    const version =
+      (await client.query<{ server_version: string }>("SHOW server_version")).rows[0]?.server_version ??
+      "unknown";
     const reachable: PersistenceCheck = {
       name: "postgres",
       status: "pass",
@@ -71,7 +74,7 @@ function schemaCheck(schema: string, queued: number | undefined): PersistenceChe
   return {
     name: "postgres_schema",
     status: "pass",
-    value: queued,
+    value: `${schema}: migrated, ${queued} queued`,
     message: `schema ${schema} is migrated; ${queued} builds are queued`,
     fix: null,
   };

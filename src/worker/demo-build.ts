@@ -2,6 +2,7 @@
  * The built-in demo build: walks through the Oculus phases with progress, so that a new user sees the
  * queue work without writing a handler. It takes `params.stepMs` (default 300) per phase.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { BuildContext } from "./worker.js";
 
 export const OCULUS_PHASES = [
@@ -18,7 +19,9 @@ export async function demoBuild(ctx: BuildContext): Promise<unknown> {
     ctx.signal.throwIfAborted();
     await ctx.progress({ phase, percent: Math.round((i / OCULUS_PHASES.length) * 100) });
     ctx.log(`${phase}...`);
-    await new Promise((resolve) => setTimeout(resolve, stepMs));
+    // Abortable: a stop during a phase (the last one too) ends the build as stopped; a plain sleep
+    // let it finish its last phase and be recorded as completed although a stop had been asked.
+    await sleep(stepMs, undefined, { signal: ctx.signal });
   }
   await ctx.progress({ phase: "done", percent: 100 });
   return { image: `oculus/${ctx.build.strategyId}:demo`, phases: OCULUS_PHASES.length };

@@ -102,6 +102,17 @@ describe("oculus doctor", () => {
       ["postgres", "pass"],
       ["postgres_schema", "pass"],
     ]);
+    // The server's version (SHOW's column is server_version), and the schema check says what it counts.
+    expect(String(parsed.postgres[0]?.value)).toMatch(/^\d+(\.\d+)?/);
+    expect(parsed.postgres[1]?.value).toBe(`${schema}: migrated, 0 queued`);
+    const text = await oculus(["doctor"], {
+      REDIS_URL: redis.url,
+      DATABASE_URL: TEST_DATABASE_URL,
+      OCULUS_SCHEMA: schema,
+    });
+    expect(text.stdout).toMatch(/\n(WARN|PASS): 0 failing, \d+ warnings?, \d+ passing/);
+    expect(text.stdout).not.toMatch(/\b1 warnings\b/);
+    expect(text.stdout).not.toMatch(/postgres\s+= unknown/);
     // A Redis no queue has used yet has no index marker: told, as a warning.
     expect(parsed.queue.map((c) => [c.name, c.status])).toEqual([
       ["index_marker", "warn"],
