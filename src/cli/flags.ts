@@ -51,3 +51,16 @@ export function parsePortFlag(flag: string) {
 export function daysToMs(days: number): number {
   return Math.round(days * DAY_MS);
 }
+
+/** OCULUS_BUILD_LOG_MAX_BYTES: the cap of one build's stored log, in bytes (undefined: the default). */
+export function logMaxBytesFromEnv(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const raw = env.OCULUS_BUILD_LOG_MAX_BYTES?.trim();
+  if (!raw) return undefined;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < 1024) {
+    throw new ConfigError(
+      `invalid OCULUS_BUILD_LOG_MAX_BYTES: must be a number of bytes, at least 1024, got "${raw}"`,
+    );
+  }
+  return n;
+}

@@ -41,7 +41,7 @@ import { passedEnvFromFlags } from "../worker/build-env.js";
 import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
 import { Worker, type WorkerHandler } from "../worker/worker.js";
-import { daysToMs } from "./flags.js";
+import { daysToMs, logMaxBytesFromEnv } from "./flags.js";
 import { printable } from "./printable.js";
 
 export interface UpOptions {
@@ -96,6 +96,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   const cors = corsFromEnv();
   const trustProxy = trustProxyFromEnv();
   const localWorkers = localWorkerCount(opts);
+  const logMaxBytes = logMaxBytesFromEnv();
   const passEnv = opts.command
     ? passedEnvFromFlags(opts.env, process.env, (m) => console.error(`warning: ${m}`))
     : [];
@@ -141,7 +142,10 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   process.on("SIGHUP", () => reloadTokens(authState, host));
   console.log(`opening the queue on ${describeStore(config)}; until it is open, ${url} answers 503`);
   try {
-    queue = await openQueueWaiting({ ...config, logger }, { signal: waiting.signal, report: console.log });
+    queue = await openQueueWaiting(
+      { ...config, logger, logMaxBytes },
+      { signal: waiting.signal, report: console.log },
+    );
   } catch (err) {
     if (err instanceof OpenAborted) return; // the signal handler shuts down and exits
     await app.close();

@@ -17,6 +17,7 @@ import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
 import { serveWorkerMetrics, type WorkerMetricsServer } from "../worker/metrics-server.js";
 import { Worker } from "../worker/worker.js";
+import { logMaxBytesFromEnv } from "./flags.js";
 import { announce, drainDescription, stopOnSignal } from "./up.js";
 
 export interface WorkerFlags {
@@ -39,6 +40,7 @@ export async function runWorker(c: Config, opts: WorkerFlags): Promise<void> {
     throw new OculusError("config_invalid", 2, "--dead-after-ms must be more than twice --heartbeat-ms");
   }
   const labels = parseLabels(opts.label ?? []);
+  const logMaxBytes = logMaxBytesFromEnv();
   const passEnv = passedEnvFromFlags(opts.env, process.env, (m) => console.error(`warning: ${m}`));
   const logger = createLogger();
   const health = { heartbeatMs: opts.heartbeatMs, deadAfterMs: opts.deadAfterMs };
@@ -70,7 +72,10 @@ export async function runWorker(c: Config, opts: WorkerFlags): Promise<void> {
     () => drainDescription(worker?.activeBuilds ?? 0, opts.drainMs),
   );
   try {
-    queue = await openQueueWaiting({ ...c, logger, health }, { signal: waiting.signal, report: console.log });
+    queue = await openQueueWaiting(
+      { ...c, logger, health, logMaxBytes },
+      { signal: waiting.signal, report: console.log },
+    );
   } catch (err) {
     if (err instanceof OpenAborted) return; // the signal handler shuts down and exits
     await starting?.close();

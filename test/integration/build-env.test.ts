@@ -138,5 +138,8 @@ describe("oculus worker --command env", () => {
     });
     expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/--env: DATABASE_URL is one of the queue's own secrets/);
+    const cap = await oculus(["worker", "--command", "env"], { OCULUS_BUILD_LOG_MAX_BYTES: "10MB" });
+    expect(cap.code).toBe(2);
+    expect(cap.stderr).toMatch(/invalid OCULUS_BUILD_LOG_MAX_BYTES/);
   });
 });
