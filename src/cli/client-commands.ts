@@ -6,8 +6,8 @@
  */
 import { readFileSync } from "node:fs";
 import { type Command, Option } from "commander";
+import { printable, printableLines } from "../core/printable.js";
 import { ApiClient, DEFAULT_API_URL } from "./api-client.js";
-import { printable, printableLines } from "./printable.js";
 
 interface ClientFlags {
   url?: string;

@@ -14,9 +14,9 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import type { Config, loadConfig as LoadConfig } from "../core/config.js";
 import { OculusError } from "../core/errors.js";
+import { printableLines } from "../core/printable.js";
 import { ApiError } from "./api-client.js";
 import { CLIENT_COMMANDS, registerClientCommands, UsageError } from "./client-commands.js";
-import { printableLines } from "./printable.js";
 
 const program = new Command("oculus")
   .description("Oculus build queue: durable priority queue on PostgreSQL, with Redis as fast path")

@@ -14,6 +14,7 @@ import { Redis } from "ioredis";
 import type { Config } from "../core/config.js";
 import { ConfigError } from "../core/errors.js";
 import { createLogger, type Logger } from "../core/logger.js";
+import { printable } from "../core/printable.js";
 import {
   type AuthConfig,
   AuthState,
@@ -42,7 +43,6 @@ import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
 import { Worker, type WorkerHandler } from "../worker/worker.js";
 import { daysToMs, logMaxBytesFromEnv } from "./flags.js";
-import { printable } from "./printable.js";
 
 export interface UpOptions {
   host: string;
@@ -164,7 +164,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
     );
   }
 
-  const handler = opts.command ? commandHandler(opts.command, { passEnv }) : announce(demoBuild);
+  const handler = announce(opts.command ? commandHandler(opts.command, { passEnv }) : demoBuild);
   for (let i = 0; i < localWorkers; i++) {
     const worker = new Worker(queue, { handler, logger });
     workers.push(worker);
@@ -305,13 +305,20 @@ function listenError(err: unknown, host: string, port: number): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
-/** The demo build, with a line on stdout as each build starts and ends. */
+/** A handler with a line on stdout as each build starts and ends (how it ended, on one line). */
 export function announce(handler: WorkerHandler): WorkerHandler {
   return async (ctx) => {
-    console.log(`build ${ctx.build.id} (${printable(ctx.build.strategyId)}) started`);
-    const result = await handler(ctx);
-    console.log(`build ${ctx.build.id} completed`);
-    return result;
+    const name = `build ${ctx.build.id} (${printable(ctx.build.strategyId)})`;
+    console.log(`${name} started`);
+    try {
+      const result = await handler(ctx);
+      console.log(`${name} completed`);
+      return result;
+    } catch (err) {
+      const why = printable(((err as Error).message ?? String(err)).split("\n")[0] ?? "");
+      console.log(`${name} ${ctx.signal.aborted ? "ended early" : "failed"}: ${why}`);
+      throw err;
+    }
   };
 }
 

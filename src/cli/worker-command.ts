@@ -82,9 +82,9 @@ export async function runWorker(c: Config, opts: WorkerFlags): Promise<void> {
     throw err;
   }
   queue.startReaper();
-  const handler = opts.command
-    ? commandHandler(opts.command, { graceMs: opts.graceMs, passEnv })
-    : announce(demoBuild);
+  const handler = announce(
+    opts.command ? commandHandler(opts.command, { graceMs: opts.graceMs, passEnv }) : demoBuild,
+  );
   worker = new Worker(queue, {
     handler,
     logger,

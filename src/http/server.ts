@@ -100,7 +100,22 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     requestIdHeader: false,
     return503OnClosing: true,
     trustProxy: fastifyTrustProxy(options.trustProxy ?? false),
+    // Fastify logs two lines per request at info; the dashboard's reloads alone flooded the terminal.
+    // One line per request, at debug (OCULUS_LOG_LEVEL=debug), from the hook below.
+    disableRequestLogging: true,
   }).withTypeProvider<ZodTypeProvider>();
+  app.addHook("onResponse", async (request, reply) => {
+    request.log.debug(
+      {
+        method: request.method,
+        // The path only: a query string may hold a token (?access_token= for EventSource clients).
+        path: request.url.split("?")[0],
+        statusCode: reply.statusCode,
+        responseTimeMs: Math.round(reply.elapsedTime),
+      },
+      "request completed",
+    );
+  });
 
   // zod validates every params, query and body; a failure is the queue's ValidationError (field, reason).
   app.setValidatorCompiler<z.ZodType>(({ schema, httpPart }) => (data) => {
