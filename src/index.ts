@@ -36,11 +36,13 @@ export {
 } from "./ops/persistence-monitor.js";
 export { checkPostgres, checkQueueIndex } from "./ops/queue-checks.js";
 export { type VerifyOptions, type VerifyReport, verifyBackup } from "./ops/verify-backup.js";
+export type { LogChunkInput, LogState, LogStream, StoredLogChunk } from "./postgres/log-store.js";
 export { migrate } from "./postgres/migrate.js";
 export {
   type BuildPage,
   BuildQueue,
   type BuildQueueOptions,
+  DEFAULT_LOG_MAX_BYTES,
   type EventStream,
   type ListOptions,
   type QueueMode,
@@ -51,8 +53,13 @@ export type { ReconcileReport } from "./queue/reconciler.js";
 export type { PruneOptions, PruneReport } from "./queue/retention.js";
 export type { HealthPolicy, ReapReport, WorkerStatus, WorkerView } from "./queue/workers.js";
 export { redisKeys } from "./redis/keys.js";
+export {
+  BUILD_ENV_ALLOWLIST,
+  buildBaseEnv,
+  QUEUE_SECRETS,
+} from "./worker/build-env.js";
 export { type BuildHandler, runClaimLoop } from "./worker/claim-loop.js";
-export { commandHandler } from "./worker/command-handler.js";
+export { type CommandHandlerOptions, commandHandler } from "./worker/command-handler.js";
 export { type CommandResult, type ProgressUpdate, runBuildCommand } from "./worker/command-runner.js";
 export {
   BuildAbandoned,

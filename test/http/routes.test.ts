@@ -232,12 +232,18 @@ describe("the overview routes", () => {
       "/v1/builds",
       "/v1/builds/{id}",
       "/v1/builds/{id}/events",
+      "/v1/builds/{id}/logs",
+      "/v1/builds/{id}/logs/stream",
       "/v1/builds/{id}/retry",
       "/v1/builds/{id}/stop",
       "/v1/events",
       "/v1/queue",
       "/v1/workers",
     ]);
+    const logs = doc.json.paths["/v1/builds/{id}/logs"].get;
+    expect(Object.keys(logs.responses)).toEqual(expect.arrayContaining(["200", "206", "416", "404"]));
+    expect(logs.parameters.map((p: { name: string }) => p.name)).toContain("offset");
+    expect(logs.security).toEqual([{ bearerAuth: [] }]);
     expect(doc.json.paths["/v1/builds"].post.requestBody.content["application/json"].schema.required).toEqual(
       ["strategyId"],
     );
