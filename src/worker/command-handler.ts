@@ -17,7 +17,10 @@ export interface CommandHandlerOptions {
    * key. The queue's secrets (OCULUS_TOKENS, DATABASE_URL, REDIS_URL, ...) are refused (ConfigError).
    */
   passEnv?: readonly string[];
-  /** Where passEnv and the allowlist read from. Default process.env. */
+  /**
+   * The builds' base environment, used as given (the caller has decided what is in it; passEnv is
+   * then not used). Default: the allowlist and passEnv, read from process.env.
+   */
   env?: NodeJS.ProcessEnv;
 }
 
@@ -32,7 +35,7 @@ export function commandHandler(command: string, options: CommandHandlerOptions =
       graceMs: options.graceMs ?? DEFAULT_GRACE_MS,
       cwd: options.cwd,
       // Read at each build: a variable the operator changes in the worker's environment is not cached.
-      env: buildBaseEnv(options.env ?? process.env, passEnv),
+      env: options.env ?? buildBaseEnv(process.env, passEnv),
       onProgress: progress.report,
       onLog: (line, stream) => ctx.log(line, stream),
     });

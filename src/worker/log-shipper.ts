@@ -8,13 +8,16 @@
  * was flushed stays. While the store is unreachable lines wait in memory up to MAX_PENDING_BYTES;
  * beyond that the oldest waiting lines are dropped and a marker says how many.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { LogChunkInput, LogStream } from "../postgres/log-store.js";
 
 const FLUSH_MS = 500;
 const FLUSH_BYTES = 64 * 1024;
 const MAX_PENDING_BYTES = 4 * 1024 * 1024;
 /** How long the end of a run waits for its last lines to be written before the result report. */
-const CLOSE_WAIT_MS = 5000;
+export const CLOSE_WAIT_MS = 2000;
+/** Between attempts of that last write when the store failed. */
+const CLOSE_RETRY_MS = 200;
 
 interface PendingLine {
   stream: LogStream;
@@ -62,18 +65,24 @@ export class LogShipper {
     else this.flushSoon(FLUSH_MS);
   }
 
-  /** Writes what is left (waiting at most CLOSE_WAIT_MS): the run's log is complete before its result. */
-  async close(): Promise<void> {
+  /**
+   * Writes what is left, waiting at most `waitMs`: the run's log is complete before its result is
+   * reported. 0 for a run that lost its build (nothing it writes could count). Nothing is written
+   * after close.
+   */
+  async close(waitMs = CLOSE_WAIT_MS): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    const deadline = Date.now() + CLOSE_WAIT_MS;
-    while (!this.dead && (this.pending.length > 0 || this.writing) && Date.now() < deadline) {
+    const deadline = Date.now() + waitMs;
+    const left = () => Math.max(0, deadline - Date.now());
+    while (!this.dead && (this.pending.length > 0 || this.writing) && left() > 0) {
       this.writing ??= this.write();
-      await Promise.race([
-        this.writing,
-        new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now()))),
-      ]);
+      await Promise.race([this.writing, sleep(left())]);
+      if (this.pending.length > 0 && !this.dead) await sleep(Math.min(CLOSE_RETRY_MS, left()));
     }
+    this.dead = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
   }
 
   private flushSoon(delayMs: number): void {

@@ -280,8 +280,9 @@ export class Worker extends EventEmitter {
       throw new HandlerFailure(`${cause}${message}${tail}`, logText(entry), abandoned);
     } finally {
       // The log is complete before the result is reported (a log reader that sees the build end
-      // has all of its output).
-      await shipper.close();
+      // has all of its output). A run that lost its build cannot write: no wait for it.
+      const lost = abandonedFor(controller.signal);
+      await shipper.close(lost === "lease lost" || lost === "fenced" ? 0 : undefined);
       if (this.running.get(build.id) === entry) this.running.delete(build.id);
       this.emit("build-ended", {
         build,
