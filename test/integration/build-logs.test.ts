@@ -15,6 +15,7 @@ import { openTestApi, type TestApi } from "../helpers/api.js";
 import { type OculusProcess, oculus, spawnOculus } from "../helpers/oculus-cli.js";
 import { sql, TEST_DATABASE_URL } from "../helpers/postgres.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
+import { RedisServer } from "../helpers/redis-server.js";
 
 /** Prints `lines` numbered lines on stdout and two on stderr; `sleep` seconds first if asked. */
 const COMMAND = [
@@ -181,6 +182,29 @@ describe("build logs: HTTP, SSE, CLI, cap, prune", () => {
     );
     await api.queue.prune({ olderThanMs: 86_400_000 });
     expect(await count()).toBe(0);
+  });
+});
+
+describe("build logs while Redis is down", () => {
+  it("are written and read from PostgreSQL alone", async () => {
+    const redis = await RedisServer.start({ appendonly: false });
+    const api = await openTestApi("build_logs_redis_down", { queue: { redisUrl: redis.url } });
+    const worker = new Worker(api.queue, { id: "redisless", handler: commandHandler(COMMAND) });
+    try {
+      await redis.kill9();
+      await worker.start();
+      const { build } = await api.queue.submit({ strategyId: "no-redis", params: { lines: 3 } });
+      await eventually(async () => (await api.queue.get(build.id)).status === "completed", 30_000);
+      const res = await api.fetch("GET", `/v1/builds/${build.id}/logs`);
+      expect(res.status).toBe(200);
+      expect(res.text).toContain("line 3 ça va");
+      const live = await readSse(`${await api.url()}/v1/builds/${build.id}/logs/stream`);
+      expect(live.events.at(-1)).toMatchObject({ event: "end", data: { status: "completed" } });
+    } finally {
+      await worker.stop();
+      await api.cleanup();
+      await redis.destroy();
+    }
   });
 });
 
