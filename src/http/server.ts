@@ -12,7 +12,7 @@ import type { AddressInfo } from "node:net";
 import rateLimit from "@fastify/rate-limit";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import Fastify, { type FastifyBaseLogger, type FastifyRequest } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyRequest, LogController } from "fastify";
 import {
   createJsonSchemaTransform,
   jsonSchemaTransformObject,
@@ -102,7 +102,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     trustProxy: fastifyTrustProxy(options.trustProxy ?? false),
     // Fastify logs two lines per request at info; the dashboard's reloads alone flooded the terminal.
     // One line per request, at debug (OCULUS_LOG_LEVEL=debug), from the hook below.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<ZodTypeProvider>();
   app.addHook("onResponse", async (request, reply) => {
     request.log.debug(
