@@ -118,9 +118,17 @@ describe("oculus up (the main command)", () => {
 
     // A real store without flags: the API only; a submitted build waits for a real worker.
     const schema = uniqueSchema("up_no_demo");
-    const up = await startUp([], { DATABASE_URL: TEST_DATABASE_URL, OCULUS_SCHEMA: schema });
+    const up = await startUp([], {
+      DATABASE_URL: TEST_DATABASE_URL,
+      OCULUS_SCHEMA: schema,
+      OCULUS_LOG_LEVEL: "info",
+      OCULUS_LOG_FORMAT: "pretty",
+    });
     try {
       await printed(up, /no local workers: builds run on `oculus worker --command CMD` processes/);
+      // Readable log lines, and no line per HTTP request at info.
+      await printed(up, /^\d\d:\d\d:\d\d {2}INFO +build queue opening {2}postgres=/m);
+      expect(up.output()).not.toMatch(/^\{"level"/m);
       const res = await json(
         await fetch(`${up.url}/v1/builds`, {
           method: "POST",
@@ -134,6 +142,7 @@ describe("oculus up (the main command)", () => {
       expect((await json(await fetch(`${up.url}/v1/builds/${res.body.build.id}`))).body.build.status).toBe(
         "queued",
       );
+      expect(up.output()).not.toMatch(/request completed|incoming request/);
     } finally {
       await stopUp(up);
       await dropSchema(schema);
