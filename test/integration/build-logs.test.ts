@@ -182,6 +182,8 @@ describe("build logs: HTTP, SSE, CLI, cap, prune", () => {
     );
     await api.queue.prune({ olderThanMs: 86_400_000 });
     expect(await count()).toBe(0);
+    const sizes = await sql(schema, "SELECT 1 FROM build_logs WHERE build_id = $1", [build.id]);
+    expect(sizes).toEqual([]);
   });
 });
 

@@ -17,8 +17,13 @@ CREATE TABLE build_log_chunks (
 );
 CREATE INDEX build_log_chunks_offset_idx ON build_log_chunks (build_id, start_offset);
 
--- The log's size so far (bytes stored, the truncation marker included), its number of chunks, and
--- whether the per-build cap cut it. Constant defaults: adding them rewrites nothing.
-ALTER TABLE builds ADD COLUMN log_bytes bigint NOT NULL DEFAULT 0;
-ALTER TABLE builds ADD COLUMN log_chunks integer NOT NULL DEFAULT 0;
-ALTER TABLE builds ADD COLUMN log_truncated boolean NOT NULL DEFAULT false;
+-- Per build with a log: its size so far (bytes stored, the truncation marker included), its number of
+-- chunks, and whether the per-build cap cut it. A table of its own rather than columns of builds:
+-- `builds.*` keeps its row type, so processes of the previous version running during an upgrade keep
+-- their prepared statements (RETURNING b.*) valid.
+CREATE TABLE build_logs (
+  build_id   uuid    PRIMARY KEY,
+  bytes      bigint  NOT NULL,
+  chunks     integer NOT NULL,
+  truncated  boolean NOT NULL
+);

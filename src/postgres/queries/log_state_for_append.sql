@@ -1,8 +1,10 @@
--- log_state_for_append: the log counters of a build a worker appends to, locking its row for the
--- rest of the transaction (the lease cannot change under the append). Fenced: no row when the lease
--- is stale or the build is not running or stopping.
+-- log_state_for_append: the log counters of a build a worker appends to, locking the build's row for
+-- the rest of the transaction (the lease cannot change under the append, and appends to one build
+-- are serialized). Fenced: no row when the lease is stale or the build is not running or stopping.
 -- $1 uuid:   build id
 -- $2 bigint: lease
-SELECT log_bytes, log_chunks, log_truncated FROM builds
-WHERE id = $1 AND lease = $2 AND status IN ('running', 'stopping')
-FOR NO KEY UPDATE
+SELECT coalesce(l.bytes, 0) AS log_bytes, coalesce(l.chunks, 0) AS log_chunks,
+       coalesce(l.truncated, false) AS log_truncated
+FROM builds b LEFT JOIN build_logs l ON l.build_id = b.id
+WHERE b.id = $1 AND b.lease = $2 AND b.status IN ('running', 'stopping')
+FOR NO KEY UPDATE OF b

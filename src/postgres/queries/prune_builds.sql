@@ -22,6 +22,9 @@ events AS (
 logs AS (
   DELETE FROM build_log_chunks c USING doomed d WHERE c.build_id = d.id
 ),
+log_sizes AS (
+  DELETE FROM build_logs l USING doomed d WHERE l.build_id = d.id
+),
 gone AS (
   DELETE FROM builds b USING doomed d WHERE b.id = d.id RETURNING 1
 )
