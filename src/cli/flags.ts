@@ -1,5 +1,6 @@
 /** Parsers for command-line flags and their environment variables: each names the flag in its error. */
-import { ConfigError } from "../core/errors.js";
+import { ConfigError, OculusError } from "../core/errors.js";
+import { LABEL_KEY_PATTERN } from "../core/pools.js";
 
 const DAY_MS = 86_400_000;
 
@@ -48,4 +49,24 @@ export function parsePortFlag(flag: string) {
 /** Days to milliseconds (prune's olderThanMs). */
 export function daysToMs(days: number): number {
   return Math.round(days * DAY_MS);
+}
+
+/** `--label k=v` (repeatable): the worker's labels; builds whose `requires` they include run here. */
+export function parseLabels(pairs: string[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const pair of pairs) {
+    const [key, ...rest] = pair.split("=");
+    if (!key || rest.length === 0) {
+      throw new OculusError("config_invalid", 2, `--label: expected key=value, got "${pair}"`);
+    }
+    if (!LABEL_KEY_PATTERN.test(key)) {
+      throw new OculusError(
+        "config_invalid",
+        2,
+        `--label: key "${key}" must be 1-63 letters, digits, '.', '_', '/' or '-'`,
+      );
+    }
+    labels[key] = rest.join("=");
+  }
+  return labels;
 }

@@ -110,6 +110,10 @@ program
   )
   .addOption(new Option("--workers <n>", "local workers").default(1).argParser(nonNegativeInt("--workers")))
   .option("--command <cmd>", "shell command each local worker runs per build (default: the demo build)")
+  .option(
+    "--label <key=value...>",
+    "a label of the local workers (repeatable): they run the builds whose `requires` their labels include",
+  )
   .option("--demo", "submit two demo builds at start")
   .addOption(
     new Option(
@@ -135,7 +139,10 @@ program
     new Option("--capacity <n>", "builds run at once").default(1).argParser(positiveInt("--capacity")),
   )
   .option("--id <id>", "worker id (default: hostname:pid:random)")
-  .option("--label <key=value...>", "labels shown with the worker")
+  .option(
+    "--label <key=value...>",
+    "a label of this worker (repeatable): it runs the builds whose `requires` its labels include",
+  )
   .addOption(
     new Option("--grace-ms <ms>", "SIGTERM to SIGKILL on stop or shutdown")
       .default(10_000)

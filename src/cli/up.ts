@@ -40,13 +40,15 @@ import { startRetention } from "../queue/retention.js";
 import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
 import { Worker, type WorkerHandler } from "../worker/worker.js";
-import { daysToMs } from "./flags.js";
+import { daysToMs, parseLabels } from "./flags.js";
 
 export interface UpOptions {
   host: string;
   port: number;
   workers: number;
   command?: string;
+  /** `--label k=v` of the local workers. */
+  label?: string[];
   demo?: boolean;
   /** Refuse to start while a Redis persistence check fails. */
   requirePersistence?: boolean | string;
@@ -143,7 +145,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
 
   const handler = opts.command ? commandHandler(opts.command) : announce(demoBuild);
   for (let i = 0; i < opts.workers; i++) {
-    const worker = new Worker(queue, { handler, logger });
+    const worker = new Worker(queue, { handler, logger, labels: parseLabels(opts.label ?? []) });
     workers.push(worker);
     await worker.start();
   }

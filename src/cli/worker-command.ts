@@ -16,6 +16,7 @@ import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
 import { serveWorkerMetrics, type WorkerMetricsServer } from "../worker/metrics-server.js";
 import { Worker } from "../worker/worker.js";
+import { parseLabels } from "./flags.js";
 import { announce, stopOnSignal } from "./up.js";
 
 export interface WorkerFlags {
@@ -150,16 +151,4 @@ function metricsListenError(err: NodeJS.ErrnoException, host: string, port: numb
         ? `--metrics-host / OCULUS_WORKER_METRICS_HOST: ${host} is not an address of this machine`
         : `cannot serve metrics on ${host}:${port}: ${err.message}`;
   return new OculusError("config_invalid", 2, why);
-}
-
-function parseLabels(pairs: string[]): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const pair of pairs) {
-    const [key, ...rest] = pair.split("=");
-    if (!key || rest.length === 0) {
-      throw new OculusError("config_invalid", 2, `--label: expected key=value, got "${pair}"`);
-    }
-    labels[key] = rest.join("=");
-  }
-  return labels;
 }

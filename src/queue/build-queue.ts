@@ -28,6 +28,7 @@ import { type Config, configInput, loadConfig, postgresSettingsOf, redactUrl } f
 import { BuildNotFoundError, InvalidStateError, StaleLeaseError, ValidationError } from "../core/errors.js";
 import type { StreamItem, SubscribeOptions } from "../core/events.js";
 import { type Logger, silentLogger } from "../core/logger.js";
+import { LABEL_KEY_PATTERN, satisfies } from "../core/pools.js";
 import { encodeScore } from "../core/score.js";
 import { type Db, openPglite, openPostgres } from "../postgres/db.js";
 import { EventStore } from "../postgres/event-store.js";
@@ -52,7 +53,7 @@ import { type PruneOptions, type PruneReport, prune } from "./retention.js";
 import { StopSignals } from "./stop-signals.js";
 import { asStoreError } from "./store-errors.js";
 import { WakeSignal } from "./wake.js";
-import { DEFAULT_HEALTH, type HealthPolicy, WorkerRegistry } from "./workers.js";
+import { DEFAULT_HEALTH, type HealthPolicy, WorkerRegistry, type WorkerView } from "./workers.js";
 
 export type { QueueMode };
 
@@ -101,6 +102,25 @@ export interface BuildPage {
 export interface ClaimOptions {
   /** How long the claimed builds belong to this worker without a heartbeat (default: the dead-worker timeout). */
   leaseMs?: number;
+  /**
+   * The worker's labels: only builds whose `requires` they include are claimed (default {}: only
+   * builds without requirements).
+   */
+  labels?: Record<string, string>;
+}
+
+/** A pool of builds with the same requirements (BuildQueue.pools). */
+export interface PoolView {
+  pool: string;
+  requires: Record<string, string>;
+  /** Queued builds (ready or waiting out a retry backoff). */
+  queued: number;
+  /** Live workers (active or stale) whose labels satisfy the pool's requirements. */
+  workers: number;
+  /** Their capacity (builds at once). */
+  capacity: number;
+  /** Builds wait here and no live worker can run them. */
+  unrunnable: boolean;
 }
 
 export interface SubmitResult {
@@ -339,6 +359,8 @@ export class BuildQueue extends EventEmitter {
   private async indexBuilds(builds: { build: Build; delayMs: number }[]): Promise<void> {
     const entries = builds.map(({ build, delayMs }) => ({
       id: build.id,
+      pool: build.pool,
+      requires: build.requires,
       score: encodeScore(build.priority, build.seq),
       delayMs,
     }));
@@ -356,27 +378,23 @@ export class BuildQueue extends EventEmitter {
   }
 
   /**
-   * 1-based position among ready queued builds; null when the build is not waiting (running, finished,
-   * or waiting out a retry backoff). O(log n) on Redis (ZRANK).
+   * 1-based position among the ready queued builds of its pool (the builds that compete for the same
+   * workers); null when the build is not waiting (running, finished, or waiting out a retry backoff).
+   * O(log n) on Redis (ZRANK).
    */
   async position(id: string): Promise<number | null> {
     parseBuildId(id);
-    return this.positionIn(id, () => this.get(id));
+    return this.positionOf(await this.get(id));
   }
 
-  /** position() of a build the caller has just read (on the PostgreSQL path it is not read again). */
+  /** position() of a build the caller has just read (its pool is known; on the PostgreSQL path it is not read again). */
   async positionOf(build: Build): Promise<number | null> {
-    return this.positionIn(build.id, async () => build);
-  }
-
-  private async positionIn(id: string, read: () => Promise<Build>): Promise<number | null> {
-    const fromRedis = await this.failover.tryRedis((index) => index.position(id));
+    const fromRedis = await this.failover.tryRedis((index) => index.position(build.id, build.pool));
     if (fromRedis.ok && fromRedis.value.position !== null) return fromRedis.value.position;
-    const build = await read();
     if (build.status !== "queued") return null;
-    if (fromRedis.ok) return null; // queued but not in the ready index: delayed
+    if (fromRedis.ok) return null; // not in the pool's ready set: claimed meanwhile, or delayed
     if (build.runAt.getTime() > Date.now()) return null;
-    return this.store.position(build.priority, build.seq);
+    return this.store.position(build.priority, build.seq, build.pool);
   }
 
   /** Ready queued builds (those with a position); O(1) on Redis (ZCARD). */
@@ -390,6 +408,32 @@ export class BuildQueue extends EventEmitter {
     if (fromRedis.ok) return fromRedis.value;
     return this.store.length().catch((err) => {
       throw asStoreError(err);
+    });
+  }
+
+  /**
+   * Every known pool: its requirements, queued builds (ready or delayed), and the live workers
+   * (active or stale) whose labels satisfy it with their capacity. A pool with queued builds and no
+   * such worker is `unrunnable`: its builds wait until a matching worker starts.
+   */
+  async pools(fleet?: WorkerView[]): Promise<PoolView[]> {
+    const [backlog, workers] = await Promise.all([
+      this.store.poolBacklog().catch((err) => {
+        throw asStoreError(err);
+      }),
+      fleet ?? this.workers.list(),
+    ]);
+    const live = workers.filter((w) => w.status === "active" || w.status === "stale");
+    return backlog.map(({ pool, requires, ready: queued }) => {
+      const able = live.filter((w) => satisfies(w.labels, requires));
+      return {
+        pool,
+        requires,
+        queued,
+        workers: able.length,
+        capacity: able.reduce((n, w) => n + w.capacity, 0),
+        unrunnable: queued > 0 && able.length === 0,
+      };
     });
   }
 
@@ -466,7 +510,7 @@ export class BuildQueue extends EventEmitter {
       const build = await this.get(id);
       throw new InvalidStateError(id, build.status, "remove", ["queued"]);
     }
-    await this.failover.tryRedis((index) => index.remove([id]), true);
+    await this.failover.tryRedis((index) => index.remove([id], removed.pool), true);
     this.announce([removed]);
     return removed;
   }
@@ -553,7 +597,7 @@ export class BuildQueue extends EventEmitter {
     }
     const started = performance.now();
     try {
-      const claimed = await this.claims.next(workerId, count, leaseMs);
+      const claimed = await this.claims.next(workerId, count, leaseMs, parseLabels(options.labels ?? {}));
       this.announce(claimed);
       // For the HTTP API's claim and dispatch latency histograms (src/http/metrics.ts).
       if (claimed.length > 0)
@@ -734,6 +778,20 @@ function storableProgress(progress: ProgressInput): ProgressInput {
     ...(typeof phase === "string" ? { phase: storableText(phase) } : {}),
     ...(typeof message === "string" ? { message: storableText(message) } : {}),
   };
+}
+
+/** Worker labels: string values under the same key rules as a build's `requires`. */
+export function parseLabels(labels: unknown, field = "labels"): Record<string, string> {
+  if (typeof labels !== "object" || labels === null || Array.isArray(labels)) {
+    throw new ValidationError(field, "must be an object of string labels");
+  }
+  for (const [key, value] of Object.entries(labels)) {
+    if (!LABEL_KEY_PATTERN.test(key)) {
+      throw new ValidationError(`${field}.${key}`, "keys must be 1-63 letters, digits, '.', '_', '/' or '-'");
+    }
+    if (typeof value !== "string") throw new ValidationError(`${field}.${key}`, "must be a string");
+  }
+  return labels as Record<string, string>;
 }
 
 function nonNegative(field: string, value: number): number {

@@ -18,7 +18,7 @@ import { type ClaimedBuild, type ProgressInput, parseResult } from "../core/buil
 import { OculusError, StaleLeaseError, ValidationError } from "../core/errors.js";
 import { type Logger, silentLogger } from "../core/logger.js";
 import type { HeldStatus } from "../postgres/worker-store.js";
-import type { BuildQueue } from "../queue/build-queue.js";
+import { type BuildQueue, parseLabels } from "../queue/build-queue.js";
 import { runClaimLoop } from "./claim-loop.js";
 import { fencePolicy, LeaseFence } from "./fence.js";
 import { type BuildRef, type HeartbeatAnswer, Heartbeats } from "./heartbeats.js";
@@ -44,6 +44,7 @@ export interface WorkerOptions {
   id?: string;
   /** Builds run at once (default 1). */
   capacity?: number;
+  /** This worker's labels: it claims only builds whose `requires` they include (default {}: builds without requirements). */
   labels?: Record<string, string>;
   version?: string;
   /** On shutdown, how long running builds may take to finish before they are stopped and handed back (default 30 s). */
@@ -163,6 +164,7 @@ export class Worker extends EventEmitter {
     if (!Number.isInteger(this.capacity) || this.capacity < 1) {
       throw new OculusError("invalid_input", 400, "capacity: must be a positive integer");
     }
+    parseLabels(options.labels ?? {});
   }
 
   /** Builds whose handler runs now (a finished build whose result is still being written is not counted). */
@@ -229,7 +231,7 @@ export class Worker extends EventEmitter {
   /** Claims builds; each is held (named by the heartbeats, watched by the fence) from now on. */
   private async claim(count: number): Promise<ClaimedBuild[]> {
     const sentAt = monotonicMs();
-    const builds = await this.queue.claim(this.id, count);
+    const builds = await this.queue.claim(this.id, count, { labels: this.options.labels ?? {} });
     for (const build of builds) {
       this.held.set(build.id, { id: build.id, lease: build.lease });
       this.fence?.claimed(build, sentAt);

@@ -1,24 +1,35 @@
 -- insert_builds: submit many builds in one statement, with their "submitted" events.
--- $1 jsonb: array of {strategyId, priority, params, maxRetries, idempotencyKey|null}, in submit order
+-- $1 jsonb: array of {strategyId, priority, params, maxRetries, idempotencyKey|null, requires, pool,
+--          timeoutSeconds|null}, in submit order (pool: the canonical id of requires, core/pools.ts)
 -- $2 text:  actor
 -- Returns one row per new build (created = true) plus, for an idempotency key seen before, the
 -- existing build (created = false); "ord" is the 1-based index of the input. An input whose key was
 -- inserted concurrently (or twice in this batch) returns no row: the caller reads it by key.
 -- Sequence numbers are drawn in input order (the ordered subquery feeds nextval row by row), and the
--- CTE is materialized (referenced twice), so each input draws exactly one.
+-- CTE is materialized (referenced twice), so each input draws exactly one. A pool seen for the first
+-- time is registered in build_pools (where claims look up the pools a worker's labels satisfy).
 WITH input AS (
-  SELECT e.ord, r."strategyId", r.priority, r.params, r."maxRetries", r."idempotencyKey"
+  SELECT e.ord, r."strategyId", r.priority, r.params, r."maxRetries", r."idempotencyKey",
+         r.requires, r.pool, r."timeoutSeconds"
   FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(doc, ord),
        jsonb_to_record(e.doc) AS r("strategyId" text, priority integer, params jsonb,
-                                   "maxRetries" integer, "idempotencyKey" text)
+                                   "maxRetries" integer, "idempotencyKey" text, requires jsonb,
+                                   pool text, "timeoutSeconds" integer)
   ORDER BY e.ord
 ),
 numbered AS (
   SELECT input.*, nextval('build_seq') AS seq FROM input
 ),
+pools AS (
+  INSERT INTO build_pools (id, requires)
+  SELECT DISTINCT pool, requires FROM input WHERE pool <> 'default'
+  ON CONFLICT (id) DO NOTHING
+),
 inserted AS (
-  INSERT INTO builds (strategy_id, params, priority, seq, status, max_retries, idempotency_key)
-  SELECT "strategyId", params, priority, seq, 'queued', "maxRetries", "idempotencyKey"
+  INSERT INTO builds (strategy_id, params, priority, seq, status, max_retries, idempotency_key,
+                      requires, pool, timeout_seconds)
+  SELECT "strategyId", params, priority, seq, 'queued', "maxRetries", "idempotencyKey",
+         requires, pool, "timeoutSeconds"
   FROM numbered ORDER BY ord
   ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING *
