@@ -149,6 +149,12 @@ program
       .argParser(positiveInt("--grace-ms")),
   )
   .addOption(
+    new Option(
+      "--build-timeout <seconds>",
+      "default limit of a build's run (builds without timeoutSeconds): then SIGTERM, SIGKILL after --grace-ms, and the build fails",
+    ).argParser(positiveInt("--build-timeout")),
+  )
+  .addOption(
     new Option("--drain-ms <ms>", "on SIGTERM, time running builds get before they are handed back")
       .default(30_000)
       .argParser(nonNegativeInt("--drain-ms")),

@@ -25,6 +25,8 @@ export interface WorkerFlags {
   id?: string;
   label?: string[];
   graceMs: number;
+  /** `--build-timeout`: default limit of a build's run, seconds. */
+  buildTimeout?: number;
   drainMs: number;
   heartbeatMs: number;
   deadAfterMs: number;
@@ -82,6 +84,7 @@ export async function runWorker(c: Config, opts: WorkerFlags): Promise<void> {
     // A stopped build command takes up to its grace period, then SIGKILL, to end.
     abortWaitMs: opts.graceMs + 5000,
     labels,
+    buildTimeoutSeconds: opts.buildTimeout,
     ...(opts.id ? { id: opts.id } : {}),
   });
   if (starting) {

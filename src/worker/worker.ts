@@ -55,6 +55,12 @@ export interface WorkerOptions {
    * handed back only once its handler has ended; one that has not is left to the reaper.
    */
   abortWaitMs?: number;
+  /**
+   * Default limit of a build's run, in seconds, for builds submitted without `timeoutSeconds`
+   * (default: none). Past it the handler's signal aborts (a build command gets SIGTERM, then SIGKILL
+   * after its grace period) and the build fails, saying it timed out (retried like any failure).
+   */
+  buildTimeoutSeconds?: number;
   logger?: Logger;
 }
 
@@ -65,7 +71,7 @@ export interface WorkerOptions {
 export class BuildAbandoned extends Error {
   constructor(
     readonly buildId: string,
-    readonly why: "lease lost" | "worker shutdown" | "stopped" | "fenced",
+    readonly why: "lease lost" | "worker shutdown" | "stopped" | "fenced" | "timed out",
     readonly graceMs?: number,
     detail?: string,
   ) {
@@ -165,6 +171,10 @@ export class Worker extends EventEmitter {
       throw new OculusError("invalid_input", 400, "capacity: must be a positive integer");
     }
     parseLabels(options.labels ?? {});
+    const timeout = options.buildTimeoutSeconds;
+    if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 1)) {
+      throw new OculusError("invalid_input", 400, "buildTimeoutSeconds: must be a positive integer");
+    }
   }
 
   /** Builds whose handler runs now (a finished build whose result is still being written is not counted). */
@@ -246,6 +256,11 @@ export class Worker extends EventEmitter {
     this.running.set(build.id, entry);
     const started = performance.now();
     let outcome: RunOutcome = "failed";
+    const timeoutSeconds = build.timeoutSeconds ?? this.options.buildTimeoutSeconds;
+    const timer =
+      timeoutSeconds === undefined
+        ? undefined
+        : setTimeout(() => this.timedOut(entry, timeoutSeconds), timeoutSeconds * 1000);
     try {
       const value = await this.options.handler({
         build,
@@ -258,15 +273,21 @@ export class Worker extends EventEmitter {
       return { value, logTail: logText(entry) };
     } catch (err) {
       const abandoned = abandonedFor(controller.signal);
-      outcome = abandoned === undefined ? "failed" : abandoned === "stopped" ? "stopped" : "abandoned";
+      outcome =
+        abandoned === undefined || abandoned === "timed out"
+          ? "failed"
+          : abandoned === "stopped"
+            ? "stopped"
+            : "abandoned";
       const message = err instanceof Error ? err.message : String(err);
       const lastLines = entry.logTail.slice(-ERROR_TAIL_LINES);
       const tail = lastLines.length > 0 ? `\n--- last output ---\n${lastLines.join("\n")}` : "";
       const reason =
         controller.signal.reason instanceof BuildAbandoned ? controller.signal.reason : undefined;
-      const cause = reason?.why === "fenced" ? `${reason.message}; ` : "";
+      const cause = reason?.why === "fenced" || reason?.why === "timed out" ? `${reason.message}; ` : "";
       throw new HandlerFailure(`${cause}${message}${tail}`, logText(entry), abandoned);
     } finally {
+      clearTimeout(timer);
       if (this.running.get(build.id) === entry) this.running.delete(build.id);
       this.emit("build-ended", {
         build,
@@ -366,6 +387,14 @@ export class Worker extends EventEmitter {
       if (!status) this.abandon(entry, "lease lost");
       else if (status.stopRequested) this.abandon(entry, "stopped");
     }
+  }
+
+  /** The build ran past its timeout: its signal aborts (a command gets SIGTERM, then SIGKILL), and it fails. */
+  private timedOut(entry: RunningBuild, seconds: number): void {
+    if (entry.controller.signal.aborted) return;
+    const detail = `ran longer than its timeout of ${seconds} s`;
+    this.logger.warn({ buildId: entry.build.id, timeoutSeconds: seconds }, "build timed out");
+    entry.controller.abort(new BuildAbandoned(entry.build.id, "timed out", undefined, detail));
   }
 
   /** The fence fired: no heartbeat acknowledged for too long; the build stops before its lease can lapse. */
