@@ -52,18 +52,18 @@ export function daysToMs(days: number): number {
 }
 
 /** `--label k=v` (repeatable): the worker's labels; builds whose `requires` they include run here. */
-export function parseLabels(pairs: string[]): Record<string, string> {
+export function parseLabels(pairs: string[], flag = "--label"): Record<string, string> {
   const labels: Record<string, string> = {};
   for (const pair of pairs) {
     const [key, ...rest] = pair.split("=");
     if (!key || rest.length === 0) {
-      throw new OculusError("config_invalid", 2, `--label: expected key=value, got "${pair}"`);
+      throw new OculusError("config_invalid", 2, `${flag}: expected key=value, got "${pair}"`);
     }
     if (!LABEL_KEY_PATTERN.test(key)) {
       throw new OculusError(
         "config_invalid",
         2,
-        `--label: key "${key}" must be 1-63 letters, digits, '.', '_', '/' or '-'`,
+        `${flag}: key "${key}" must be 1-63 letters, digits, '.', '_', '/' or '-'`,
       );
     }
     labels[key] = rest.join("=");

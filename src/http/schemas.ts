@@ -114,8 +114,16 @@ const position = z
     "1-based place among the ready queued builds of its pool; null when not waiting (running, finished, backoff)",
   );
 
-export const buildWithPositionSchema = z.object({ build: buildSchema, position });
-export const buildDetailWithPositionSchema = z.object({ build: buildDetailSchema, position });
+export const etaSeconds = z
+  .number()
+  .int()
+  .nullable()
+  .describe(
+    "estimated seconds until a queued build starts: recent run times of its strategy (or of all builds), its position in its pool and the pool's live capacity; null when not queued, when no live worker can run it, or before any build completed",
+  );
+
+export const buildWithPositionSchema = z.object({ build: buildSchema, position, etaSeconds });
+export const buildDetailWithPositionSchema = z.object({ build: buildDetailSchema, position, etaSeconds });
 export const buildEnvelopeSchema = z.object({ build: buildSchema });
 
 export const buildListSchema = z.object({

@@ -325,6 +325,17 @@ export class BuildStore {
     return res.rows.map((r) => ({ pool: r.id, requires: r.requires, ready: Number(r.ready) }));
   }
 
+  /** Average run time (seconds) of the recent completed builds of a strategy (null: of any), and how many. */
+  async recentRuns(strategyId: string | null): Promise<{ avgSeconds: number; runs: number }> {
+    const res =
+      strategyId === null
+        ? await this.db.query<{ avg_seconds: number; runs: number }>(queries.recent_runs_all)
+        : await this.db.query<{ avg_seconds: number; runs: number }>(queries.recent_runs_strategy, [
+            strategyId,
+          ]);
+    return { avgSeconds: Number(res.rows[0]?.avg_seconds ?? 0), runs: Number(res.rows[0]?.runs ?? 0) };
+  }
+
   async queuedAmong(ids: string[]): Promise<Set<string>> {
     if (ids.length === 0) return new Set();
     const res = await this.db.query<{ id: string }>(queries.queued_among, [ids]);

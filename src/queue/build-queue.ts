@@ -119,6 +119,8 @@ export interface PoolView {
   workers: number;
   /** Their capacity (builds at once). */
   capacity: number;
+  /** Their free slots now. */
+  freeSlots: number;
   /** Builds wait here and no live worker can run them. */
   unrunnable: boolean;
 }
@@ -130,8 +132,10 @@ export interface SubmitResult {
 }
 
 export interface SubmitOneResult extends SubmitResult {
-  /** 1-based queue position, null once the build is no longer waiting. */
+  /** 1-based position in its pool, null once the build is no longer waiting. */
   position: number | null;
+  /** Estimated seconds until it starts (see etaSeconds); null when unknown or no worker can run it. */
+  etaSeconds: number | null;
 }
 
 export interface ActorOptions {
@@ -153,6 +157,11 @@ const MAX_LOG_TAIL_CHARS = 64 * 1024;
 /** The end of a log tail, as PostgreSQL can store it (build output may hold NULs: storableText). */
 const keepTail = (text: string | undefined) =>
   text === undefined ? undefined : storableText(text.slice(-MAX_LOG_TAIL_CHARS));
+
+/** Run-time averages for ETAs are read again after this long (pools: a tenth of it). */
+const ETA_CACHE_MS = 10_000;
+/** A strategy needs this many recent completed runs for its own average; else all builds' is used. */
+const ETA_MIN_RUNS = 3;
 
 const DEFAULT_BACKOFF: BackoffPolicy = { baseDelayMs: 1000, maxDelayMs: 300_000 };
 const MAX_CLAIM = 1000;
@@ -329,7 +338,8 @@ export class BuildQueue extends EventEmitter {
     const [result] = await this.insertAndIndex([request], options.actor ?? "api");
     if (!result) throw new Error("submit returned no build");
     const position = result.build.status === "queued" ? await this.positionOf(result.build) : null;
-    return { ...result, position };
+    const etaSeconds = await this.etaSeconds(result.build, position).catch(() => null);
+    return { ...result, position, etaSeconds };
   }
 
   /** Submits many builds in one statement (all validated first: one bad input writes nothing). */
@@ -432,9 +442,60 @@ export class BuildQueue extends EventEmitter {
         queued,
         workers: able.length,
         capacity: able.reduce((n, w) => n + w.capacity, 0),
+        freeSlots: able.reduce((n, w) => n + w.freeSlots, 0),
         unrunnable: queued > 0 && able.length === 0,
       };
     });
+  }
+
+  /**
+   * Estimated seconds until a queued build starts; null when it is not queued, no live worker can run
+   * it, or no build has completed yet to learn run times from. From the average run time of the
+   * strategy's recent completed builds (at least ETA_MIN_RUNS of them, else of all builds), the
+   * build's position in its pool and the pool's live capacity: a slot frees about every
+   * `average / capacity` seconds, and the builds ahead take the free slots first:
+   * `max(0, position - freeSlots) * average / capacity`, and at least its retry backoff.
+   */
+  async etaSeconds(build: Build, position: number | null, pools?: PoolView[]): Promise<number | null> {
+    if (build.status !== "queued") return null;
+    const pool = (pools ?? (await this.cachedPools())).find((p) => p.pool === build.pool);
+    if (!pool || pool.capacity === 0) return null;
+    const average = await this.averageRunSeconds(build.strategyId);
+    if (average === null) return null;
+    const backoffSeconds = Math.max(0, (build.runAt.getTime() - Date.now()) / 1000);
+    const ahead = Math.max(0, (position ?? 1) - pool.freeSlots);
+    return Math.round(Math.max(backoffSeconds, (ahead * average) / pool.capacity));
+  }
+
+  private poolsCache: { at: number; pools: Promise<PoolView[]> } | undefined;
+  private readonly runStats = new Map<string, { at: number; average: Promise<number | null> }>();
+
+  /** pools(), read at most once a second for ETAs. */
+  private cachedPools(): Promise<PoolView[]> {
+    if (!this.poolsCache || Date.now() - this.poolsCache.at > ETA_CACHE_MS / 10) {
+      const pools = this.pools();
+      pools.catch(() => {
+        this.poolsCache = undefined;
+      });
+      this.poolsCache = { at: Date.now(), pools };
+    }
+    return this.poolsCache.pools;
+  }
+
+  /** Average recent run time of a strategy (or of all builds), cached for ETA_CACHE_MS. */
+  private averageRunSeconds(strategyId: string): Promise<number | null> {
+    const cached = this.runStats.get(strategyId);
+    if (cached && Date.now() - cached.at < ETA_CACHE_MS) return cached.average;
+    const average = (async () => {
+      const own = await this.store.recentRuns(strategyId);
+      if (own.runs >= ETA_MIN_RUNS) return own.avgSeconds;
+      const all = await this.store.recentRuns(null);
+      return all.runs > 0 ? all.avgSeconds : own.runs > 0 ? own.avgSeconds : null;
+    })();
+    average.catch(() => this.runStats.delete(strategyId));
+    if (this.runStats.size > 10_000) this.runStats.clear();
+    this.runStats.set(strategyId, { at: Date.now(), average });
+    return average;
   }
 
   /** Queued builds in dispatch order (ready first, then delayed retries), from the record. */

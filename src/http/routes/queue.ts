@@ -7,7 +7,7 @@ import { z } from "zod";
 import type { Build } from "../../core/build.js";
 import type { PoolView } from "../../queue/build-queue.js";
 import { type ApiApp, AUTH_ERRORS, accessDoc, errorResponses, type RouteContext } from "../context.js";
-import { buildSchema, queueQuery, toApiBuild, toApiWorker, workerSchema } from "../schemas.js";
+import { buildSchema, etaSeconds, queueQuery, toApiBuild, toApiWorker, workerSchema } from "../schemas.js";
 
 const overviewSchema = z.object({
   mode: z.enum(["redis", "postgres"]).describe("redis: fast path; postgres: fallback (or no Redis)"),
@@ -23,6 +23,7 @@ const overviewSchema = z.object({
         build: buildSchema,
         position: z.number().int().nullable().describe("1-based place in its pool"),
         unrunnable: z.boolean().describe("no live worker's labels include this build's requires"),
+        etaSeconds: etaSeconds,
       }),
     )
     .describe("the first queued builds in dispatch order (ready first, then delayed: position null)"),
@@ -35,6 +36,7 @@ const overviewSchema = z.object({
           queued: z.number().int().describe("queued builds (ready or in backoff)"),
           workers: z.number().int().describe("live workers whose labels satisfy the pool"),
           capacity: z.number().int().describe("their capacity (builds at once)"),
+          freeSlots: z.number().int().describe("their free slots now"),
           unrunnable: z.boolean().describe("builds wait and no live worker can run them"),
         })
         .meta({ id: "Pool" }),
@@ -75,10 +77,13 @@ export function queueRoutes(app: ApiApp, { queue }: RouteContext): void {
         length: counts.ready,
         delayed: counts.delayed,
         unrunnable: pools.filter((p) => p.unrunnable).reduce((n, p) => n + p.queued, 0),
-        queued: (await withPositions(queued, (build) => queue.positionOf(build))).map((entry) => ({
-          ...entry,
-          unrunnable: unrunnablePools.has(entry.build.pool),
-        })),
+        queued: await Promise.all(
+          (await withPositions(queued, (build) => queue.positionOf(build))).map(async (entry, i) => ({
+            ...entry,
+            unrunnable: unrunnablePools.has(entry.build.pool),
+            etaSeconds: await queue.etaSeconds(queued[i] as Build, entry.position, pools),
+          })),
+        ),
         pools: pools.map((p: PoolView) => ({ ...p })),
         active: [...stopping.builds, ...running.builds].map(toApiBuild),
         workers: fleet.filter((w) => w.status !== "stopped").map(toApiWorker),
