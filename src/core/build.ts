@@ -90,6 +90,8 @@ export const MAX_RETRIES_LIMIT = 100;
  */
 export const MAX_PARAMS_BYTES = 100 * 1024;
 export const MAX_BATCH_SIZE = 10_000;
+/** Furthest runAt accepted. */
+export const MAX_RUN_AT_AHEAD_MS = 366 * 86_400_000;
 /** Longest timeoutSeconds accepted: a week. */
 export const MAX_TIMEOUT_SECONDS = 7 * 24 * 3600;
 
@@ -138,6 +140,14 @@ export const submitSchema = z.strictObject({
     .max(MAX_TIMEOUT_SECONDS, `must be at most ${MAX_TIMEOUT_SECONDS}`)
     .optional()
     .describe("past this the build's command gets SIGTERM (then SIGKILL) and the build fails"),
+  runAt: z.iso
+    .datetime({ offset: true, error: "must be an ISO 8601 time with a time zone, e.g. 2026-12-24T08:00:00Z" })
+    .refine(
+      (t) => Date.parse(t) <= Date.now() + MAX_RUN_AT_AHEAD_MS,
+      `must be at most ${MAX_RUN_AT_AHEAD_MS / 86_400_000} days ahead`,
+    )
+    .optional()
+    .describe("the build is not run before this time (a time already past: at once)"),
 });
 
 export type SubmitInput = z.input<typeof submitSchema>;

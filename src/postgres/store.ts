@@ -74,6 +74,8 @@ export function toBuild(row: BuildRow): Build {
 export interface InsertedBuild {
   build: Build;
   created: boolean;
+  /** Milliseconds until a new build may run (its runAt), by PostgreSQL's clock (0: now). */
+  delayMs?: number;
 }
 
 export interface CompletionInput {
@@ -145,13 +147,20 @@ export class BuildStore {
       requires: r.requires ?? {},
       pool: poolIdOf(r.requires ?? {}),
       timeoutSeconds: r.timeoutSeconds ?? null,
+      runAt: r.runAt ?? null,
     }));
-    const res = await this.db.query<BuildRow & { ord: number; created: boolean }>(queries.insert_builds, [
-      JSON.stringify(payload),
-      actor,
-    ]);
+    const res = await this.db.query<BuildRow & { ord: number; created: boolean; delay_ms: number }>(
+      queries.insert_builds,
+      [JSON.stringify(payload), actor],
+    );
     const out: (InsertedBuild | undefined)[] = new Array(requests.length);
-    for (const row of res.rows) out[Number(row.ord) - 1] ??= { build: toBuild(row), created: row.created };
+    for (const row of res.rows) {
+      out[Number(row.ord) - 1] ??= {
+        build: toBuild(row),
+        created: row.created,
+        delayMs: Number(row.delay_ms ?? 0),
+      };
+    }
     const missing = requests.filter((_, i) => out[i] === undefined);
     if (missing.length > 0) {
       const byKey = await this.selectByIdempotencyKeys(missing.map((r) => r.idempotencyKey ?? ""));

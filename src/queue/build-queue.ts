@@ -163,6 +163,8 @@ const ETA_CACHE_MS = 10_000;
 /** A strategy needs this many recent completed runs for its own average; else all builds' is used. */
 const ETA_MIN_RUNS = 3;
 
+const MAX_TIMER_MS = 2 ** 31 - 100;
+
 const DEFAULT_BACKOFF: BackoffPolicy = { baseDelayMs: 1000, maxDelayMs: 300_000 };
 const MAX_CLAIM = 1000;
 
@@ -354,9 +356,13 @@ export class BuildQueue extends EventEmitter {
     const results = await this.store.insert(requests, actor).catch((err) => {
       throw asStoreError(err);
     });
-    const created = results.filter((r) => r.created).map((r) => r.build);
-    // A new build may run now (run_at defaults to now()).
-    if (created.length > 0) await this.indexBuilds(created.map((build) => ({ build, delayMs: 0 })));
+    const fresh = results.filter((r) => r.created);
+    const created = fresh.map((r) => r.build);
+    // A new build may run now, or at its runAt (then it waits in the delayed set, like a backoff).
+    if (fresh.length > 0) {
+      await this.indexBuilds(fresh.map((r) => ({ build: r.build, delayMs: r.delayMs ?? 0 })));
+      this.wakeWhenDue(fresh.map((r) => r.delayMs ?? 0));
+    }
     this.announce(created);
     return results;
   }
@@ -746,7 +752,9 @@ export class BuildQueue extends EventEmitter {
    */
   private wakeWhenDue(delaysMs: number[]): void {
     const soonest = Math.min(...delaysMs.filter((d) => d > 0));
-    if (Number.isFinite(soonest)) setTimeout(() => this.wake.wakeAll(), soonest + 5).unref();
+    // Past a timer's range (24.8 days: a far runAt) the claimers' poll finds it instead.
+    if (Number.isFinite(soonest) && soonest < MAX_TIMER_MS)
+      setTimeout(() => this.wake.wakeAll(), soonest + 5).unref();
   }
 
   /** Why a fenced write changed nothing; an already-recorded identical write returns the build. */
