@@ -6,7 +6,7 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { poolIdOf } from "../../src/core/pools.js";
-import type { BuildQueue } from "../../src/index.js";
+import { type BuildQueue, checkQueueIndex } from "../../src/index.js";
 import { openTestQueue } from "../helpers/queue.js";
 import { RedisServer } from "../helpers/redis-server.js";
 
@@ -51,6 +51,9 @@ describe("reconciling pools", () => {
     expect(await client.zrange(gpuKey, 0, -1)).toEqual([submitted[2], submitted[0]].map((s) => s?.build.id));
     expect(await client.zrange(`${prefix}:build_queue`, 0, -1)).toEqual([submitted[1]?.build.id]);
     expect(JSON.parse((await client.hget(`${prefix}:pools`, poolIdOf(GPU))) ?? "null")).toEqual(GPU);
+    // `oculus doctor` counts every pool's sets against the queued rows.
+    const checks = await checkQueueIndex(client, prefix, 3);
+    expect(checks.find((c) => c.name === "index_size")).toMatchObject({ status: "pass" });
 
     const claimed = await queue.claim("gpu", 10, { labels: GPU });
     expect(claimed.map((b) => b.strategyId)).toEqual(["gpu-2", "gpu-1", "cpu-1"]);
