@@ -71,9 +71,9 @@ async function explainClaim(schema: string): Promise<string> {
   try {
     await client.query("BEGIN");
     await client.query("SET LOCAL plan_cache_mode = force_generic_plan");
-    await client.query(`PREPARE claim(integer, text, integer) AS ${queries.claim_next}`);
+    await client.query(`PREPARE claim(integer, text, integer, jsonb) AS ${queries.claim_next}`);
     const res = await client.query(
-      "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE claim(1, 'explain', 60000)",
+      "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE claim(1, 'explain', 60000, '{}')",
     );
     return res.rows.map((r: Record<string, string>) => r["QUERY PLAN"]).join("\n");
   } finally {

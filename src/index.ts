@@ -2,6 +2,7 @@ export * from "./core/build.js";
 export { type Config, loadConfig } from "./core/config.js";
 export * from "./core/errors.js";
 export * from "./core/events.js";
+export { DEFAULT_POOL, MAX_REQUIRES, poolIdOf, type Requirements, satisfies } from "./core/pools.js";
 export { decodeScore, encodeScore, PRIORITY_MAX, PRIORITY_MIN, SEQ_MAX } from "./core/score.js";
 export {
   type AuthConfig,
@@ -45,6 +46,7 @@ export {
   DEFAULT_LOG_MAX_BYTES,
   type EventStream,
   type ListOptions,
+  type PoolView,
   type QueueMode,
   type SubmitOneResult,
   type SubmitResult,

@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { type Command, Option } from "commander";
 import { printable, printableLines } from "../core/printable.js";
 import { ApiClient, DEFAULT_API_URL } from "./api-client.js";
+import { parseLabels } from "./flags.js";
 
 interface ClientFlags {
   url?: string;
@@ -31,6 +32,8 @@ interface ApiBuild {
   finishedAt: string | null;
   stoppedBy: string | null;
   stopReason: string | null;
+  /** Absent from servers older than routing. */
+  requires?: Record<string, string>;
   /** In `status` (GET /v1/builds/:id) only. */
   result?: unknown;
   logTail?: string | null;
@@ -84,6 +87,11 @@ export function registerClientCommands(program: Command): void {
     .option("--params <json>", "build parameters: a JSON object, or @file.json")
     .option("--max-retries <n>", "automatic retries after a failure", intArg("--max-retries"))
     .option("--idempotency-key <key>", "a repeat with the same key returns the first build")
+    .option(
+      "--require <key=value...>",
+      "a worker label the build needs (repeatable): only such workers run it",
+    )
+    .option("--timeout <seconds>", "the build fails as timed out past this run time", intArg("--timeout"))
     .action(async (opts: ClientFlags & SubmitFlags) => {
       const body = {
         strategyId: opts.strategy,
@@ -91,25 +99,34 @@ export function registerClientCommands(program: Command): void {
         ...(opts.params === undefined ? {} : { params: parseParams(opts.params) }),
         ...(opts.maxRetries === undefined ? {} : { maxRetries: opts.maxRetries }),
         ...(opts.idempotencyKey === undefined ? {} : { idempotencyKey: opts.idempotencyKey }),
+        ...(opts.require === undefined ? {} : { requires: parseLabels(opts.require, "--require") }),
+        ...(opts.timeout === undefined ? {} : { timeoutSeconds: opts.timeout }),
       };
-      const res = await client(opts).post<{ build: ApiBuild; position: number | null }>("/v1/builds", body);
+      const res = await client(opts).post<{
+        build: ApiBuild;
+        position: number | null;
+        etaSeconds?: number | null;
+      }>("/v1/builds", body);
       if (opts.json) {
         printJson(res);
         return;
       }
-      say(`${res.build.id}  ${res.build.status}${res.position ? `  position ${res.position}` : ""}`);
+      const eta = res.etaSeconds == null ? "" : `  eta ${etaText(res.etaSeconds)}`;
+      say(`${res.build.id}  ${res.build.status}${res.position ? `  position ${res.position}` : ""}${eta}`);
     });
 
   withClient(program.command("status").description("show a build").argument("<id>", "build id")).action(
     async (id: string, opts: ClientFlags) => {
-      const res = await client(opts).get<{ build: ApiBuild; position: number | null }>(
-        `/v1/builds/${encodeURIComponent(id)}`,
-      );
+      const res = await client(opts).get<{
+        build: ApiBuild;
+        position: number | null;
+        etaSeconds?: number | null;
+      }>(`/v1/builds/${encodeURIComponent(id)}`);
       if (opts.json) {
         printJson(res);
         return;
       }
-      printBuild(res.build, res.position);
+      printBuild(res.build, res.position, res.etaSeconds ?? null);
     },
   );
 
@@ -217,6 +234,8 @@ interface SubmitFlags {
   params?: string;
   maxRetries?: number;
   idempotencyKey?: string;
+  require?: string[];
+  timeout?: number;
 }
 
 function client(opts: ClientFlags): ApiClient {
@@ -467,12 +486,31 @@ function printBuildList(builds: ApiBuild[]): void {
   );
 }
 
-function printBuild(b: ApiBuild, position: number | null): void {
+/** An ETA in words: "45 s", "12 min", "3.5 h". */
+function etaText(seconds: number): string {
+  if (seconds < 120) return `${seconds} s`;
+  return seconds < 7200 ? `${Math.round(seconds / 60)} min` : `${(seconds / 3600).toFixed(1)} h`;
+}
+
+function printBuild(b: ApiBuild, position: number | null, etaSeconds: number | null = null): void {
+  const where = position
+    ? ` (position ${position}${etaSeconds === null ? "" : `, eta ${etaText(etaSeconds)}`})`
+    : "";
   const rows: [string, string][] = [
     ["id", b.id],
     ["strategy", b.strategyId],
-    ["status", b.status + (position ? ` (position ${position})` : "")],
+    ["status", b.status + where],
     ["priority", String(b.priority)],
+    ...(Object.keys(b.requires ?? {}).length > 0
+      ? [
+          [
+            "requires",
+            Object.entries(b.requires ?? {})
+              .map(([k, v]) => `${k}=${v}`)
+              .join(" "),
+          ] as [string, string],
+        ]
+      : []),
     ["phase", b.phase ?? "-"],
     ["progress", b.progress ? progressText(b.progress) : "-"],
     ["worker", b.workerId ?? "-"],

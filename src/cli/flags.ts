@@ -1,6 +1,7 @@
 /** Parsers for command-line flags and their environment variables: each names the flag in its error. */
 import { InvalidArgumentError } from "commander";
-import { ConfigError } from "../core/errors.js";
+import { ConfigError, OculusError } from "../core/errors.js";
+import { LABEL_KEY_PATTERN } from "../core/pools.js";
 
 const DAY_MS = 86_400_000;
 
@@ -63,4 +64,24 @@ export function logMaxBytesFromEnv(env: NodeJS.ProcessEnv = process.env): number
     );
   }
   return n;
+}
+
+/** `--label k=v` (repeatable): the worker's labels; builds whose `requires` they include run here. */
+export function parseLabels(pairs: string[], flag = "--label"): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const pair of pairs) {
+    const [key, ...rest] = pair.split("=");
+    if (!key || rest.length === 0) {
+      throw new OculusError("config_invalid", 2, `${flag}: expected key=value, got "${pair}"`);
+    }
+    if (!LABEL_KEY_PATTERN.test(key)) {
+      throw new OculusError(
+        "config_invalid",
+        2,
+        `${flag}: key "${key}" must be 1-63 letters, digits, '.', '_', '/' or '-'`,
+      );
+    }
+    labels[key] = rest.join("=");
+  }
+  return labels;
 }

@@ -87,6 +87,10 @@ export function registerServerCommands(program: Command, config: () => Config): 
     )
     .option("--command <cmd>", "shell command each local worker runs per build")
     .option(
+      "--label <key=value...>",
+      "a label of the local workers (repeatable): they run the builds whose `requires` their labels include",
+    )
+    .option(
       "--env <name>",
       "pass this variable of the environment to build commands (repeatable; also OCULUS_BUILD_ENV=A,B)",
       collectRepeated,
@@ -121,7 +125,10 @@ export function registerServerCommands(program: Command, config: () => Config): 
       new Option("--capacity <n>", "builds run at once").default(1).argParser(positiveInt("--capacity")),
     )
     .option("--id <id>", "worker id (default: hostname:pid:random)")
-    .option("--label <key=value...>", "labels shown with the worker")
+    .option(
+      "--label <key=value...>",
+      "a label of this worker (repeatable): it runs the builds whose `requires` its labels include",
+    )
     .option(
       "--env <name>",
       "pass this variable of the environment to build commands (repeatable; also OCULUS_BUILD_ENV=A,B)",
@@ -131,6 +138,12 @@ export function registerServerCommands(program: Command, config: () => Config): 
       new Option("--grace-ms <ms>", "SIGTERM to SIGKILL on stop or shutdown")
         .default(10_000)
         .argParser(positiveInt("--grace-ms")),
+    )
+    .addOption(
+      new Option(
+        "--build-timeout <seconds>",
+        "default limit of a build's run (builds without timeoutSeconds): then SIGTERM, SIGKILL after --grace-ms, and the build fails",
+      ).argParser(positiveInt("--build-timeout")),
     )
     .addOption(
       new Option("--drain-ms <ms>", "on SIGTERM, time running builds get before they are handed back")

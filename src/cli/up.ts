@@ -42,7 +42,7 @@ import { passedEnvFromFlags } from "../worker/build-env.js";
 import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
 import { Worker, type WorkerHandler } from "../worker/worker.js";
-import { daysToMs, logMaxBytesFromEnv } from "./flags.js";
+import { daysToMs, logMaxBytesFromEnv, parseLabels } from "./flags.js";
 
 export interface UpOptions {
   host: string;
@@ -50,6 +50,8 @@ export interface UpOptions {
   /** Local workers; default 1 with --command or --demo, otherwise none. */
   workers?: number;
   command?: string;
+  /** `--label k=v` of the local workers. */
+  label?: string[];
   /** `--env NAME`: process variables builds get besides the allowlist (build-env.ts). */
   env?: string[];
   /** Local workers run the built-in demo build (unless --command), and two demo builds are submitted. */
@@ -166,7 +168,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
 
   const handler = announce(opts.command ? commandHandler(opts.command, { passEnv }) : demoBuild);
   for (let i = 0; i < localWorkers; i++) {
-    const worker = new Worker(queue, { handler, logger });
+    const worker = new Worker(queue, { handler, logger, labels: parseLabels(opts.label ?? []) });
     workers.push(worker);
     await worker.start();
   }

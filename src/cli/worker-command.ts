@@ -17,7 +17,7 @@ import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
 import { serveWorkerMetrics, type WorkerMetricsServer } from "../worker/metrics-server.js";
 import { Worker } from "../worker/worker.js";
-import { logMaxBytesFromEnv } from "./flags.js";
+import { logMaxBytesFromEnv, parseLabels } from "./flags.js";
 import { announce, drainDescription, stopOnSignal } from "./up.js";
 
 export interface WorkerFlags {
@@ -28,6 +28,8 @@ export interface WorkerFlags {
   /** `--env NAME`: process variables builds get besides the allowlist (build-env.ts). */
   env?: string[];
   graceMs: number;
+  /** `--build-timeout`: default limit of a build's run, seconds. */
+  buildTimeout?: number;
   drainMs: number;
   heartbeatMs: number;
   deadAfterMs: number;
@@ -93,6 +95,7 @@ export async function runWorker(c: Config, opts: WorkerFlags): Promise<void> {
     // A stopped build command takes up to its grace period, then SIGKILL, to end.
     abortWaitMs: opts.graceMs + 5000,
     labels,
+    buildTimeoutSeconds: opts.buildTimeout,
     ...(opts.id ? { id: opts.id } : {}),
   });
   if (starting) {
@@ -162,16 +165,4 @@ function metricsListenError(err: NodeJS.ErrnoException, host: string, port: numb
         ? `--metrics-host / OCULUS_WORKER_METRICS_HOST: ${host} is not an address of this machine`
         : `cannot serve metrics on ${host}:${port}: ${err.message}`;
   return new OculusError("config_invalid", 2, why);
-}
-
-function parseLabels(pairs: string[]): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const pair of pairs) {
-    const [key, ...rest] = pair.split("=");
-    if (!key || rest.length === 0) {
-      throw new OculusError("config_invalid", 2, `--label: expected key=value, got "${pair}"`);
-    }
-    labels[key] = rest.join("=");
-  }
-  return labels;
 }

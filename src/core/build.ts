@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { PayloadTooLargeError, ValidationError } from "./errors.js";
+import { LABEL_KEY_PATTERN, MAX_LABEL_VALUE_CHARS, MAX_REQUIRES, type Requirements } from "./pools.js";
 import { PRIORITY_MAX, PRIORITY_MIN } from "./score.js";
 
 export const BUILD_STATUSES = ["queued", "running", "stopping", "completed", "failed", "stopped"] as const;
@@ -39,6 +40,12 @@ export interface Build {
   lease: number;
   workerId: string | null;
   idempotencyKey: string | null;
+  /** Worker labels this build needs (routing); {} runs anywhere. */
+  requires: Requirements;
+  /** The pool of builds with the same requirements (src/core/pools.ts), "default" for none. */
+  pool: string;
+  /** How long a run may take, in seconds (null: the worker's default). */
+  timeoutSeconds: number | null;
   lastError: string | null;
   result: unknown;
   createdAt: Date;
@@ -83,6 +90,21 @@ export const MAX_RETRIES_LIMIT = 100;
  */
 export const MAX_PARAMS_BYTES = 100 * 1024;
 export const MAX_BATCH_SIZE = 10_000;
+/** Furthest runAt accepted. */
+export const MAX_RUN_AT_AHEAD_MS = 366 * 86_400_000;
+/** Longest timeoutSeconds accepted: a week. */
+export const MAX_TIMEOUT_SECONDS = 7 * 24 * 3600;
+
+const requiresSchema = z
+  .record(
+    z.string().regex(LABEL_KEY_PATTERN, "keys must be 1-63 letters, digits, '.', '_', '/' or '-'"),
+    z
+      .string({ error: "values must be strings" })
+      .min(1, "values must not be empty")
+      .max(MAX_LABEL_VALUE_CHARS, `values must be at most ${MAX_LABEL_VALUE_CHARS} characters`),
+    { error: 'must be an object of string labels, e.g. {"gpu": "true"}' },
+  )
+  .refine((r) => Object.keys(r).length <= MAX_REQUIRES, `at most ${MAX_REQUIRES} keys`);
 
 /** What a submit accepts (also the HTTP API's request body schema). */
 export const submitSchema = z.strictObject({
@@ -108,6 +130,24 @@ export const submitSchema = z.strictObject({
     .min(1, "must not be empty")
     .max(200, "must be at most 200 characters")
     .optional(),
+  requires: requiresSchema
+    .default({})
+    .describe("worker labels the build needs: only workers whose --label k=v include all of them run it"),
+  timeoutSeconds: z
+    .number({ error: "must be a number" })
+    .int("must be an integer")
+    .min(1, "must be at least 1")
+    .max(MAX_TIMEOUT_SECONDS, `must be at most ${MAX_TIMEOUT_SECONDS}`)
+    .optional()
+    .describe("past this the build's command gets SIGTERM (then SIGKILL) and the build fails"),
+  runAt: z.iso
+    .datetime({ offset: true, error: "must be an ISO 8601 time with a time zone, e.g. 2026-12-24T08:00:00Z" })
+    .refine(
+      (t) => Date.parse(t) <= Date.now() + MAX_RUN_AT_AHEAD_MS,
+      `must be at most ${MAX_RUN_AT_AHEAD_MS / 86_400_000} days ahead`,
+    )
+    .optional()
+    .describe("the build is not run before this time (a time already past: at once)"),
 });
 
 export type SubmitInput = z.input<typeof submitSchema>;

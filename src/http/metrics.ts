@@ -92,6 +92,16 @@ export function createMetrics(
     }),
   });
 
+  const unrunnable = new Gauge({
+    name: "oculus_unrunnable_builds",
+    help: "Queued builds that no live worker can run (no active worker's labels include their requires)",
+    registers: [registry],
+    collect: guarded("oculus_unrunnable_builds", async () => {
+      const pools = await queue.pools();
+      unrunnable.set(pools.filter((p) => p.unrunnable).reduce((n, p) => n + p.queued, 0));
+    }),
+  });
+
   const mode = new Gauge({
     name: "oculus_queue_mode",
     help: "1 for the mode the queue runs in: redis (fast path) or postgres (fallback)",

@@ -40,6 +40,15 @@ const buildFields = {
   retryCount: z.number().int(),
   maxRetries: z.number().int(),
   idempotencyKey: z.string().nullable(),
+  requires: z
+    .record(z.string(), z.string())
+    .describe("worker labels the build needs ({}: any worker); only workers with all of them run it"),
+  pool: z.string().describe('its pool: "default" (no requirements), or the id of its requirement set'),
+  timeoutSeconds: z
+    .number()
+    .int()
+    .nullable()
+    .describe("how long a run may take (null: the worker's default)"),
   createdAt: time,
   updatedAt: time,
   runAt: time.describe("when a queued build becomes claimable (later than now during a retry backoff)"),
@@ -79,6 +88,9 @@ export function toApiBuild(build: Build): ApiBuild {
     retryCount: build.retryCount,
     maxRetries: build.maxRetries,
     idempotencyKey: build.idempotencyKey,
+    requires: build.requires,
+    pool: build.pool,
+    timeoutSeconds: build.timeoutSeconds,
     createdAt: build.createdAt.toISOString(),
     updatedAt: build.updatedAt.toISOString(),
     runAt: build.runAt.toISOString(),
@@ -98,10 +110,20 @@ const position = z
   .number()
   .int()
   .nullable()
-  .describe("1-based place among ready queued builds; null when not waiting (running, finished, backoff)");
+  .describe(
+    "1-based place among the ready queued builds of its pool; null when not waiting (running, finished, backoff)",
+  );
 
-export const buildWithPositionSchema = z.object({ build: buildSchema, position });
-export const buildDetailWithPositionSchema = z.object({ build: buildDetailSchema, position });
+export const etaSeconds = z
+  .number()
+  .int()
+  .nullable()
+  .describe(
+    "estimated seconds until a queued build starts: recent run times of its strategy (or of all builds), its position in its pool and the pool's live capacity; null when not queued, when no live worker can run it, or before any build completed",
+  );
+
+export const buildWithPositionSchema = z.object({ build: buildSchema, position, etaSeconds });
+export const buildDetailWithPositionSchema = z.object({ build: buildDetailSchema, position, etaSeconds });
 export const buildEnvelopeSchema = z.object({ build: buildSchema });
 
 export const buildListSchema = z.object({

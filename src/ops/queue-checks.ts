@@ -5,7 +5,7 @@
 import type { Redis } from "ioredis";
 import pg from "pg";
 import { redactUrl } from "../core/config.js";
-import { redisKeys } from "../redis/keys.js";
+import { poolKeys, redisKeys } from "../redis/keys.js";
 import type { PersistenceCheck } from "./persistence-checks.js";
 
 export interface PostgresFacts {
@@ -90,11 +90,16 @@ export async function checkQueueIndex(
   queuedInPostgres: number | undefined,
 ): Promise<PersistenceCheck[]> {
   const keys = redisKeys(prefix);
-  const [marker, ready, delayed] = await Promise.all([
+  // Every pool's sets (routing): the default pool's plus those of the pools in the registry.
+  const pools = ["default", ...(await redis.hkeys(keys.pools)).filter((p) => p !== "default")];
+  const [marker, ...sizes] = await Promise.all([
     redis.exists(keys.indexMarker),
-    redis.zcard(keys.buildQueue),
-    redis.zcard(keys.delayedQueue),
+    ...pools.flatMap((pool) => {
+      const k = poolKeys(keys, pool);
+      return [redis.zcard(k.queue), redis.zcard(k.delayed)];
+    }),
   ]);
+  const inIndex = sizes.reduce((n, size) => n + size, 0);
   const checks: PersistenceCheck[] = [
     marker === 1
       ? { name: "index_marker", status: "pass", value: keys.indexMarker, message: "present", fix: null }
@@ -108,7 +113,7 @@ export async function checkQueueIndex(
           fix: "`oculus reconcile` rebuilds it now",
         },
   ];
-  if (queuedInPostgres !== undefined) checks.push(indexSizeCheck(ready + delayed, queuedInPostgres));
+  if (queuedInPostgres !== undefined) checks.push(indexSizeCheck(inIndex, queuedInPostgres));
   return checks;
 }
 

@@ -9,7 +9,7 @@ import { cp, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import pg from "pg";
-import { redisKeys } from "../redis/keys.js";
+import { poolKeys, redisKeys } from "../redis/keys.js";
 import type { BackupManifest } from "./backup.js";
 import { BACKUP_JSON, CHECKSUMS_FILE, readChecksums, sha256File } from "./backup-files.js";
 import { parseInfo } from "./redis-admin.js";
@@ -229,11 +229,17 @@ async function readContents(
       (sum, v) => sum + Number(/keys=(\d+)/.exec(v)?.[1] ?? 0),
       0,
     );
-    const [ready, delayed, marker] = await Promise.all([
-      client.zrange(keys.buildQueue, 0, -1),
-      client.zrange(keys.delayedQueue, 0, -1),
-      client.exists(keys.indexMarker),
-    ]);
+    // Every pool's sets (routing): the default pool's plus those of the pools in the registry.
+    const pools = ["default", ...(await client.hkeys(keys.pools)).filter((p) => p !== "default")];
+    const sets = await Promise.all(
+      pools.map(async (pool) => {
+        const k = poolKeys(keys, pool);
+        return Promise.all([client.zrange(k.queue, 0, -1), client.zrange(k.delayed, 0, -1)]);
+      }),
+    );
+    const ready = sets.flatMap(([r]) => r);
+    const delayed = sets.flatMap(([, d]) => d);
+    const marker = await client.exists(keys.indexMarker);
     report.load = { ...report.load, ok: true, queueLength: ready.length, delayedLength: delayed.length };
     report.load.indexMarker = marker === 1;
     return new Set([...ready, ...delayed]);

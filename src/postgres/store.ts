@@ -3,6 +3,7 @@
  * `queries/` (embedded at build time); rows are mapped to the build model here and nowhere else.
  */
 import type { Build, BuildProgress, BuildStatus, SubmitRequest } from "../core/build.js";
+import { DEFAULT_POOL, poolIdOf } from "../core/pools.js";
 import { queries } from "../generated/assets.js";
 import type { Db, Queryable } from "./db.js";
 
@@ -19,6 +20,9 @@ export interface BuildRow {
   lease: number;
   worker_id: string | null;
   idempotency_key: string | null;
+  requires: Record<string, string> | null;
+  pool: string | null;
+  timeout_seconds: number | null;
   last_error: string | null;
   result: unknown;
   created_at: Date;
@@ -48,6 +52,9 @@ export function toBuild(row: BuildRow): Build {
     lease: Number(row.lease),
     workerId: row.worker_id,
     idempotencyKey: row.idempotency_key,
+    requires: row.requires ?? {},
+    pool: row.pool ?? DEFAULT_POOL,
+    timeoutSeconds: row.timeout_seconds ?? null,
     lastError: row.last_error,
     result: row.result ?? null,
     createdAt: row.created_at,
@@ -67,6 +74,8 @@ export function toBuild(row: BuildRow): Build {
 export interface InsertedBuild {
   build: Build;
   created: boolean;
+  /** Milliseconds until a new build may run (its runAt), by PostgreSQL's clock (0: now). */
+  delayMs?: number;
 }
 
 export interface CompletionInput {
@@ -93,6 +102,7 @@ export interface RecordedFailure {
 
 export interface IndexEntry {
   id: string;
+  pool: string;
   priority: number;
   seq: number;
   /** Milliseconds until the build may run, by PostgreSQL's clock (0: now). */
@@ -124,20 +134,33 @@ export class BuildStore {
    * Inserts builds (one statement). Returns, in input order, each new or already-submitted build
    * (idempotency key). Inputs whose key raced with another submit are read back by key.
    */
-  async insert(requests: SubmitRequest[], actor: string): Promise<InsertedBuild[]> {
+  async insert(
+    requests: (Omit<SubmitRequest, "requires"> & { requires?: Record<string, string> })[],
+    actor: string,
+  ): Promise<InsertedBuild[]> {
     const payload = requests.map((r) => ({
       strategyId: r.strategyId,
       priority: r.priority,
       params: r.params,
       maxRetries: r.maxRetries,
       idempotencyKey: r.idempotencyKey ?? null,
+      requires: r.requires ?? {},
+      pool: poolIdOf(r.requires ?? {}),
+      timeoutSeconds: r.timeoutSeconds ?? null,
+      runAt: r.runAt ?? null,
     }));
-    const res = await this.db.query<BuildRow & { ord: number; created: boolean }>(queries.insert_builds, [
-      JSON.stringify(payload),
-      actor,
-    ]);
+    const res = await this.db.query<BuildRow & { ord: number; created: boolean; delay_ms: number }>(
+      queries.insert_builds,
+      [JSON.stringify(payload), actor],
+    );
     const out: (InsertedBuild | undefined)[] = new Array(requests.length);
-    for (const row of res.rows) out[Number(row.ord) - 1] ??= { build: toBuild(row), created: row.created };
+    for (const row of res.rows) {
+      out[Number(row.ord) - 1] ??= {
+        build: toBuild(row),
+        created: row.created,
+        delayMs: Number(row.delay_ms ?? 0),
+      };
+    }
     const missing = requests.filter((_, i) => out[i] === undefined);
     if (missing.length > 0) {
       const byKey = await this.selectByIdempotencyKeys(missing.map((r) => r.idempotencyKey ?? ""));
@@ -203,9 +226,22 @@ export class BuildStore {
     return res.rows.map(toBuild);
   }
 
-  /** Claims the next `count` ready builds in dispatch order (the PostgreSQL path). */
-  async claimNext(count: number, workerId: string, leaseMs: number): Promise<Build[]> {
-    const res = await this.db.query<BuildRow>(queries.claim_next, [count, workerId, leaseMs]);
+  /**
+   * Claims the next `count` ready builds in dispatch order (the PostgreSQL path), among the pools
+   * whose requirements `labels` include.
+   */
+  async claimNext(
+    count: number,
+    workerId: string,
+    leaseMs: number,
+    labels: Record<string, string> = {},
+  ): Promise<Build[]> {
+    const res = await this.db.query<BuildRow>(queries.claim_next, [
+      count,
+      workerId,
+      leaseMs,
+      JSON.stringify(labels),
+    ]);
     return res.rows.map(toBuild);
   }
 
@@ -235,8 +271,9 @@ export class BuildStore {
     return res.rows[0] ? toBuild(res.rows[0]) : undefined;
   }
 
-  async position(priority: number, seq: number): Promise<number> {
-    const res = await this.db.query<{ position: number }>(queries.queue_position, [priority, seq]);
+  /** 1-based position of a ready build within its pool. */
+  async position(priority: number, seq: number, pool: string = DEFAULT_POOL): Promise<number> {
+    const res = await this.db.query<{ position: number }>(queries.queue_position, [priority, seq, pool]);
     return Number(res.rows[0]?.position ?? 1);
   }
 
@@ -262,17 +299,50 @@ export class BuildStore {
    * builds_queued_seq_idx, for every page (a rebuild of 10^6 builds took 90 s instead of 3 s).
    */
   async queuedIndexPage(afterSeq: number, pageSize: number): Promise<IndexEntry[]> {
-    type Row = { id: string; priority: number; seq: number; delay_ms: number };
+    type Row = { id: string; pool: string; priority: number; seq: number; delay_ms: number };
     const res = await this.db.transaction(async (tx) => {
       await tx.query("SET LOCAL enable_sort = off");
       return tx.query<Row>(queries.queued_index_page, [afterSeq, pageSize]);
     });
     return res.rows.map((r) => ({
       id: r.id,
+      pool: r.pool,
       priority: r.priority,
       seq: Number(r.seq),
       delayMs: Number(r.delay_ms),
     }));
+  }
+
+  /** The requirements of these pools (from build_pools), each pool once. */
+  async poolRequirements(pools: string[]): Promise<Map<string, Record<string, string>>> {
+    const distinct = [...new Set(pools)];
+    const out = new Map<string, Record<string, string>>();
+    if (distinct.length === 1 && distinct[0] === DEFAULT_POOL) return out.set(DEFAULT_POOL, {});
+    const res = await this.db.query<{ id: string; requires: Record<string, string> }>(
+      queries.pool_requirements,
+      [distinct],
+    );
+    for (const row of res.rows) out.set(row.id, row.requires);
+    return out;
+  }
+
+  /** Every known pool with its ready queued builds (the unrunnable check and per-pool capacity). */
+  async poolBacklog(): Promise<{ pool: string; requires: Record<string, string>; ready: number }[]> {
+    const res = await this.db.query<{ id: string; requires: Record<string, string>; ready: number }>(
+      queries.pool_backlog,
+    );
+    return res.rows.map((r) => ({ pool: r.id, requires: r.requires, ready: Number(r.ready) }));
+  }
+
+  /** Average run time (seconds) of the recent completed builds of a strategy (null: of any), and how many. */
+  async recentRuns(strategyId: string | null): Promise<{ avgSeconds: number; runs: number }> {
+    const res =
+      strategyId === null
+        ? await this.db.query<{ avg_seconds: number; runs: number }>(queries.recent_runs_all)
+        : await this.db.query<{ avg_seconds: number; runs: number }>(queries.recent_runs_strategy, [
+            strategyId,
+          ]);
+    return { avgSeconds: Number(res.rows[0]?.avg_seconds ?? 0), runs: Number(res.rows[0]?.runs ?? 0) };
   }
 
   async queuedAmong(ids: string[]): Promise<Set<string>> {

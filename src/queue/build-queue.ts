@@ -28,6 +28,7 @@ import { type Config, configInput, loadConfig, postgresSettingsOf, redactUrl } f
 import { BuildNotFoundError, InvalidStateError, StaleLeaseError, ValidationError } from "../core/errors.js";
 import type { StreamItem, SubscribeOptions } from "../core/events.js";
 import { type Logger, silentLogger } from "../core/logger.js";
+import { LABEL_KEY_PATTERN, satisfies } from "../core/pools.js";
 import { encodeScore } from "../core/score.js";
 import { type Db, openPglite, openPostgres } from "../postgres/db.js";
 import { EventStore } from "../postgres/event-store.js";
@@ -53,7 +54,7 @@ import { type PruneOptions, type PruneReport, prune } from "./retention.js";
 import { StopSignals } from "./stop-signals.js";
 import { asStoreError } from "./store-errors.js";
 import { WakeSignal } from "./wake.js";
-import { DEFAULT_HEALTH, type HealthPolicy, WorkerRegistry } from "./workers.js";
+import { DEFAULT_HEALTH, type HealthPolicy, WorkerRegistry, type WorkerView } from "./workers.js";
 
 export type { QueueMode };
 
@@ -107,6 +108,27 @@ export interface BuildPage {
 export interface ClaimOptions {
   /** How long the claimed builds belong to this worker without a heartbeat (default: the dead-worker timeout). */
   leaseMs?: number;
+  /**
+   * The worker's labels: only builds whose `requires` they include are claimed (default {}: only
+   * builds without requirements).
+   */
+  labels?: Record<string, string>;
+}
+
+/** A pool of builds with the same requirements (BuildQueue.pools). */
+export interface PoolView {
+  pool: string;
+  requires: Record<string, string>;
+  /** Queued builds (ready or waiting out a retry backoff). */
+  queued: number;
+  /** Live workers (active or stale) whose labels satisfy the pool's requirements. */
+  workers: number;
+  /** Their capacity (builds at once). */
+  capacity: number;
+  /** Their free slots now. */
+  freeSlots: number;
+  /** Builds wait here and no live worker can run them. */
+  unrunnable: boolean;
 }
 
 export interface SubmitResult {
@@ -116,8 +138,10 @@ export interface SubmitResult {
 }
 
 export interface SubmitOneResult extends SubmitResult {
-  /** 1-based queue position, null once the build is no longer waiting. */
+  /** 1-based position in its pool, null once the build is no longer waiting. */
   position: number | null;
+  /** Estimated seconds until it starts (see etaSeconds); null when unknown or no worker can run it. */
+  etaSeconds: number | null;
 }
 
 export interface ActorOptions {
@@ -139,6 +163,13 @@ const MAX_LOG_TAIL_CHARS = 64 * 1024;
 /** The end of a log tail, as PostgreSQL can store it (build output may hold NULs: storableText). */
 const keepTail = (text: string | undefined) =>
   text === undefined ? undefined : storableText(text.slice(-MAX_LOG_TAIL_CHARS));
+
+/** Run-time averages for ETAs are read again after this long (pools: a tenth of it). */
+const ETA_CACHE_MS = 10_000;
+/** A strategy needs this many recent completed runs for its own average; else all builds' is used. */
+const ETA_MIN_RUNS = 3;
+
+const MAX_TIMER_MS = 2 ** 31 - 100;
 
 const DEFAULT_BACKOFF: BackoffPolicy = { baseDelayMs: 1000, maxDelayMs: 300_000 };
 const MAX_CLAIM = 1000;
@@ -319,7 +350,8 @@ export class BuildQueue extends EventEmitter {
     const [result] = await this.insertAndIndex([request], options.actor ?? "api");
     if (!result) throw new Error("submit returned no build");
     const position = result.build.status === "queued" ? await this.positionOf(result.build) : null;
-    return { ...result, position };
+    const etaSeconds = await this.etaSeconds(result.build, position).catch(() => null);
+    return { ...result, position, etaSeconds };
   }
 
   /** Submits many builds in one statement (all validated first: one bad input writes nothing). */
@@ -334,9 +366,13 @@ export class BuildQueue extends EventEmitter {
     const results = await this.store.insert(requests, actor).catch((err) => {
       throw asStoreError(err);
     });
-    const created = results.filter((r) => r.created).map((r) => r.build);
-    // A new build may run now (run_at defaults to now()).
-    if (created.length > 0) await this.indexBuilds(created.map((build) => ({ build, delayMs: 0 })));
+    const fresh = results.filter((r) => r.created);
+    const created = fresh.map((r) => r.build);
+    // A new build may run now, or at its runAt (then it waits in the delayed set, like a backoff).
+    if (fresh.length > 0) {
+      await this.indexBuilds(fresh.map((r) => ({ build: r.build, delayMs: r.delayMs ?? 0 })));
+      this.wakeWhenDue(fresh.map((r) => r.delayMs ?? 0));
+    }
     this.announce(created);
     return results;
   }
@@ -349,6 +385,8 @@ export class BuildQueue extends EventEmitter {
   private async indexBuilds(builds: { build: Build; delayMs: number }[]): Promise<void> {
     const entries = builds.map(({ build, delayMs }) => ({
       id: build.id,
+      pool: build.pool,
+      requires: build.requires,
       score: encodeScore(build.priority, build.seq),
       delayMs,
     }));
@@ -366,27 +404,23 @@ export class BuildQueue extends EventEmitter {
   }
 
   /**
-   * 1-based position among ready queued builds; null when the build is not waiting (running, finished,
-   * or waiting out a retry backoff). O(log n) on Redis (ZRANK).
+   * 1-based position among the ready queued builds of its pool (the builds that compete for the same
+   * workers); null when the build is not waiting (running, finished, or waiting out a retry backoff).
+   * O(log n) on Redis (ZRANK).
    */
   async position(id: string): Promise<number | null> {
     parseBuildId(id);
-    return this.positionIn(id, () => this.get(id));
+    return this.positionOf(await this.get(id));
   }
 
-  /** position() of a build the caller has just read (on the PostgreSQL path it is not read again). */
+  /** position() of a build the caller has just read (its pool is known; on the PostgreSQL path it is not read again). */
   async positionOf(build: Build): Promise<number | null> {
-    return this.positionIn(build.id, async () => build);
-  }
-
-  private async positionIn(id: string, read: () => Promise<Build>): Promise<number | null> {
-    const fromRedis = await this.failover.tryRedis((index) => index.position(id));
+    const fromRedis = await this.failover.tryRedis((index) => index.position(build.id, build.pool));
     if (fromRedis.ok && fromRedis.value.position !== null) return fromRedis.value.position;
-    const build = await read();
     if (build.status !== "queued") return null;
-    if (fromRedis.ok) return null; // queued but not in the ready index: delayed
+    if (fromRedis.ok) return null; // not in the pool's ready set: claimed meanwhile, or delayed
     if (build.runAt.getTime() > Date.now()) return null;
-    return this.store.position(build.priority, build.seq);
+    return this.store.position(build.priority, build.seq, build.pool);
   }
 
   /** Ready queued builds (those with a position); O(1) on Redis (ZCARD). */
@@ -401,6 +435,83 @@ export class BuildQueue extends EventEmitter {
     return this.store.length().catch((err) => {
       throw asStoreError(err);
     });
+  }
+
+  /**
+   * Every known pool: its requirements, queued builds (ready or delayed), and the live workers
+   * (active or stale) whose labels satisfy it with their capacity. A pool with queued builds and no
+   * such worker is `unrunnable`: its builds wait until a matching worker starts.
+   */
+  async pools(fleet?: WorkerView[]): Promise<PoolView[]> {
+    const [backlog, workers] = await Promise.all([
+      this.store.poolBacklog().catch((err) => {
+        throw asStoreError(err);
+      }),
+      fleet ?? this.workers.list(),
+    ]);
+    const live = workers.filter((w) => w.status === "active" || w.status === "stale");
+    return backlog.map(({ pool, requires, ready: queued }) => {
+      const able = live.filter((w) => satisfies(w.labels, requires));
+      return {
+        pool,
+        requires,
+        queued,
+        workers: able.length,
+        capacity: able.reduce((n, w) => n + w.capacity, 0),
+        freeSlots: able.reduce((n, w) => n + w.freeSlots, 0),
+        unrunnable: queued > 0 && able.length === 0,
+      };
+    });
+  }
+
+  /**
+   * Estimated seconds until a queued build starts; null when it is not queued, no live worker can run
+   * it, or no build has completed yet to learn run times from. From the average run time of the
+   * strategy's recent completed builds (at least ETA_MIN_RUNS of them, else of all builds), the
+   * build's position in its pool and the pool's live capacity: a slot frees about every
+   * `average / capacity` seconds, and the builds ahead take the free slots first:
+   * `max(0, position - freeSlots) * average / capacity`, and at least its retry backoff.
+   */
+  async etaSeconds(build: Build, position: number | null, pools?: PoolView[]): Promise<number | null> {
+    if (build.status !== "queued") return null;
+    const pool = (pools ?? (await this.cachedPools())).find((p) => p.pool === build.pool);
+    if (!pool || pool.capacity === 0) return null;
+    const average = await this.averageRunSeconds(build.strategyId);
+    if (average === null) return null;
+    const backoffSeconds = Math.max(0, (build.runAt.getTime() - Date.now()) / 1000);
+    const ahead = Math.max(0, (position ?? 1) - pool.freeSlots);
+    return Math.round(Math.max(backoffSeconds, (ahead * average) / pool.capacity));
+  }
+
+  private poolsCache: { at: number; pools: Promise<PoolView[]> } | undefined;
+  private readonly runStats = new Map<string, { at: number; average: Promise<number | null> }>();
+
+  /** pools(), read at most once a second for ETAs. */
+  private cachedPools(): Promise<PoolView[]> {
+    if (!this.poolsCache || Date.now() - this.poolsCache.at > ETA_CACHE_MS / 10) {
+      const pools = this.pools();
+      pools.catch(() => {
+        this.poolsCache = undefined;
+      });
+      this.poolsCache = { at: Date.now(), pools };
+    }
+    return this.poolsCache.pools;
+  }
+
+  /** Average recent run time of a strategy (or of all builds), cached for ETA_CACHE_MS. */
+  private averageRunSeconds(strategyId: string): Promise<number | null> {
+    const cached = this.runStats.get(strategyId);
+    if (cached && Date.now() - cached.at < ETA_CACHE_MS) return cached.average;
+    const average = (async () => {
+      const own = await this.store.recentRuns(strategyId);
+      if (own.runs >= ETA_MIN_RUNS) return own.avgSeconds;
+      const all = await this.store.recentRuns(null);
+      return all.runs > 0 ? all.avgSeconds : own.runs > 0 ? own.avgSeconds : null;
+    })();
+    average.catch(() => this.runStats.delete(strategyId));
+    if (this.runStats.size > 10_000) this.runStats.clear();
+    this.runStats.set(strategyId, { at: Date.now(), average });
+    return average;
   }
 
   /** Queued builds in dispatch order (ready first, then delayed retries), from the record. */
@@ -476,7 +587,7 @@ export class BuildQueue extends EventEmitter {
       const build = await this.get(id);
       throw new InvalidStateError(id, build.status, "remove", ["queued"]);
     }
-    await this.failover.tryRedis((index) => index.remove([id]), true);
+    await this.failover.tryRedis((index) => index.remove([id], removed.pool), true);
     this.announce([removed]);
     return removed;
   }
@@ -563,7 +674,7 @@ export class BuildQueue extends EventEmitter {
     }
     const started = performance.now();
     try {
-      const claimed = await this.claims.next(workerId, count, leaseMs);
+      const claimed = await this.claims.next(workerId, count, leaseMs, parseLabels(options.labels ?? {}));
       this.announce(claimed);
       // For the HTTP API's claim and dispatch latency histograms (src/http/metrics.ts).
       if (claimed.length > 0)
@@ -651,7 +762,9 @@ export class BuildQueue extends EventEmitter {
    */
   private wakeWhenDue(delaysMs: number[]): void {
     const soonest = Math.min(...delaysMs.filter((d) => d > 0));
-    if (Number.isFinite(soonest)) setTimeout(() => this.wake.wakeAll(), soonest + 5).unref();
+    // Past a timer's range (24.8 days: a far runAt) the claimers' poll finds it instead.
+    if (Number.isFinite(soonest) && soonest < MAX_TIMER_MS)
+      setTimeout(() => this.wake.wakeAll(), soonest + 5).unref();
   }
 
   /** Why a fenced write changed nothing; an already-recorded identical write returns the build. */
@@ -785,6 +898,20 @@ function storableProgress(progress: ProgressInput): ProgressInput {
     ...(typeof phase === "string" ? { phase: storableText(phase) } : {}),
     ...(typeof message === "string" ? { message: storableText(message) } : {}),
   };
+}
+
+/** Worker labels: string values under the same key rules as a build's `requires`. */
+export function parseLabels(labels: unknown, field = "labels"): Record<string, string> {
+  if (typeof labels !== "object" || labels === null || Array.isArray(labels)) {
+    throw new ValidationError(field, "must be an object of string labels");
+  }
+  for (const [key, value] of Object.entries(labels)) {
+    if (!LABEL_KEY_PATTERN.test(key)) {
+      throw new ValidationError(`${field}.${key}`, "keys must be 1-63 letters, digits, '.', '_', '/' or '-'");
+    }
+    if (typeof value !== "string") throw new ValidationError(`${field}.${key}`, "must be a string");
+  }
+  return labels as Record<string, string>;
 }
 
 function nonNegative(field: string, value: number): number {

@@ -13,10 +13,18 @@
  * and an idle fleet costs PostgreSQL about one statement a second for it, whatever its size. The
  * turn is a Redis write, so a Redis that refuses writes (OOM, READONLY) is noticed by idle claimers
  * too, and they fail over to PostgreSQL.
+ *
+ * Routing (src/core/pools.ts): a claimer pops only from the pools whose requirements its labels
+ * include, chosen from its copy of the pool registry in Redis; the pop refuses a copy whose size is
+ * not the registry's (a pool was added since), and the claimer reads the registry again, so a pool
+ * created a moment ago is never passed over. On PostgreSQL claim_next.sql looks the pools up in
+ * build_pools. A build is never popped by a worker that cannot run it.
  */
 import type { Build, ClaimedBuild } from "../core/build.js";
 import type { Logger } from "../core/logger.js";
+import { type Requirements, satisfies } from "../core/pools.js";
 import type { BuildStore } from "../postgres/store.js";
+import type { PoolRegistry } from "../redis/index-client.js";
 import type { RedisFailover } from "./failover.js";
 
 const REFUSED_RETRY_MS = 100;
@@ -34,13 +42,33 @@ export class Claims {
     private readonly indexBuilds: (builds: { build: Build; delayMs: number }[]) => Promise<void>,
   ) {}
 
-  /** Claims up to `count` builds in dispatch order (arguments already validated). */
-  async next(workerId: string, count: number, leaseMs: number): Promise<ClaimedBuild[]> {
-    const viaRedis = await this.claimViaRedis(workerId, count, leaseMs);
+  /** This claimer's copy of the Redis pool registry (pop_for_claim.lua says when it is out of date). */
+  private registry: PoolRegistry | undefined;
+
+  /** Claims up to `count` builds in dispatch order among those `labels` can run (arguments validated). */
+  async next(
+    workerId: string,
+    count: number,
+    leaseMs: number,
+    labels: Requirements = {},
+  ): Promise<ClaimedBuild[]> {
+    const viaRedis = await this.claimViaRedis(workerId, count, leaseMs, labels);
     if (viaRedis === undefined || (viaRedis.length === 0 && (await this.fallbackTurn()))) {
-      return (await this.store.claimNext(count, workerId, leaseMs)) as ClaimedBuild[];
+      return (await this.store.claimNext(count, workerId, leaseMs, labels)) as ClaimedBuild[];
     }
     return viaRedis;
+  }
+
+  /** The pools `labels` satisfy, from the registry copy (undefined: Redis is not usable). */
+  private async poolsFor(labels: Requirements, reread: boolean): Promise<string[] | undefined> {
+    if (reread || this.registry === undefined) {
+      const read = await this.failover.tryRedis((index) => index.poolRegistry());
+      if (!read.ok) return undefined;
+      this.registry = read.value;
+    }
+    const pools: string[] = [];
+    for (const [pool, requires] of this.registry.pools) if (satisfies(labels, requires)) pools.push(pool);
+    return pools;
   }
 
   /**
@@ -57,15 +85,26 @@ export class Claims {
     workerId: string,
     count: number,
     leaseMs: number,
+    labels: Requirements,
   ): Promise<ClaimedBuild[] | undefined> {
     const claimed: ClaimedBuild[] = [];
+    let pools = await this.poolsFor(labels, false);
     // A popped id that PostgreSQL refuses (no longer queued: a stale entry) is dropped; pop again.
     for (let attempt = 0; attempt < MAX_CLAIM_ROUNDS && claimed.length < count; attempt++) {
+      if (pools === undefined) return claimed.length > 0 ? claimed : undefined;
       const want = count - claimed.length;
-      const popped = await this.failover.tryRedis((index) => index.popForClaim(want));
+      const from = pools;
+      const size = this.registry?.size ?? 0;
+      const popped = await this.failover.tryRedis((index) => index.popForClaim(want, from, size));
       if (!popped.ok) return claimed.length > 0 ? claimed : undefined;
-      if (popped.value.length === 0) break;
-      const ids = popped.value.map((p) => p.id);
+      if (popped.value === "pools changed") {
+        // A pool was registered since the copy was read (its first build just arrived): read again.
+        pools = await this.poolsFor(labels, true);
+        continue;
+      }
+      const proposals = popped.value;
+      if (proposals.length === 0) break;
+      const ids = proposals.map((p) => p.id);
       let builds: Build[];
       try {
         builds = await this.store.claimByIds(ids, workerId, leaseMs);
@@ -73,7 +112,14 @@ export class Claims {
         // The claim did not commit: the rows are still queued. Put the proposals back; a Redis fault
         // here goes to the failover like any other (the recovery's reconcile re-adds them then).
         await this.failover.tryRedis(
-          (index) => index.enqueue(popped.value.map((p) => ({ ...p, delayMs: 0 }))),
+          (index) =>
+            index.enqueue(
+              proposals.map((p) => ({
+                ...p,
+                requires: this.registry?.pools.get(p.pool) ?? {},
+                delayMs: 0,
+              })),
+            ),
           true,
         );
         // Builds claimed by an earlier round are leased to this worker: hand them out, or they would
@@ -84,8 +130,8 @@ export class Claims {
       claimed.push(...(builds as ClaimedBuild[]));
       // Not awaited: one connection keeps the order, and a lost ZREM only delays a reconcile's re-add.
       void this.failover.tryRedis((index) => index.finishClaim(ids), true);
-      if (builds.length < popped.value.length) await this.reindexRefused(popped.value, builds);
-      if (popped.value.length < want) break;
+      if (builds.length < proposals.length) await this.reindexRefused(proposals, builds);
+      if (proposals.length < want) break;
     }
     return claimed;
   }

@@ -1,9 +1,10 @@
 /**
  * Makes the Redis dispatch index equal to the queued rows in PostgreSQL (the record). A walk:
  *   1. notes a walk token in Redis (reconcile_walks);
- *   2. puts every queued row into the index (or the delayed set), idempotently, page by page;
- *   3. unless the index then holds exactly as many ids as there are queued rows, checks every id in
- *      Redis against PostgreSQL and drops those that are not queued, each page in one step: the check
+ *   2. puts every queued row into its pool's dispatch set (or delayed set), idempotently, page by page
+ *      (every pool is rebuilt, and registered in the pool registry);
+ *   3. unless the index then holds exactly as many ids as there are queued rows, checks every id of
+ *      every pool's sets in Redis against PostgreSQL and drops those that are not queued, each page in one step: the check
  *      locks the rows it finds not queued until the removal is done (removable_index_ids.sql), so a
  *      build requeued meanwhile is re-added after its removal, never before;
  *   4. sets the index marker only if the walk's token survived (certify_index.lua) and the connection
@@ -178,8 +179,11 @@ async function walkOnce(
     const entries = await store.queuedIndexPage(afterSeq, PAGE_SIZE);
     if (entries.length === 0) break;
     queued += entries.length;
+    const requires = await store.poolRequirements(entries.map((e) => e.pool));
     const page = entries.map((e) => ({
       id: e.id,
+      pool: e.pool,
+      requires: requires.get(e.pool) ?? {},
       score: encodeScore(e.priority, e.seq),
       delayMs: e.delayMs,
     }));
@@ -196,10 +200,11 @@ async function walkOnce(
     for (;;) {
       const next = await redisStep(pages.next());
       if (next.done) break;
-      await hooks.beforeCheck?.(next.value);
+      const { pool, ids: pageIds } = next.value;
+      await hooks.beforeCheck?.(pageIds);
       removed += await reconcileStore.removeNotQueued(
-        next.value,
-        (ids) => redisStep(index.remove(ids)),
+        pageIds,
+        (ids) => redisStep(index.remove(ids, pool)),
         hooks.beforeRemove,
       );
     }

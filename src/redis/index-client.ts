@@ -4,11 +4,16 @@
  * failover decides what that means.
  */
 import { Redis, type RedisOptions } from "ioredis";
+import { DEFAULT_POOL } from "../core/pools.js";
 import { lua } from "../generated/assets.js";
-import { type RedisKeys, redisKeys } from "./keys.js";
+import { type PoolKeys, poolKeys, type RedisKeys, redisKeys } from "./keys.js";
 
 export interface IndexEntry {
   id: string;
+  /** The build's pool (src/core/pools.ts). */
+  pool: string;
+  /** The pool's requirements (registered in the pool registry with its first build). */
+  requires: Record<string, string>;
   score: number;
   /** Milliseconds until the build may run (0: now), measured by PostgreSQL's clock. */
   delayMs: number;
@@ -17,29 +22,35 @@ export interface IndexEntry {
 /** How many delayed builds one claim promotes at most (bounds the script's run time). */
 const PROMOTE_LIMIT = 1000;
 
+/** The pool registry: pool id -> requirements (the default pool always there), and its raw size. */
+export interface PoolRegistry {
+  pools: Map<string, Record<string, string>>;
+  size: number;
+}
+
+/** An id popped for a claim, with its dispatch score and its pool. */
+export interface PoppedEntry {
+  id: string;
+  score: number;
+  pool: string;
+}
+
 interface ScriptCommands {
   oculusEnqueue(
     k1: string,
     k2: string,
     k3: string,
     k4: string,
+    k5: string,
     ...argv: (string | number)[]
   ): Promise<number>;
-  oculusPopForClaim(
-    k1: string,
-    k2: string,
-    k3: string,
-    k4: string,
-    k5: string,
-    count: number,
-    promoteLimit: number,
-  ): Promise<string[]>;
+  oculusPopForClaim(numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<string[]>;
   oculusRemove(k1: string, k2: string, k3: string, ...ids: string[]): Promise<number>;
   oculusWorkerHeartbeat(k1: string, workerId: string): Promise<number>;
   oculusWorkerAges(k1: string, ...workerIds: string[]): Promise<number[]>;
   oculusQueuePosition(k1: string, k2: string, id: string): Promise<[number | null, number]>;
   oculusCertifyIndex(k1: string, k2: string, token: string, marker: string): Promise<number>;
-  oculusIndexCounts(k1: string, k2: string, k3: string, windowMs: number): Promise<number[]>;
+  oculusIndexCounts(numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<number[]>;
 }
 
 export type ScriptedRedis = Redis & ScriptCommands;
@@ -62,14 +73,15 @@ export function redisOptions(extra: RedisOptions = {}): RedisOptions {
 
 export function connectRedis(url: string, extra: RedisOptions = {}): ScriptedRedis {
   const redis = new Redis(url, redisOptions(extra)) as ScriptedRedis;
-  redis.defineCommand("oculusEnqueue", { numberOfKeys: 4, lua: lua.enqueue });
-  redis.defineCommand("oculusPopForClaim", { numberOfKeys: 5, lua: lua.pop_for_claim });
+  redis.defineCommand("oculusEnqueue", { numberOfKeys: 5, lua: lua.enqueue });
+  // Variable key counts (one pair per pool): the caller passes the number of keys first.
+  redis.defineCommand("oculusPopForClaim", { lua: lua.pop_for_claim });
   redis.defineCommand("oculusRemove", { numberOfKeys: 3, lua: lua.remove });
   redis.defineCommand("oculusQueuePosition", { numberOfKeys: 2, lua: lua.queue_position });
   redis.defineCommand("oculusWorkerHeartbeat", { numberOfKeys: 1, lua: lua.worker_heartbeat });
   redis.defineCommand("oculusWorkerAges", { numberOfKeys: 1, lua: lua.worker_ages });
   redis.defineCommand("oculusCertifyIndex", { numberOfKeys: 2, lua: lua.certify_index });
-  redis.defineCommand("oculusIndexCounts", { numberOfKeys: 3, lua: lua.index_counts });
+  redis.defineCommand("oculusIndexCounts", { lua: lua.index_counts });
   return redis;
 }
 
@@ -83,36 +95,82 @@ export class RedisIndex {
     this.keys = redisKeys(prefix);
   }
 
-  /**
-   * Adds builds (ready or delayed); returns how many were new. Publishes a wake-up for ready ones.
-   * `protectClaimsMs` > 0 (the reconciler) skips builds popped for a claim less than that long ago.
-   */
-  async enqueue(entries: IndexEntry[], protectClaimsMs = 0): Promise<number> {
-    if (entries.length === 0) return 0;
-    const argv: (string | number)[] = [this.keys.wakeChannel, protectClaimsMs];
-    for (const e of entries) argv.push(e.id, e.score, Math.max(0, Math.ceil(e.delayMs)));
-    const { buildQueue, delayedQueue, delayedScores, claiming } = this.keys;
-    return this.redis.oculusEnqueue(buildQueue, delayedQueue, delayedScores, claiming, ...argv);
+  /** The dispatch set and delayed set of a pool. */
+  poolKeys(pool: string): PoolKeys {
+    return poolKeys(this.keys, pool);
   }
 
   /**
-   * Pops up to `count` ids in dispatch order (after promoting due delayed builds) and notes them as
-   * being claimed; call finishClaim once the PostgreSQL claim has committed or failed.
+   * Adds builds (ready or delayed) to their pools' sets; returns how many were new. Publishes a
+   * wake-up for ready ones. `protectClaimsMs` > 0 (the reconciler) skips builds popped for a claim
+   * less than that long ago. One script call per pool (each call is atomic for its pool).
    */
-  async popForClaim(count: number): Promise<{ id: string; score: number }[]> {
-    const { buildQueue, delayedQueue, delayedScores, claiming, indexMarker } = this.keys;
-    const flat = await this.redis.oculusPopForClaim(
-      buildQueue,
-      delayedQueue,
-      delayedScores,
-      claiming,
-      indexMarker,
-      count,
-      PROMOTE_LIMIT,
-    );
-    const out: { id: string; score: number }[] = [];
-    for (let i = 0; i + 1 < flat.length; i += 2)
-      out.push({ id: flat[i] as string, score: Number(flat[i + 1]) });
+  async enqueue(entries: IndexEntry[], protectClaimsMs = 0): Promise<number> {
+    const byPool = new Map<string, IndexEntry[]>();
+    for (const e of entries) {
+      const list = byPool.get(e.pool);
+      if (list) list.push(e);
+      else byPool.set(e.pool, [e]);
+    }
+    let added = 0;
+    for (const [pool, poolEntries] of byPool) {
+      const argv: (string | number)[] = [
+        this.keys.wakeChannel,
+        protectClaimsMs,
+        pool,
+        JSON.stringify(poolEntries[0]?.requires ?? {}),
+      ];
+      for (const e of poolEntries) argv.push(e.id, e.score, Math.max(0, Math.ceil(e.delayMs)));
+      const { queue, delayed } = this.poolKeys(pool);
+      const { delayedScores, claiming, pools } = this.keys;
+      added += await this.redis.oculusEnqueue(queue, delayed, delayedScores, claiming, pools, ...argv);
+    }
+    return added;
+  }
+
+  /** Every pool in the registry (pool id -> requirements), the default pool always among them. */
+  async pools(): Promise<Map<string, Record<string, string>>> {
+    return (await this.poolRegistry()).pools;
+  }
+
+  /** The pool registry, and how many entries it held (what popForClaim checks its copy against). */
+  async poolRegistry(): Promise<PoolRegistry> {
+    const raw = await this.redis.hgetall(this.keys.pools);
+    const out = new Map<string, Record<string, string>>([[DEFAULT_POOL, {}]]);
+    for (const [pool, requires] of Object.entries(raw)) {
+      try {
+        out.set(pool, JSON.parse(requires) as Record<string, string>);
+      } catch {
+        // written by hand: a pool nobody can be matched against
+      }
+    }
+    return { pools: out, size: Object.keys(raw).length };
+  }
+
+  /**
+   * Pops up to `count` ids in dispatch order across `pools` (after promoting due delayed builds) and
+   * notes them as being claimed; call finishClaim once the PostgreSQL claim has committed or failed.
+   * `registrySize` is the size of the registry `pools` were chosen from: "pools changed" (nothing
+   * popped) when the registry has changed since, so that the caller chooses again.
+   */
+  async popForClaim(
+    count: number,
+    pools: string[],
+    registrySize: number,
+  ): Promise<PoppedEntry[] | "pools changed"> {
+    const { delayedScores, claiming, indexMarker } = this.keys;
+    const keys = [delayedScores, claiming, indexMarker, this.keys.pools];
+    for (const pool of pools) {
+      const k = this.poolKeys(pool);
+      keys.push(k.queue, k.delayed);
+    }
+    const flat = await this.redis.oculusPopForClaim(keys.length, ...keys, count, PROMOTE_LIMIT, registrySize);
+    if (flat.length === 1 && flat[0] === "OCULUS_POOLS_CHANGED") return "pools changed";
+    const out: PoppedEntry[] = [];
+    for (let i = 0; i + 2 < flat.length; i += 3) {
+      const pool = pools[Number(flat[i + 2]) - 1] ?? DEFAULT_POOL;
+      out.push({ id: flat[i] as string, score: Number(flat[i + 1]), pool });
+    }
     return out;
   }
 
@@ -127,41 +185,59 @@ export class RedisIndex {
     await this.redis.zremrangebyscore(this.keys.claiming, "-inf", `(${nowMs - olderThanMs}`);
   }
 
-  async remove(ids: string[]): Promise<number> {
+  /** Removes builds of one pool from its sets. */
+  async remove(ids: string[], pool: string = DEFAULT_POOL): Promise<number> {
     if (ids.length === 0) return 0;
-    const { buildQueue, delayedQueue, delayedScores } = this.keys;
-    return this.redis.oculusRemove(buildQueue, delayedQueue, delayedScores, ...ids);
+    const { queue, delayed } = this.poolKeys(pool);
+    return this.redis.oculusRemove(queue, delayed, this.keys.delayedScores, ...ids);
   }
 
-  /** 1-based position (null when not in the ready index) and the index length, O(log n). */
-  async position(id: string): Promise<{ position: number | null; length: number }> {
+  /** 1-based position in its pool (null when not in the pool's ready set) and the pool's length, O(log n). */
+  async position(
+    id: string,
+    pool: string = DEFAULT_POOL,
+  ): Promise<{ position: number | null; length: number }> {
     const [position, length] = await this.redis.oculusQueuePosition(
-      this.keys.buildQueue,
+      this.poolKeys(pool).queue,
       this.keys.indexMarker,
       id,
     );
     return { position: position === null ? null : Number(position), length: Number(length) };
   }
 
+  /** Ready and delayed ids over every pool. */
   async length(): Promise<{ ready: number; delayed: number }> {
-    const [ready, delayed] = await Promise.all([
-      this.redis.zcard(this.keys.buildQueue),
-      this.redis.zcard(this.keys.delayedQueue),
-    ]);
+    const { ready, delayed } = await this.counts(0);
     return { ready, delayed };
   }
 
-  /** Walks every id in both sets in pages (ZSCAN), for the reconciler. */
-  async *scanIds(pageSize: number): AsyncGenerator<string[]> {
-    for (const key of [this.keys.buildQueue, this.keys.delayedQueue]) {
-      let cursor = "0";
-      do {
-        const [next, flat] = await this.redis.zscan(key, cursor, "COUNT", pageSize);
-        cursor = next;
-        const ids: string[] = [];
-        for (let i = 0; i < flat.length; i += 2) ids.push(flat[i] as string);
-        if (ids.length > 0) yield ids;
-      } while (cursor !== "0");
+  /** Ready and delayed ids of each pool in the registry. */
+  async poolLengths(): Promise<Map<string, { ready: number; delayed: number }>> {
+    const pools = [...(await this.pools()).keys()];
+    const counts = await Promise.all(
+      pools.map(async (pool) => {
+        const { queue, delayed } = this.poolKeys(pool);
+        const [r, d] = await Promise.all([this.redis.zcard(queue), this.redis.zcard(delayed)]);
+        return [pool, { ready: r, delayed: d }] as const;
+      }),
+    );
+    return new Map(counts);
+  }
+
+  /** Walks every id in every pool's sets in pages (ZSCAN), for the reconciler. */
+  async *scanIds(pageSize: number): AsyncGenerator<{ pool: string; ids: string[] }> {
+    for (const pool of (await this.pools()).keys()) {
+      const { queue, delayed } = this.poolKeys(pool);
+      for (const key of [queue, delayed]) {
+        let cursor = "0";
+        do {
+          const [next, flat] = await this.redis.zscan(key, cursor, "COUNT", pageSize);
+          cursor = next;
+          const ids: string[] = [];
+          for (let i = 0; i < flat.length; i += 2) ids.push(flat[i] as string);
+          if (ids.length > 0) yield { pool, ids };
+        } while (cursor !== "0");
+      }
     }
   }
 
@@ -209,11 +285,14 @@ export class RedisIndex {
    * instant (the drift check).
    */
   async counts(claimWindowMs: number): Promise<{ ready: number; delayed: number; claiming: number }> {
-    const { buildQueue, delayedQueue, claiming } = this.keys;
+    const keys = [this.keys.claiming];
+    for (const pool of (await this.pools()).keys()) {
+      const k = this.poolKeys(pool);
+      keys.push(k.queue, k.delayed);
+    }
     const [ready, delayed, inFlight] = await this.redis.oculusIndexCounts(
-      buildQueue,
-      delayedQueue,
-      claiming,
+      keys.length,
+      ...keys,
       claimWindowMs,
     );
     return { ready: Number(ready), delayed: Number(delayed), claiming: Number(inFlight) };

@@ -25,6 +25,9 @@ export interface RedisKeys {
   claimFallbackGate: string;
   /** Sorted set: worker id -> last heartbeat (epoch ms, Redis clock). */
   workerHeartbeats: string;
+  /** Hash: pool id -> its requirements (JSON): every pool that has had a build in the index. Claimers
+   * read it to find the pools their labels satisfy; the reconciler walks every pool in it. */
+  pools: string;
   /** Pub/sub channel: a build id, asked to stop. */
   stopChannel: string;
   /** Pub/sub channel: "there is work", published when builds enter the index. */
@@ -44,8 +47,27 @@ export function redisKeys(prefix: string): RedisKeys {
     writeProbe: `${prefix}:write_probe`,
     claimFallbackGate: `${prefix}:claim_fallback_gate`,
     workerHeartbeats: `${prefix}:worker_heartbeats`,
+    pools: `${prefix}:pools`,
     stopChannel: `${prefix}:stop`,
     wakeChannel: `${prefix}:wake`,
     eventsChannel: `${prefix}:events`,
   };
+}
+
+/** The dispatch set and the delayed set of one pool (src/core/pools.ts). */
+export interface PoolKeys {
+  /** Sorted set: the pool's ready queued build ids, scored by encodeScore(priority, seq). */
+  queue: string;
+  /** Sorted set: the pool's queued build ids waiting out a retry backoff, scored by run time. */
+  delayed: string;
+}
+
+/**
+ * The default pool (no requirements) keeps the platform's key `oculus:build_queue`; every other pool
+ * has its own pair, `oculus:build_queue:<pool id>` and `oculus:build_delayed:<pool id>` (same prefix,
+ * so on Redis Cluster a hash-tag prefix keeps them in the queue's slot).
+ */
+export function poolKeys(keys: RedisKeys, pool: string): PoolKeys {
+  if (pool === "default") return { queue: keys.buildQueue, delayed: keys.delayedQueue };
+  return { queue: `${keys.buildQueue}:${pool}`, delayed: `${keys.delayedQueue}:${pool}` };
 }

@@ -18,7 +18,7 @@ import { type ClaimedBuild, type ProgressInput, parseResult } from "../core/buil
 import { OculusError, StaleLeaseError, ValidationError } from "../core/errors.js";
 import { type Logger, silentLogger } from "../core/logger.js";
 import type { HeldStatus } from "../postgres/worker-store.js";
-import type { BuildQueue } from "../queue/build-queue.js";
+import { type BuildQueue, parseLabels } from "../queue/build-queue.js";
 import { runClaimLoop } from "./claim-loop.js";
 import { fencePolicy, LeaseFence } from "./fence.js";
 import { type BuildRef, type HeartbeatAnswer, Heartbeats } from "./heartbeats.js";
@@ -48,6 +48,7 @@ export interface WorkerOptions {
   id?: string;
   /** Builds run at once (default 1). */
   capacity?: number;
+  /** This worker's labels: it claims only builds whose `requires` they include (default {}: builds without requirements). */
   labels?: Record<string, string>;
   version?: string;
   /** On shutdown, how long running builds may take to finish before they are stopped and handed back (default 30 s). */
@@ -58,6 +59,12 @@ export interface WorkerOptions {
    * handed back only once its handler has ended; one that has not is left to the reaper.
    */
   abortWaitMs?: number;
+  /**
+   * Default limit of a build's run, in seconds, for builds submitted without `timeoutSeconds`
+   * (default: none). Past it the handler's signal aborts (a build command gets SIGTERM, then SIGKILL
+   * after its grace period) and the build fails, saying it timed out (retried like any failure).
+   */
+  buildTimeoutSeconds?: number;
   logger?: Logger;
 }
 
@@ -68,7 +75,7 @@ export interface WorkerOptions {
 export class BuildAbandoned extends Error {
   constructor(
     readonly buildId: string,
-    readonly why: "lease lost" | "worker shutdown" | "stopped" | "fenced",
+    readonly why: "lease lost" | "worker shutdown" | "stopped" | "fenced" | "timed out",
     readonly graceMs?: number,
     detail?: string,
   ) {
@@ -167,6 +174,11 @@ export class Worker extends EventEmitter {
     if (!Number.isInteger(this.capacity) || this.capacity < 1) {
       throw new OculusError("invalid_input", 400, "capacity: must be a positive integer");
     }
+    parseLabels(options.labels ?? {});
+    const timeout = options.buildTimeoutSeconds;
+    if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 1)) {
+      throw new OculusError("invalid_input", 400, "buildTimeoutSeconds: must be a positive integer");
+    }
   }
 
   /** Builds whose handler runs now (a finished build whose result is still being written is not counted). */
@@ -233,7 +245,7 @@ export class Worker extends EventEmitter {
   /** Claims builds; each is held (named by the heartbeats, watched by the fence) from now on. */
   private async claim(count: number): Promise<ClaimedBuild[]> {
     const sentAt = monotonicMs();
-    const builds = await this.queue.claim(this.id, count);
+    const builds = await this.queue.claim(this.id, count, { labels: this.options.labels ?? {} });
     for (const build of builds) {
       this.held.set(build.id, { id: build.id, lease: build.lease });
       this.fence?.claimed(build, sentAt);
@@ -255,6 +267,11 @@ export class Worker extends EventEmitter {
     shipper.start(build.retryCount + 1, this.id);
     const started = performance.now();
     let outcome: RunOutcome = "failed";
+    const timeoutSeconds = build.timeoutSeconds ?? this.options.buildTimeoutSeconds;
+    const timer =
+      timeoutSeconds === undefined
+        ? undefined
+        : setTimeout(() => this.timedOut(entry, timeoutSeconds), timeoutSeconds * 1000);
     try {
       const value = await this.options.handler({
         build,
@@ -270,15 +287,21 @@ export class Worker extends EventEmitter {
       return { value, logTail: logText(entry) };
     } catch (err) {
       const abandoned = abandonedFor(controller.signal);
-      outcome = abandoned === undefined ? "failed" : abandoned === "stopped" ? "stopped" : "abandoned";
+      outcome =
+        abandoned === undefined || abandoned === "timed out"
+          ? "failed"
+          : abandoned === "stopped"
+            ? "stopped"
+            : "abandoned";
       const message = err instanceof Error ? err.message : String(err);
       const lastLines = entry.logTail.slice(-ERROR_TAIL_LINES);
       const tail = lastLines.length > 0 ? `\n--- last output ---\n${lastLines.join("\n")}` : "";
       const reason =
         controller.signal.reason instanceof BuildAbandoned ? controller.signal.reason : undefined;
-      const cause = reason?.why === "fenced" ? `${reason.message}; ` : "";
+      const cause = reason?.why === "fenced" || reason?.why === "timed out" ? `${reason.message}; ` : "";
       throw new HandlerFailure(`${cause}${message}${tail}`, logText(entry), abandoned);
     } finally {
+      clearTimeout(timer);
       // The log is complete before the result is reported (a log reader that sees the build end
       // has all of its output). A run that lost its build cannot write: no wait for it.
       const lost = abandonedFor(controller.signal);
@@ -382,6 +405,14 @@ export class Worker extends EventEmitter {
       if (!status) this.abandon(entry, "lease lost");
       else if (status.stopRequested) this.abandon(entry, "stopped");
     }
+  }
+
+  /** The build ran past its timeout: its signal aborts (a command gets SIGTERM, then SIGKILL), and it fails. */
+  private timedOut(entry: RunningBuild, seconds: number): void {
+    if (entry.controller.signal.aborted) return;
+    const detail = `ran longer than its timeout of ${seconds} s`;
+    this.logger.warn({ buildId: entry.build.id, timeoutSeconds: seconds }, "build timed out");
+    entry.controller.abort(new BuildAbandoned(entry.build.id, "timed out", undefined, detail));
   }
 
   /** The fence fired: no heartbeat acknowledged for too long; the build stops before its lease can lapse. */

@@ -41,6 +41,8 @@ export interface WorkerProcessOptions {
   heartbeatMs?: number;
   deadAfterMs?: number;
   reaperMs?: number;
+  /** The worker's labels (routing). */
+  labels?: Record<string, string>;
 }
 
 const all = new Set<WorkerProcess>();
@@ -98,6 +100,7 @@ export class WorkerProcess {
     ];
     if (options.redisUrl) argv.push("--redis-url", options.redisUrl);
     if (options.drainMs !== undefined) argv.push("--drain-ms", String(options.drainMs));
+    if (options.labels) argv.push("--labels", JSON.stringify(options.labels));
     const child = spawn(process.execPath, ["--import", "tsx", script, ...argv], {
       cwd: root,
       stdio: ["pipe", "pipe", "pipe"],
@@ -261,7 +264,7 @@ export async function openFleetQueue(
   expect(opened.queue.mode).toBe(mode);
   const start = (
     workerId: string,
-    extra: Pick<WorkerProcessOptions, "capacity" | "drainMs" | "reaperMs"> = {},
+    extra: Pick<WorkerProcessOptions, "capacity" | "drainMs" | "reaperMs" | "labels"> = {},
   ) =>
     WorkerProcess.start({
       workerId,

@@ -22,7 +22,7 @@
  * build's first run (retryCount 0).
  *
  * Arguments: --schema --prefix --database-url [--redis-url] --worker-id [--capacity 1] [--drain-ms]
- * [--heartbeat-ms 200] [--dead-after-ms 1500] [--reaper-ms 200]. The schema must exist (migrated).
+ * [--heartbeat-ms 200] [--dead-after-ms 1500] [--reaper-ms 200] [--labels '{"gpu":"true"}']. The schema must exist (migrated).
  * The process exits when its stdin closes (the parent died), so no orphan outlives a crashed test.
  */
 import { Writable } from "node:stream";
@@ -44,6 +44,7 @@ const { values: args } = parseArgs({
     "heartbeat-ms": { type: "string", default: "200" },
     "dead-after-ms": { type: "string", default: "1500" },
     "reaper-ms": { type: "string", default: "200" },
+    labels: { type: "string", default: "{}" },
   },
 });
 
@@ -94,6 +95,7 @@ let running = 0;
 const worker = new Worker(queue, {
   id: workerId,
   capacity: Number(args.capacity),
+  labels: JSON.parse(args.labels ?? "{}") as Record<string, string>,
   drainMs: args["drain-ms"] ? Number(args["drain-ms"]) : undefined,
   logger,
   handler: async (ctx) => {

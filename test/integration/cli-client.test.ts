@@ -165,6 +165,31 @@ describe("oculus client commands", () => {
     expect(json.build.strategyId).toBe(evil);
   });
 
+  it("submits with --require and --timeout; status shows the requirements (no worker has them: no ETA)", async () => {
+    const submitted = await oculus([
+      "submit",
+      "--strategy",
+      "cli-gpu",
+      "--require",
+      "gpu=true",
+      "--require",
+      "arch=arm64",
+      "--timeout",
+      "600",
+      "--json",
+    ]);
+    expect(submitted.code).toBe(0);
+    const { build, etaSeconds } = JSON.parse(submitted.stdout);
+    expect(build).toMatchObject({ requires: { gpu: "true", arch: "arm64" }, timeoutSeconds: 600 });
+    expect(etaSeconds).toBeNull();
+    const status = await oculus(["status", build.id]);
+    expect(status.stdout).toMatch(/requires\s+gpu=true arch=arm64/);
+    const bad = await oculus(["submit", "--strategy", "x", "--require", "gpu"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--require: expected key=value/);
+    await oculus(["stop", build.id]);
+  });
+
   it("says clearly what went wrong", async () => {
     const notFound = await oculus(["status", "00000000-0000-4000-8000-000000000000"]);
     expect(notFound.code).toBe(1);

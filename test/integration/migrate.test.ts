@@ -63,11 +63,13 @@ describe("migrations", () => {
   it("0008 takes builds waiting out a retry backoff out of the dispatch index", async () => {
     const { BuildQueue } = await import("../../src/index.js");
     const own = `${schema}_d`;
-    const queue = await BuildQueue.open({
-      databaseUrl: TEST_DATABASE_URL,
-      schema: own,
-      backoff: { baseDelayMs: 3_600_000, maxDelayMs: 3_600_000 },
-    });
+    const open = () =>
+      BuildQueue.open({
+        databaseUrl: TEST_DATABASE_URL,
+        schema: own,
+        backoff: { baseDelayMs: 3_600_000, maxDelayMs: 3_600_000 },
+      });
+    let queue = await open();
     try {
       const [retried, ready] = await queue.submitMany([
         { strategyId: "a", priority: 5 },
@@ -93,6 +95,10 @@ describe("migrations", () => {
       );
       const report = await migrate(queue.store.db);
       expect(report.applied.map((m) => m.version)).toEqual([8]);
+      // Re-adding the column moved it after the later migrations' columns: statements prepared on the
+      // old connections would refuse the new row type ("cached plan must not change result type").
+      await queue.close();
+      queue = await open();
       const flags = await sql<{ id: string; delayed: boolean }>(
         own,
         "SELECT id, delayed FROM builds ORDER BY seq",

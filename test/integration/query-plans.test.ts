@@ -236,7 +236,7 @@ describe("query plans at scale (generic plans)", () => {
   }
 
   it("a claim reads no delayed retry (50,000 of them ahead in dispatch order)", async () => {
-    const nodes = await genericPlan(queries.claim_next, [1, "w-plan", 60_000], true);
+    const nodes = await genericPlan(queries.claim_next, [1, "w-plan", 60_000, "{}"], true);
     const removed = nodes.reduce((sum, n) => sum + Number(n["Rows Removed by Filter"] ?? 0), 0);
     expect(removed).toBeLessThan(10);
     const builds = nodes.filter(
@@ -263,18 +263,27 @@ describe("query plans at scale (generic plans)", () => {
           due.rows.map((r) => r.id),
         ])
       ).rows.map((r) => r.id);
-      const first = await client.query<{ id: string }>(queries.claim_next, [2, "w", 60_000]);
+      const first = await client.query<{ id: string }>(queries.claim_next, [2, "w", 60_000, "{}"]);
       expect(first.rows.map((r) => r.id)).toEqual(dueIds.slice(0, 2));
       const promoted = await client.query<{ n: number }>(
         "SELECT count(*)::int AS n FROM builds WHERE id = ANY($1) AND status = 'queued' AND NOT delayed",
         [dueIds],
       );
       expect(promoted.rows[0]?.n).toBe(3);
-      const next = await client.query<{ id: string; priority: number }>(queries.claim_next, [5, "w", 60_000]);
+      const next = await client.query<{ id: string; priority: number }>(queries.claim_next, [
+        5,
+        "w",
+        60_000,
+        "{}",
+      ]);
       expect(next.rows.map((r) => r.id).slice(0, 3)).toEqual(dueIds.slice(2));
       expect(next.rows.slice(3).map((r) => r.priority)).toEqual([0, 0]);
       // Position on the PostgreSQL path counts the due-but-not-promoted with the ready ones.
-      const position = await client.query<{ position: number }>(queries.queue_position, [0, DELAYED + READY]);
+      const position = await client.query<{ position: number }>(queries.queue_position, [
+        0,
+        DELAYED + READY,
+        "default",
+      ]);
       expect(position.rows[0]?.position).toBe(READY - 2);
     } finally {
       await client.query("ROLLBACK");

@@ -99,6 +99,14 @@ describe("oculus worker --command", () => {
     expect(failed.logTail).toContain("loss is NaN");
   });
 
+  it("runs builds whose requires its --label pairs include, and never others", async () => {
+    const { build: theirs } = await queue.submit({ strategyId: "needs-a100", requires: { gpu: "a100" } });
+    const { build: ours } = await queue.submit({ strategyId: "needs-none", requires: { gpu: "none" } });
+    await eventually(async () => (await queue.get(ours.id)).status === "completed", 30_000);
+    expect((await queue.get(theirs.id)).status).toBe("queued");
+    await queue.remove(theirs.id);
+  });
+
   it("shows in the fleet with its capacity and labels, and stops gracefully on SIGTERM", async () => {
     const [listed] = await queue.workers.list();
     expect(listed).toMatchObject({ capacity: 2, labels: { gpu: "none" }, status: "active" });

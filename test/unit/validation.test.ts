@@ -19,6 +19,7 @@ describe("submit validation", () => {
       priority: 0,
       params: {},
       maxRetries: 3,
+      requires: {},
     });
   });
 

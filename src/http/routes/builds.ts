@@ -38,8 +38,10 @@ export function buildRoutes(app: ApiApp, { queue }: RouteContext): void {
       },
     },
     async (request, reply) => {
-      const { build, created, position } = await queue.submit(request.body, { actor: actorOf(request) });
-      return reply.status(created ? 201 : 200).send({ build: toApiBuild(build), position });
+      const { build, created, position, etaSeconds } = await queue.submit(request.body, {
+        actor: actorOf(request),
+      });
+      return reply.status(created ? 201 : 200).send({ build: toApiBuild(build), position, etaSeconds });
     },
   );
 
@@ -58,7 +60,8 @@ export function buildRoutes(app: ApiApp, { queue }: RouteContext): void {
     async (request) => {
       const build = await queue.get(request.params.id);
       const position = build.status === "queued" ? await queue.positionOf(build) : null;
-      return { build: toApiBuildDetail(build), position };
+      const etaSeconds = await queue.etaSeconds(build, position);
+      return { build: toApiBuildDetail(build), position, etaSeconds };
     },
   );
 

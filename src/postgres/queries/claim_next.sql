@@ -1,4 +1,9 @@
--- claim_next: the PostgreSQL path's claim, in dispatch order (priority first, then submit order).
+-- claim_next: the PostgreSQL path's claim, in dispatch order (priority first, then submit order),
+-- among the pools whose requirements the worker's labels include (migration 0010).
+-- The pools come from the registry (build_pools, `requires <@ labels`); each pool's head is read
+-- through builds_pool_dispatch_idx (pool, priority DESC, seq), at most $1 rows per pool, and the best
+-- $1 of them are taken: exact order among the builds this worker can run, and no read of the builds
+-- of pools it cannot run (a GPU backlog costs a CPU worker nothing).
 -- SKIP LOCKED lets concurrent claimers take different rows without waiting on each other.
 -- Builds waiting out a retry backoff are not in the dispatch index (migration 0008), so a claim reads
 -- only ready builds, however many retries wait. Those whose time has come ("due": one probe of
@@ -9,17 +14,25 @@
 -- $1 integer: how many builds at most
 -- $2 text:    worker id
 -- $3 integer: lease duration, ms (the worker's heartbeats extend it; the reaper requeues past it)
-WITH due AS (
+-- $4 jsonb:   the worker's labels ({} runs only builds without requirements)
+WITH pools AS (
+  SELECT id FROM build_pools WHERE requires <@ $4::jsonb
+),
+due AS (
   SELECT id, priority, seq FROM builds
-  WHERE status = 'queued' AND delayed AND run_at <= now()
+  WHERE status = 'queued' AND delayed AND run_at <= now() AND pool IN (SELECT id FROM pools)
   FOR UPDATE SKIP LOCKED
 ),
 ready AS (
-  SELECT id, priority, seq FROM builds
-  WHERE status = 'queued' AND NOT delayed
-  ORDER BY priority DESC, seq
-  LIMIT $1
-  FOR UPDATE SKIP LOCKED
+  SELECT r.id, r.priority, r.seq
+  FROM pools p
+  CROSS JOIN LATERAL (
+    SELECT id, priority, seq FROM builds
+    WHERE status = 'queued' AND NOT delayed AND pool = p.id
+    ORDER BY priority DESC, seq
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+  ) r
 ),
 picked AS (
   SELECT c.id FROM (SELECT * FROM due UNION ALL SELECT * FROM ready) c

@@ -1,12 +1,14 @@
--- queue_position: the PostgreSQL path's 1-based position of a ready queued build: the ready queued
--- builds ahead of it in dispatch order, plus one. (The Redis path answers with ZRANK in O(log n).)
+-- queue_position: the PostgreSQL path's 1-based position of a ready queued build within its pool
+-- (migration 0010): the ready queued builds of the pool ahead of it in dispatch order, plus one.
+-- (The Redis path answers with ZRANK on the pool's dispatch set in O(log n).)
 -- Ready: in the dispatch index, or delayed and due but not yet promoted by a claim (migration 0008).
 -- $1 integer: the build's priority
 -- $2 bigint:  the build's sequence number
+-- $3 text:    the build's pool
 SELECT (SELECT count(*) FROM builds
-        WHERE status = 'queued' AND NOT delayed
+        WHERE status = 'queued' AND NOT delayed AND pool = $3
           AND (priority > $1 OR (priority = $1 AND seq < $2)))::integer
      + (SELECT count(*) FROM builds
-        WHERE status = 'queued' AND delayed AND run_at <= now()
+        WHERE status = 'queued' AND delayed AND run_at <= now() AND pool = $3
           AND (priority > $1 OR (priority = $1 AND seq < $2)))::integer
      + 1 AS position

@@ -1,20 +1,24 @@
 --[[
-  enqueue: put queued builds into the dispatch index (or the delayed set while they wait out a retry
-  backoff), then publish one wake-up if any became ready. Idempotent: re-adding a build with the same
-  score changes nothing, so the reconciler and retries may call it freely.
+  enqueue: put queued builds of one pool into its dispatch set (or its delayed set while they wait out
+  a retry backoff), register the pool in the pool registry, then publish one wake-up if any became
+  ready. Idempotent: re-adding a build with the same score changes nothing, so the reconciler and
+  retries may call it freely.
 
   With a protection window (the reconciler's calls), a build that a claimer popped less than that
   long ago (it is in build_claiming) is skipped: its claim is being committed, and re-adding it would
   leave a stale entry that skews positions. A build popped longer ago than the window belongs to a
   claimer that died before its commit: it is re-added (and leaves build_claiming).
 
-  KEYS[1] build_queue       sorted set, score = dispatch score
-  KEYS[2] build_delayed     sorted set, score = run time (epoch ms, Redis clock)
-  KEYS[3] delayed_scores    hash, id -> dispatch score
-  KEYS[4] build_claiming    sorted set, id -> time popped for a claim (epoch ms)
+  KEYS[1] build_queue[:pool]    sorted set, the pool's dispatch set, score = dispatch score
+  KEYS[2] build_delayed[:pool]  sorted set, the pool's delayed set, score = run time (epoch ms, Redis clock)
+  KEYS[3] delayed_scores        hash, id -> dispatch score
+  KEYS[4] build_claiming        sorted set, id -> time popped for a claim (epoch ms)
+  KEYS[5] pools                 hash, pool id -> requirements (JSON): the registry of known pools
   ARGV[1] wake channel
   ARGV[2] protection window, ms (0: add every build, as submits and requeues do)
-  ARGV[3..] triples: build id, dispatch score, delay in ms before it may run (0 = ready now).
+  ARGV[3] pool id
+  ARGV[4] the pool's requirements, JSON
+  ARGV[5..] triples: build id, dispatch score, delay in ms before it may run (0 = ready now).
             A delay, not a time: PostgreSQL computes it against its own clock, and Redis adds it
             to its own, so the two servers' clocks never need to agree.
 
@@ -23,9 +27,10 @@
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[2])
+redis.call('HSETNX', KEYS[5], ARGV[3], ARGV[4])
 local added = 0
 local ready = 0
-for i = 3, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local id, score, delay = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local popped_at = redis.call('ZSCORE', KEYS[4], id)
   if window > 0 and popped_at and now_ms - tonumber(popped_at) < window then

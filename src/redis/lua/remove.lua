@@ -1,9 +1,9 @@
 --[[
-  remove: take builds out of the dispatch index and the delayed set (stopped, or found not queued by
-  the reconciler).
+  remove: take builds out of one pool's dispatch set and delayed set (stopped, or found not queued
+  by the reconciler).
 
-  KEYS[1] build_queue
-  KEYS[2] build_delayed
+  KEYS[1] build_queue[:pool]
+  KEYS[2] build_delayed[:pool]
   KEYS[3] delayed_scores
   ARGV[1..] build ids
 
