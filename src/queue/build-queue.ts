@@ -79,6 +79,11 @@ export interface BuildQueueOptions extends Partial<Config> {
 /** The build event stream (see BuildQueue.events). */
 export interface EventStream {
   subscribe(options?: SubscribeOptions): AsyncGenerator<StreamItem>;
+  /**
+   * Throws ResumeTooOldError when resuming after `lastEventId` would replay more than `maxEvents`
+   * events (the HTTP API's resume cap); see EventHub.checkResume.
+   */
+  checkResume(options: Omit<SubscribeOptions, "signal">, maxEvents: number): Promise<void>;
   /** The newest event id this process has read and dispatched (it stays put while nobody subscribes). */
   position(): number;
 }
@@ -527,6 +532,10 @@ export class BuildQueue extends EventEmitter {
    */
   readonly events: EventStream = {
     subscribe: (options: SubscribeOptions = {}) => this.hub.subscribe(options),
+    checkResume: (options, maxEvents) =>
+      this.hub.checkResume(options, maxEvents).catch((err) => {
+        throw asStoreError(err);
+      }),
     position: () => this.hub.position,
   };
 
