@@ -25,6 +25,10 @@ import { dropSchema, sql, uniqueSchema } from "../helpers/postgres.js";
 import { eventually } from "../helpers/queue.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
 
+interface ErrorBody {
+  error: { code: string; message: string; oldestEventId?: string };
+}
+
 /** Catch-up page queries of every build's stream (events_between_all.sql) run by this process. */
 let catchUpQueries = 0;
 const originalQuery = pg.Client.prototype.query;
@@ -251,7 +255,7 @@ describe("how far back a stream may resume", () => {
     ] as const) {
       const res = await fetch(url, { headers });
       expect(res.status).toBe(410);
-      const body = await res.json();
+      const body = (await res.json()) as ErrorBody;
       expect(body.error).toMatchObject({ code: "resume_too_old", oldestEventId: String(newest - 5) });
       expect(body.error.message).toContain("at most 5 events");
     }
@@ -280,7 +284,7 @@ describe("how far back a stream may resume", () => {
     expect(ids).toHaveLength(9);
     const res = await fetch(`${base}/v1/builds/${long.id}/events?lastEventId=0`);
     expect(res.status).toBe(410);
-    const oldest = (await res.json()).error.oldestEventId;
+    const oldest = ((await res.json()) as ErrorBody).error.oldestEventId;
     expect(oldest).toBe(String(ids[3])); // resuming after it replays the newest 5
     const stream = new RawStream(`${base}/v1/builds/${long.id}/events?lastEventId=${oldest}`);
     await stream.until(() => stream.ids.length >= 5);
@@ -291,7 +295,7 @@ describe("how far back a stream may resume", () => {
   it("the CLI's client, too far behind after a dropped connection, starts over from a snapshot", async () => {
     const port = Number(new URL(base).port);
     const proxy = await TcpProxy.start(port);
-    const client = new ApiClient({ url: `http://127.0.0.1:${proxy.port}` });
+    const client = new ApiClient({ url: `http://127.0.0.1:${proxy.port}`, token: undefined });
     const seen: string[] = [];
     const controller = new AbortController();
     let reconnects = 0;
@@ -346,7 +350,7 @@ describe("open streams per client address", () => {
     const refused = await fetch(`${base}/v1/events`, { headers: { "x-forwarded-for": "10.0.0.1" } });
     expect(refused.status).toBe(429);
     expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(0);
-    expect((await refused.json()).error).toMatchObject({ code: "too_many_streams" });
+    expect(((await refused.json()) as ErrorBody).error).toMatchObject({ code: "too_many_streams" });
     const other = await open("10.0.0.2");
     expect(other.status).toBe(200);
 
