@@ -52,7 +52,8 @@ async function serve(): Promise<void> {
   if (!schema) throw new Error("--schema is required");
   const logger = pino({ level: "info" }, pino.destination({ dest: args["log-file"], sync: false }));
   const queue = await BuildQueue.open({ databaseUrl: DATABASE_URL, schema, logger });
-  // The resume cap, where the server has one, well above the backlog (see the header).
+  // The resume cap well above the backlog (see the header). Cast: so that this file also builds on
+  // the code before the cap, for the "before" figure.
   const limits = { maxResumeEvents: Number(args.events) * 2 } as Partial<ServerOptions>;
   const app = buildServer(queue, { auth: authConfig([]), logger, rateLimit: false, ...limits });
   const { port } = await listenApi(app, { host: "127.0.0.1", port: 0, auth: authConfig([]) });
