@@ -137,7 +137,7 @@ class RawStream {
 }
 
 /** Waits until `read()` has stayed the same for `quietMs` (the server stalled on a full socket). */
-async function settled(read: () => number, quietMs = 1000): Promise<number> {
+async function settled(read: () => number, quietMs = 1500): Promise<number> {
   let value = read();
   let since = Date.now();
   for (;;) {
@@ -206,10 +206,12 @@ describe("a catch-up over a long backlog", () => {
     await eventually(
       async () => api.logs.filter((line) => line.includes("client went away")).length > endedBefore,
     );
-    // The stream ended in the server without another page; nothing runs on later either.
-    expect(catchUpQueries).toBe(atLeave);
+    // The stream ended in the server with at most the page it was reading (none, if it was waiting
+    // for "drain"); nothing runs on later either.
+    const atEnd = catchUpQueries;
+    expect(atEnd).toBeLessThanOrEqual(atLeave + 1);
     await new Promise((r) => setTimeout(r, 1000));
-    expect(catchUpQueries).toBe(atLeave);
+    expect(catchUpQueries).toBe(atEnd);
     expect(atLeave - queriesBefore).toBeLessThan(PAGES / 2);
   }, 120_000);
 
