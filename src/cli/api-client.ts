@@ -13,6 +13,8 @@ export class ApiError extends Error {
     message: string,
     readonly status: number,
     readonly code: string,
+    /** From Retry-After (429, 503): how long to wait before asking again. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
     this.name = "ApiError";
@@ -102,8 +104,10 @@ export class ApiClient {
 
   /**
    * Reads a Server-Sent Events stream, calling `onEvent` for each event, until `onEvent` returns true
-   * or `signal` aborts. A dropped connection is reopened with `Last-Event-ID` (nothing is missed); it
-   * gives up after `maxReconnects` failed attempts in a row.
+   * or `signal` aborts. A dropped connection is reopened with `Last-Event-ID` (nothing is missed); when
+   * the server answers 410 (too far behind to resume), without it, which starts over with a snapshot;
+   * a 429 (too many streams from this address) is retried after Retry-After. It gives up after
+   * `maxReconnects` failed attempts in a row.
    */
   async stream(
     path: string,
@@ -125,7 +129,7 @@ export class ApiClient {
         });
         if (!response.ok) {
           const text = await response.text();
-          throw errorFrom(response.status, parseJson(text), text);
+          throw errorFrom(response.status, parseJson(text), text, response.headers.get("retry-after"));
         }
         failures = 0;
         const parser = createParser({
@@ -143,10 +147,21 @@ export class ApiClient {
         if (done) return;
       } catch (err) {
         if (done || options.signal?.aborted) return;
-        // 4xx: asking again will not help.
-        if (err instanceof ApiError && err.status >= 400 && err.status < 500) throw err;
         failures += 1;
+        if (err instanceof ApiError && err.status === 410 && lastEventId !== undefined) {
+          // Too far behind to resume (the server's resume cap): start over from a snapshot.
+          lastEventId = undefined;
+          options.onReconnect?.(failures);
+          continue;
+        }
+        // Other 4xx: asking again will not help; 429 (too many streams) passes after Retry-After.
+        if (err instanceof ApiError && err.status >= 400 && err.status < 500 && err.status !== 429) throw err;
         if (failures > (options.maxReconnects ?? 30)) throw err;
+        if (err instanceof ApiError && err.retryAfterMs !== undefined) {
+          options.onReconnect?.(failures);
+          await new Promise((resolve) => setTimeout(resolve, err.retryAfterMs));
+          continue;
+        }
       }
       // The stream ended without the final event (server restart, proxy): reconnect after a pause.
       options.onReconnect?.(failures);
@@ -163,11 +178,18 @@ function parseJson(text: string): unknown {
   }
 }
 
-function errorFrom(status: number, body: unknown, text: string): ApiError {
+function errorFrom(status: number, body: unknown, text: string, retryAfter?: string | null): ApiError {
   const error = (body as { error?: { code?: string; message?: string; field?: string } } | undefined)?.error;
+  const wait = retryAfterMsOf(retryAfter);
   if (error?.message) {
     const field = error.field && !error.message.includes(error.field) ? ` (${error.field})` : "";
-    return new ApiError(`${error.message}${field} [HTTP ${status}]`, status, error.code ?? "error");
+    return new ApiError(`${error.message}${field} [HTTP ${status}]`, status, error.code ?? "error", wait);
   }
-  return new ApiError(`HTTP ${status}: ${text.slice(0, 200) || "no body"}`, status, "error");
+  return new ApiError(`HTTP ${status}: ${text.slice(0, 200) || "no body"}`, status, "error", wait);
+}
+
+/** Retry-After in seconds as ms (at most a minute); undefined when absent or not a number. */
+function retryAfterMsOf(value: string | null | undefined): number | undefined {
+  if (!value || !/^\d+$/.test(value.trim())) return undefined;
+  return Math.min(60, Number(value.trim())) * 1000;
 }

@@ -33,6 +33,7 @@ import {
   type PersistenceReport,
   type RateLimitOptions,
 } from "../http/server.js";
+import { streamLimitsFromEnv } from "../http/stream-limits.js";
 import { type TrustProxy, trustProxyFromEnv } from "../http/trust-proxy.js";
 import { PersistenceMonitor } from "../ops/persistence-monitor.js";
 import type { BuildQueue } from "../queue/build-queue.js";
@@ -102,6 +103,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   const passEnv = opts.command
     ? passedEnvFromFlags(opts.env, process.env, (m) => console.error(`warning: ${m}`))
     : [];
+  const streamLimits = streamLimitsFromEnv();
   const requirePersistence = flagOn(opts.requirePersistence);
   if (requirePersistence && !config.redisUrl) {
     throw new ConfigError("--require-persistence / OCULUS_REQUIRE_PERSISTENCE: needs a Redis (REDIS_URL)");
@@ -112,7 +114,15 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   const pending = new PendingQueue(config.redisUrl !== undefined);
   const persistence: PersistenceProvider | undefined = monitor ? () => monitor.latest() : undefined;
   const authState = new AuthState(auth);
-  const app = buildServer(pending, { auth: authState, logger, rateLimit, persistence, cors, trustProxy });
+  const app = buildServer(pending, {
+    ...streamLimits,
+    auth: authState,
+    logger,
+    rateLimit,
+    persistence,
+    cors,
+    trustProxy,
+  });
   let url: string;
   try {
     ({ url } = await listenApi(app, { host, port: opts.port, auth: authState }));

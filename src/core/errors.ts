@@ -12,7 +12,9 @@ export type ErrorCode =
   | "store_unavailable"
   | "unauthorized"
   | "forbidden"
-  | "rate_limited";
+  | "rate_limited"
+  | "resume_too_old"
+  | "too_many_streams";
 
 export class OculusError extends Error {
   readonly code: ErrorCode;
@@ -146,5 +148,35 @@ export class ForbiddenError extends OculusError {
 export class RateLimitedError extends OculusError {
   constructor(retryAfterSeconds: number) {
     super("rate_limited", 429, `rate limit exceeded: retry in ${retryAfterSeconds} s`, { retryAfterSeconds });
+  }
+}
+
+/**
+ * An event stream asked to resume further back than the server replays (its resume cap): resume from
+ * `oldestEventId` or later (some events are then skipped), or start over without an id (a snapshot).
+ */
+export class ResumeTooOldError extends OculusError {
+  readonly oldestEventId: string;
+  constructor(lastEventId: string, oldestEventId: string, maxEvents: number) {
+    super(
+      "resume_too_old",
+      410,
+      `cannot resume after event ${lastEventId}: a stream replays at most ${maxEvents} events; ` +
+        `resume after ${oldestEventId} or later, or reconnect without an event id for a snapshot`,
+      { lastEventId, oldestEventId, maxEvents },
+    );
+    this.oldestEventId = oldestEventId;
+  }
+}
+
+/** HTTP: this client address already holds as many open event streams as the server allows. */
+export class TooManyStreamsError extends OculusError {
+  constructor(limit: number, retryAfterSeconds: number) {
+    super(
+      "too_many_streams",
+      429,
+      `too many open event streams from this address (at most ${limit}); close one or retry in ${retryAfterSeconds} s`,
+      { limit, retryAfterSeconds },
+    );
   }
 }

@@ -35,6 +35,8 @@ export interface RouteContext {
   streams: StreamRegistry;
   /** Interval of the SSE heartbeat comments. */
   sseHeartbeatMs: number;
+  /** A resume replays at most this many events (stream-limits.ts); further back is 410. */
+  maxResumeEvents: number;
 }
 
 /** Error responses for the OpenAPI document (and the response check), by status. */

@@ -8,6 +8,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import type { z } from "zod";
 import {
   OculusError,
+  ResumeTooOldError,
   StoreUnavailableError,
   type StoreUnavailableReason,
   ValidationError,
@@ -15,7 +16,14 @@ import {
 import { asStoreError } from "../queue/store-errors.js";
 
 export interface ApiErrorBody {
-  error: { code: string; message: string; field?: string; reason?: string; requestId?: string };
+  error: {
+    code: string;
+    message: string;
+    field?: string;
+    reason?: string;
+    requestId?: string;
+    oldestEventId?: string;
+  };
 }
 
 /** A zod failure as the queue's ValidationError: the first issue, its field and reason. */
@@ -86,6 +94,9 @@ function bodyOf(err: OculusError): ApiErrorBody {
   }
   if (err.code === "store_unavailable") {
     return { error: { code: err.code, message: STORE_UNAVAILABLE_MESSAGES.unreachable } };
+  }
+  if (err instanceof ResumeTooOldError) {
+    return { error: { code: err.code, message: err.message, oldestEventId: err.oldestEventId } };
   }
   const field = typeof err.details.field === "string" ? err.details.field : undefined;
   return { error: { code: err.code, message: err.message, ...(field ? { field } : {}) } };

@@ -180,6 +180,10 @@ export const errorSchema = z
           "store_unavailable only: why PostgreSQL cannot take the request now (retry after Retry-After)",
         ),
       requestId: z.string().optional().describe("quote it when reporting an internal error"),
+      oldestEventId: z
+        .string()
+        .optional()
+        .describe("resume_too_old (410) only: the oldest event id an event stream may resume after"),
     }),
   })
   .meta({ id: "Error" });

@@ -39,6 +39,7 @@ import { metricsRoutes } from "./routes/metrics.js";
 import { queueRoutes } from "./routes/queue.js";
 import { workerRoutes } from "./routes/workers.js";
 import { StreamRegistry } from "./sse.js";
+import { DEFAULT_STREAM_LIMITS } from "./stream-limits.js";
 import { fastifyTrustProxy, type TrustProxy } from "./trust-proxy.js";
 
 export { type AuthConfig, AuthState } from "./auth.js";
@@ -65,6 +66,10 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** Interval of SSE heartbeat comments (default 15 s). */
   sseHeartbeatMs?: number;
+  /** Open event streams per client address (default 50; stream-limits.ts). */
+  maxStreamsPerAddress?: number;
+  /** How many events a stream's resume may replay (default 50,000; further back: 410). */
+  maxResumeEvents?: number;
   /**
    * On close, requests in flight get this long (default 10 s); then every connection still open is
    * cut, so that a client that connected and sent nothing cannot hold the shutdown.
@@ -139,7 +144,9 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     reply.header("x-request-id", request.id);
   });
 
-  const streams = new StreamRegistry();
+  const streams = new StreamRegistry(
+    options.maxStreamsPerAddress ?? DEFAULT_STREAM_LIMITS.maxStreamsPerAddress,
+  );
   // The claim histograms listen to the queue: created once it is open.
   let metrics: ApiMetrics | undefined;
   let closed = false;
@@ -167,6 +174,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     persistence: options.persistence,
     streams,
     sseHeartbeatMs: options.sseHeartbeatMs ?? 15_000,
+    maxResumeEvents: options.maxResumeEvents ?? DEFAULT_STREAM_LIMITS.maxResumeEvents,
   };
   // Registered as a plugin so that it loads after swagger and the rate limit, whose route hooks it needs.
   app.register(async (api) => {

@@ -12,28 +12,63 @@
  */
 import type { ServerResponse } from "node:http";
 import type { FastifyBaseLogger } from "fastify";
+import { TooManyStreamsError } from "../core/errors.js";
 import type { StreamItem } from "../core/events.js";
 import { toApiBuild, toApiBuildDetail } from "./schemas.js";
 
-/** The open streams of a server, so that shutdown can end them all. */
+/** How long a client refused for too many streams is told to wait (Retry-After). */
+export const TOO_MANY_STREAMS_RETRY_AFTER_S = 5;
+
+/**
+ * The open streams of a server, so that shutdown can end them all, and how many each client address
+ * holds (at most `maxPerAddress`: see stream-limits.ts).
+ */
 export class StreamRegistry {
-  private readonly open = new Set<AbortController>();
+  private readonly open = new Map<AbortController, string | undefined>();
+  private readonly byAddress = new Map<string, number>();
   private closing = false;
 
-  /** A controller for a new stream; already aborted when the server is shutting down. */
-  track(): AbortController {
+  constructor(private readonly maxPerAddress = Number.POSITIVE_INFINITY) {}
+
+  /**
+   * A controller for a new stream of the client at `address` (a key of streamAddressKey); already
+   * aborted when the server is shutting down. Throws TooManyStreamsError when the address holds
+   * `maxPerAddress` streams already.
+   */
+  track(address?: string): AbortController {
     const controller = new AbortController();
-    if (this.closing) controller.abort();
-    else this.open.add(controller);
+    if (this.closing) {
+      controller.abort();
+      return controller;
+    }
+    if (address !== undefined) {
+      const held = this.byAddress.get(address) ?? 0;
+      if (held >= this.maxPerAddress) {
+        throw new TooManyStreamsError(this.maxPerAddress, TOO_MANY_STREAMS_RETRY_AFTER_S);
+      }
+      this.byAddress.set(address, held + 1);
+    }
+    this.open.set(controller, address);
     return controller;
   }
 
   release(controller: AbortController): void {
+    if (!this.open.has(controller)) return;
+    const address = this.open.get(controller);
     this.open.delete(controller);
+    if (address === undefined) return;
+    const held = (this.byAddress.get(address) ?? 1) - 1;
+    if (held > 0) this.byAddress.set(address, held);
+    else this.byAddress.delete(address);
   }
 
   get size(): number {
     return this.open.size;
+  }
+
+  /** Open streams of one address (key of streamAddressKey). */
+  heldBy(address: string): number {
+    return this.byAddress.get(address) ?? 0;
   }
 
   /** How long a stream holds frames after a write (see SSE_WRITES_PER_SECOND). */
@@ -44,8 +79,9 @@ export class StreamRegistry {
   /** Ends every open stream (server shutdown). */
   closeAll(): void {
     this.closing = true;
-    for (const controller of this.open) controller.abort();
+    for (const controller of this.open.keys()) controller.abort();
     this.open.clear();
+    this.byAddress.clear();
   }
 }
 
@@ -80,6 +116,16 @@ function formatFrame(item: StreamItem): string {
   const event = item.kind === "snapshot" ? "snapshot" : item.type;
   return `id: ${item.id}\nevent: ${event}\ndata: ${JSON.stringify(payload)}\n\n`;
 }
+
+/** The headers of an event stream's response (and of a HEAD on its route). */
+export const STREAM_HEADERS = {
+  "content-type": "text/event-stream; charset=utf-8",
+  "cache-control": "no-cache, no-transform",
+  // Nginx and similar buffer responses unless told not to.
+  "x-accel-buffering": "no",
+  // A stream that ends is not reused: a shutting-down server can then close the socket at once.
+  connection: "close",
+} as const;
 
 export interface PipeOptions {
   controller: AbortController;
@@ -167,15 +213,7 @@ export async function pipeEvents(
   let sent = 0;
   setHeaders(res, options.headers);
   // Set after the hooks' headers: these win where both name one.
-  res.writeHead(200, {
-    "content-type": "text/event-stream; charset=utf-8",
-    "cache-control": "no-cache, no-transform",
-    // Nginx and similar buffer responses unless told not to.
-    "x-accel-buffering": "no",
-    "x-request-id": options.requestId,
-    // A stream that ends is not reused: a shutting-down server can then close the socket at once.
-    connection: "close",
-  });
+  res.writeHead(200, { ...STREAM_HEADERS, "x-request-id": options.requestId });
   res.write(": stream open\n\n");
   let clientGone = false;
   const onClose = () => {

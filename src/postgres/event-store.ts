@@ -89,6 +89,15 @@ export class EventStore {
     return res.rows.map(toEvent);
   }
 
+  /**
+   * The oldest id one build's stream may resume after when a stream replays at most `maxEvents`
+   * (events_resume_floor_build.sql); 0 when the build has no more events than that.
+   */
+  async buildResumeFloor(buildId: string, maxEvents: number): Promise<number> {
+    const res = await this.db.query<{ id: string }>(queries.events_resume_floor_build, [buildId, maxEvents]);
+    return Number(res.rows[0]?.id ?? 0);
+  }
+
   async head(): Promise<number> {
     const res = await this.db.query<{ id: string }>(queries.events_head);
     return Number(res.rows[0]?.id ?? 0);

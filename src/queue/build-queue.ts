@@ -86,6 +86,11 @@ export const DEFAULT_LOG_MAX_BYTES = 10 * 1024 * 1024;
 /** The build event stream (see BuildQueue.events). */
 export interface EventStream {
   subscribe(options?: SubscribeOptions): AsyncGenerator<StreamItem>;
+  /**
+   * Throws ResumeTooOldError when resuming after `lastEventId` would replay more than `maxEvents`
+   * events (the HTTP API's resume cap); see EventHub.checkResume.
+   */
+  checkResume(options: Omit<SubscribeOptions, "signal">, maxEvents: number): Promise<void>;
   /** The newest event id this process has read and dispatched (it stays put while nobody subscribes). */
   position(): number;
 }
@@ -648,6 +653,10 @@ export class BuildQueue extends EventEmitter {
    */
   readonly events: EventStream = {
     subscribe: (options: SubscribeOptions = {}) => this.hub.subscribe(options),
+    checkResume: (options, maxEvents) =>
+      this.hub.checkResume(options, maxEvents).catch((err) => {
+        throw asStoreError(err);
+      }),
     position: () => this.hub.position,
   };
 

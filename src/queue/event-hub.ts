@@ -9,12 +9,13 @@
  * wakes it anyway, so a lost notice delays an event by one poll, never loses it.
  *
  * A subscriber gets the current state first (a snapshot), or, resuming after an event id, the events
- * it missed from the table; then live events. Both join at the hub's cursor at attach time, so nothing
- * is missed and nothing repeats.
+ * it missed from the table, read page by page as it takes them; then live events. Both join at the
+ * hub's cursor at attach time, so nothing is missed and nothing repeats. How far back a resume may go
+ * is the caller's cap (checkResume; the HTTP API's OCULUS_HTTP_MAX_RESUME_EVENTS).
  */
 import type { Redis } from "ioredis";
 import { type Build, type BuildStatus, FINAL_STATUSES, parseBuildId } from "../core/build.js";
-import { BuildNotFoundError, ValidationError } from "../core/errors.js";
+import { BuildNotFoundError, ResumeTooOldError, ValidationError } from "../core/errors.js";
 import type { BuildEvent, BuildSnapshot, StreamItem, SubscribeOptions } from "../core/events.js";
 import type { Logger } from "../core/logger.js";
 import type { Db } from "../postgres/db.js";
@@ -40,6 +41,8 @@ export const DEFAULT_HUB_OPTIONS: EventHubOptions = {
 };
 
 const PAGE = 500;
+/** Events per query of a catch-up (the most a stream holds of its backlog at a time). */
+const CATCH_UP_PAGE = 500;
 const ACTIVE_IN_SNAPSHOT = 1000;
 const START_BEHIND_HEAD = 10_000;
 const COUNTS_TTL_MS = 1000;
@@ -100,15 +103,21 @@ export class EventHub {
     options.signal?.addEventListener("abort", onAbort);
     try {
       let last = resumeAfter ?? 0;
-      const initial =
-        resumeAfter === undefined
-          ? await this.snapshotItems(buildId, attachedAt)
-          : await this.missedItems(buildId, resumeAfter, attachedAt);
-      for (const item of initial.items) {
-        yield item;
-        last = Math.max(last, Number(item.id));
+      if (resumeAfter === undefined) {
+        const initial = await this.snapshotItems(buildId, attachedAt);
+        for (const item of initial.items) {
+          yield item;
+          last = Math.max(last, Number(item.id));
+        }
+        if (initial.ended) return;
+      } else {
+        for await (const event of this.missedEvents(buildId, resumeAfter, attachedAt, options.signal)) {
+          yield event;
+          last = Number(event.id);
+        }
+        if (options.signal?.aborted || this.closed) return;
+        if (buildId && (await this.buildEndedBy(buildId, last))) return;
       }
-      if (initial.ended) return;
       for (;;) {
         const event = await this.next(sub, options.signal);
         if (!event) return;
@@ -121,6 +130,24 @@ export class EventHub {
       options.signal?.removeEventListener("abort", onAbort);
       this.subscribers.delete(sub);
     }
+  }
+
+  /**
+   * Refuses a resume after `lastEventId` that would replay more than `maxEvents` events, with
+   * ResumeTooOldError naming the oldest id one may resume after. Every build's stream counts by id
+   * distance from the newest event (one cheap lookup; ids have gaps, so it never under-counts), one
+   * build's stream by that build's own events (at most `maxEvents + 1` index entries read). Without
+   * `lastEventId` (a snapshot) there is nothing to refuse.
+   */
+  async checkResume(options: Omit<SubscribeOptions, "signal">, maxEvents: number): Promise<void> {
+    const resumeAfter = parseLastEventId(options.lastEventId);
+    if (resumeAfter === undefined) return;
+    const buildId = options.buildId === undefined ? undefined : parseBuildId(options.buildId, "buildId");
+    const floor =
+      buildId === undefined
+        ? Math.max(0, (await this.events.head()) - maxEvents)
+        : await this.events.buildResumeFloor(buildId, maxEvents);
+    if (resumeAfter < floor) throw new ResumeTooOldError(String(resumeAfter), String(floor), maxEvents);
   }
 
   /**
@@ -307,27 +334,37 @@ export class EventHub {
     return this.counts.value;
   }
 
-  /** Events after `afterId` up to the hub's cursor at attach time, from the table. */
-  private async missedItems(
+  /**
+   * Events after `afterId` up to the hub's cursor at attach time, from the table, a page at a time
+   * (keyset by id): the next page is read only once the consumer has taken the previous one (an HTTP
+   * stream takes more when its socket has drained), and none once `signal` aborts. A catch-up over a
+   * long backlog so holds one page, not the backlog, and stops with its client.
+   */
+  private async *missedEvents(
     buildId: string | undefined,
     afterId: number,
     attachedAt: number,
-  ): Promise<{ items: StreamItem[]; ended: boolean }> {
-    const items: BuildEvent[] = [];
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<BuildEvent> {
     let from = afterId;
     for (;;) {
-      const page = await this.events.between(buildId, from, attachedAt, PAGE);
-      items.push(...page);
+      if (signal?.aborted || this.closed) return;
+      const page = await this.events.between(buildId, from, attachedAt, CATCH_UP_PAGE);
+      for (const event of page) {
+        yield event;
+        if (signal?.aborted) return;
+      }
       const lastOfPage = page.at(-1);
-      if (!lastOfPage || page.length < PAGE) break;
+      if (!lastOfPage || page.length < CATCH_UP_PAGE) return;
       from = Number(lastOfPage.id);
     }
-    if (!buildId) return { items, ended: false };
+  }
+
+  /** After a catch-up up to `seen`: the build is final and the client has its final event. */
+  private async buildEndedBy(buildId: string, seen: number): Promise<boolean> {
     const found = await this.events.buildSnapshot(buildId);
     if (!found) throw new BuildNotFoundError(buildId);
-    // Ended when the build is final and the client has (or now gets) its final event.
-    const seen = Math.max(afterId, Number(items.at(-1)?.id ?? 0));
-    return { items, ended: isFinalBuild(found.build) && found.lastEventId <= seen };
+    return isFinalBuild(found.build) && found.lastEventId <= seen;
   }
 }
 

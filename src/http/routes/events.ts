@@ -1,15 +1,17 @@
 /**
  * Live event streams (Server-Sent Events, see sse.ts): GET /v1/events for every build, and
  * GET /v1/builds/:id/events for one (it ends after the build's final event). Everything that can
- * be refused (bad ids, an unknown build) is checked before the stream starts, so those get a plain
- * JSON error with its status instead of a stream.
+ * be refused (bad ids, an unknown build, a resume further back than the cap: 410, one stream more
+ * than the client address may hold: 429) is checked before the stream starts, so those get a plain
+ * JSON error with its status instead of a stream. HEAD answers what GET would, headers only.
  */
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { ValidationError } from "../../core/errors.js";
 import { type ApiApp, AUTH_ERRORS, accessDoc, errorResponses, type RouteContext } from "../context.js";
 import { buildIdParams, EVENT_ID_PATTERN, eventsQuery } from "../schemas.js";
-import { pipeEvents } from "../sse.js";
+import { pipeEvents, STREAM_HEADERS } from "../sse.js";
+import { streamAddressKey } from "../stream-limits.js";
 
 const tags = ["events"];
 
@@ -40,8 +42,11 @@ export function eventRoutes(app: ApiApp, ctx: RouteContext): void {
     lastEventId: string | undefined,
   ) => {
     if (buildId) await queue.get(buildId); // 404 before the stream starts
-    const controller = streams.track();
+    await queue.events.checkResume({ buildId, lastEventId }, ctx.maxResumeEvents); // 410
+    const controller = streams.track(streamAddressKey(request.ip)); // 429 over the address's cap
     try {
+      // HEAD: what a GET would answer, without the stream (Fastify drops the body of a HEAD).
+      if (request.method === "HEAD") return reply.status(200).headers(STREAM_HEADERS).send();
       const items = queue.events.subscribe({ buildId, lastEventId, signal: controller.signal });
       reply.hijack();
       await pipeEvents(reply.raw, items, {
@@ -66,7 +71,7 @@ export function eventRoutes(app: ApiApp, ctx: RouteContext): void {
         summary: "Every build's events, live (SSE); resumes after Last-Event-ID",
         ...accessDoc("read"),
         querystring: eventsQuery,
-        response: { 200: streamResponse, ...errorResponses(400, ...AUTH_ERRORS) },
+        response: { 200: streamResponse, ...errorResponses(400, 410, ...AUTH_ERRORS) },
       },
     },
     async (request, reply) => {
@@ -84,7 +89,7 @@ export function eventRoutes(app: ApiApp, ctx: RouteContext): void {
         ...accessDoc("read"),
         params: buildIdParams,
         querystring: eventsQuery,
-        response: { 200: streamResponse, ...errorResponses(400, 404, ...AUTH_ERRORS) },
+        response: { 200: streamResponse, ...errorResponses(400, 404, 410, ...AUTH_ERRORS) },
       },
     },
     async (request, reply) => {
