@@ -12,7 +12,8 @@ export type ErrorCode =
   | "store_unavailable"
   | "unauthorized"
   | "forbidden"
-  | "rate_limited";
+  | "rate_limited"
+  | "request_timeout";
 
 export class OculusError extends Error {
   readonly code: ErrorCode;
@@ -46,6 +47,16 @@ export class PayloadTooLargeError extends OculusError {
       size,
       limit,
     });
+  }
+}
+
+/**
+ * HTTP: a body the server cannot read as sent (415): a Content-Encoding other than identity, a
+ * charset other than UTF-8. Refused rather than read as something else. Nothing was written.
+ */
+export class UnsupportedMediaTypeError extends OculusError {
+  constructor(field: string, reason: string) {
+    super("invalid_input", 415, `${field}: ${reason}`, { field, reason });
   }
 }
 

@@ -24,9 +24,15 @@ import { RateLimitedError, StoreUnavailableError } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import { type AuthConfig, type AuthState, authEnabled, checkBind, currentAuth, installAuth } from "./auth.js";
+import { installBodyGuard } from "./body-guard.js";
 import type { ApiApp, RouteContext } from "./context.js";
 import { type CorsOptions, registerCors } from "./cors.js";
-import { installErrorHandlers, toValidationError } from "./errors.js";
+import {
+  clientErrorHandler,
+  frameworkErrorHandler,
+  installErrorHandlers,
+  toValidationError,
+} from "./errors.js";
 import { type ApiMetrics, createMetrics } from "./metrics.js";
 import { PendingQueue } from "./pending-queue.js";
 import type { PersistenceProvider } from "./persistence.js";
@@ -99,6 +105,9 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     requestIdHeader: false,
     return503OnClosing: true,
     trustProxy: fastifyTrustProxy(options.trustProxy ?? false),
+    // Errors before routing and requests Node's parser refuses: the error shape too (errors.ts).
+    frameworkErrors: frameworkErrorHandler,
+    clientErrorHandler,
   }).withTypeProvider<ZodTypeProvider>();
 
   // zod validates every params, query and body; a failure is the queue's ValidationError (field, reason).
@@ -112,6 +121,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
   // JSON only: other bodies get 415 rather than a confusing validation error.
   app.removeContentTypeParser("text/plain");
   installErrorHandlers(app, bodyLimit);
+  installBodyGuard(app);
   // CORS before auth: Fastify queues request hooks behind the plugins registered before them, so
   // CORS's onRequest hook runs first. A preflight is then answered before auth looks for a token, and
   // a 401 or 403 still carries the CORS headers (a page cannot read a cross-origin answer without them).

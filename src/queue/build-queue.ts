@@ -13,9 +13,12 @@ import {
   type BuildProgress,
   type BuildStatus,
   type ClaimedBuild,
+  checkedString,
+  MAX_REASON_CHARS,
   type ProgressInput,
   parseBuildId,
   parseLease,
+  parseOptionalText,
   parseProgress,
   parseResult,
   parseSubmit,
@@ -416,10 +419,7 @@ export class BuildQueue extends EventEmitter {
   async stop(id: string, options: ActorOptions & { reason?: string } = {}): Promise<Build> {
     parseBuildId(id);
     const actor = options.actor ?? "api";
-    const reason = options.reason ?? null;
-    if (reason !== null && (typeof reason !== "string" || reason.length > 1000)) {
-      throw new ValidationError("reason", "must be a string of at most 1000 characters");
-    }
+    const reason = parseOptionalText(options.reason, "reason", MAX_REASON_CHARS);
     for (;;) {
       const build = await this.get(id);
       if (build.status === "queued") {
@@ -457,11 +457,10 @@ export class BuildQueue extends EventEmitter {
   /** Removes a queued build for good (status stopped). 404 if unknown, 409 if it is not queued. */
   async remove(id: string, options: ActorOptions & { reason?: string } = {}): Promise<Build> {
     parseBuildId(id);
-    const removed = await this.store
-      .removeQueued(id, options.actor ?? "api", options.reason ?? null)
-      .catch((err) => {
-        throw asStoreError(err);
-      });
+    const reason = parseOptionalText(options.reason, "reason", MAX_REASON_CHARS);
+    const removed = await this.store.removeQueued(id, options.actor ?? "api", reason).catch((err) => {
+      throw asStoreError(err);
+    });
     if (!removed) {
       const build = await this.get(id);
       throw new InvalidStateError(id, build.status, "remove", ["queued"]);
@@ -765,6 +764,7 @@ function parseListOptions(options: ListOptions) {
   ) {
     throw new ValidationError("strategyId", "must be a non-empty string of at most 200 characters");
   }
+  if (strategyId !== null) checkedString(strategyId, "strategyId");
   const beforeSeq = options.cursor === undefined ? null : decodeCursor(options.cursor);
   return { status: status as BuildStatus | null, strategyId, beforeSeq, limit };
 }
