@@ -4,6 +4,7 @@
  */
 import { connect } from "node:net";
 import { Writable } from "node:stream";
+import type { RouteOptions } from "fastify";
 import { pino } from "pino";
 import { LOG_REDACTION, type Logger } from "../../src/core/logger.js";
 import { type AuthConfig, authConfig, type TokenSpec } from "../../src/http/auth.js";
@@ -169,4 +170,43 @@ export function rawHttp(base: string, request: string | Buffer, timeoutMs = 10_0
       resolve({ status: Number(statusLine.split(" ")[1] ?? 0), headers, text, json: parse(text) });
     });
   });
+}
+
+/** A route of the running server, as Fastify registered it (one entry per method). */
+export interface RecordedRoute {
+  method: string;
+  url: string;
+  /** Its 200 is an endless text/event-stream: a client reads the headers only. */
+  stream: boolean;
+  schema: RouteOptions["schema"];
+}
+
+/**
+ * Records every route the server registers (Fastify's onRoute), so that a test can go through all
+ * of them, including routes added after the test was written. Pass `setup` to openTestApi; `routes()`
+ * lists them once the server is ready.
+ */
+export function routeRecorder(): { setup: (app: ApiApp) => void; routes: () => RecordedRoute[] } {
+  const registered: RouteOptions[] = [];
+  return {
+    setup: (app) => {
+      app.addHook("onRoute", (route) => {
+        registered.push(route as RouteOptions);
+      });
+    },
+    routes: () =>
+      registered.flatMap((route) =>
+        (Array.isArray(route.method) ? route.method : [route.method]).map((method) => ({
+          method,
+          url: route.url ?? "",
+          stream: isEventStream(route),
+          schema: route.schema,
+        })),
+      ),
+  };
+}
+
+function isEventStream(route: RouteOptions): boolean {
+  const response = (route.schema?.response ?? {}) as Record<string, { content?: Record<string, unknown> }>;
+  return Object.keys(response["200"]?.content ?? {}).includes("text/event-stream");
 }
