@@ -184,6 +184,26 @@ export function parseWorkerId(id: unknown, field = "workerId"): string {
 }
 
 /**
+ * What a worker registers, as PostgreSQL can store it: its id (parseWorkerId), and no NUL or lone
+ * surrogate in its hostname, version or labels. Throws ValidationError naming the field.
+ */
+export function checkWorkerInfo(info: {
+  id: unknown;
+  hostname: unknown;
+  version: unknown;
+  labels: unknown;
+}): void {
+  parseWorkerId(info.id, "id");
+  for (const field of ["hostname", "version"] as const) {
+    const value = info[field];
+    if (typeof value !== "string") throw new ValidationError(field, "must be a string");
+    checkedString(value, field);
+  }
+  const problem = findUnstorableJson(info.labels, 2);
+  if (problem) throw new ValidationError(joinPath(["labels", ...problem.path]), problem.reason);
+}
+
+/**
  * An optional free-text field (a stop reason): a string of at most `max` characters that PostgreSQL
  * can store, or null when absent. Throws ValidationError naming the field.
  */

@@ -217,7 +217,9 @@ export const listQuery = z.strictObject({
       .min(1, "must not be empty")
       .max(200, "must be at most 200 characters"),
   ).optional(),
-  limit: limit(MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT).describe(`page size (1..${MAX_LIST_LIMIT})`),
+  limit: limit(MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT).describe(
+    `page size (1..${MAX_LIST_LIMIT}, default ${DEFAULT_LIST_LIMIT}; decimal digits)`,
+  ),
   cursor: z
     .string()
     .min(1, "must not be empty")
@@ -227,7 +229,9 @@ export const listQuery = z.strictObject({
 });
 
 export const queueQuery = z.strictObject({
-  limit: limit(100, 20).describe("how many queued and active builds to show (1..100)"),
+  limit: limit(100, 20).describe(
+    "how many queued and active builds to show (1..100, default 20; decimal digits)",
+  ),
 });
 
 export const workersQuery = z.strictObject({

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
+  checkWorkerInfo,
   findUnstorableJson,
   MAX_PARAMS_BYTES,
   MAX_PARAMS_DEPTH,
@@ -134,5 +135,15 @@ describe("what PostgreSQL cannot store is refused, naming where", () => {
     expect(fieldOf(() => parseOptionalText(5, "reason", 1000))).toBe("reason");
     expect(parseOptionalText(undefined, "reason", 1000)).toBeNull();
     expect(parseOptionalText("fine \ud83d\ude00", "reason", 1000)).toBe("fine \ud83d\ude00");
+  });
+
+  it("checks what a worker registers", () => {
+    const info = { id: "w1", hostname: "host", version: "1.0.0", labels: { gpu: "a100" } };
+    expect(() => checkWorkerInfo(info)).not.toThrow();
+    expect(fieldOf(() => checkWorkerInfo({ ...info, id: "w\u0000" }))).toBe("id");
+    expect(fieldOf(() => checkWorkerInfo({ ...info, hostname: "h\ud800" }))).toBe("hostname");
+    expect(fieldOf(() => checkWorkerInfo({ ...info, version: 1 }))).toBe("version");
+    expect(fieldOf(() => checkWorkerInfo({ ...info, labels: { gpu: "a\u0000" } }))).toBe("labels.gpu");
+    expect(fieldOf(() => checkWorkerInfo({ ...info, labels: { "g\u0000": "x" } }))).toBe("labels");
   });
 });
