@@ -548,6 +548,21 @@ describe.each(["inject", "fetch"] as const)("malformed requests via %s", (transp
   });
 });
 
+it("what is plainly UTF-8 JSON is taken: charset utf-8 in any spelling, Content-Encoding identity", async () => {
+  for (const headers of [
+    { "content-type": 'application/json; charset="UTF-8"' },
+    { "content-type": "application/json;charset=utf8" },
+    { "content-type": "application/json", "content-encoding": "identity" },
+  ]) {
+    const res = await api.fetch("POST", "/v1/builds", { body: { strategyId: "plain-utf8 \u00e9" }, headers });
+    expect(res.status, JSON.stringify(headers)).toBe(201);
+    expect(res.json.build.strategyId).toBe("plain-utf8 \u00e9");
+  }
+  // A GET with a stray Content-Encoding but no body is not concerned.
+  const list = await api.fetch("GET", "/v1/builds?limit=007", { headers: { "content-encoding": "gzip" } });
+  expect(list.status).toBe(200);
+});
+
 it("the library refuses the same input with a ValidationError naming the field, and writes nothing", async () => {
   const before = await countBuilds(api.queue);
   const refusals: [string, () => Promise<unknown>][] = [
