@@ -549,7 +549,7 @@ describe.each(["inject", "fetch"] as const)("malformed requests via %s", (transp
 });
 
 it("what is plainly UTF-8 JSON is taken: charset utf-8 in any spelling, Content-Encoding identity", async () => {
-  for (const headers of [
+  for (const headers of <Record<string, string>[]>[
     { "content-type": 'application/json; charset="UTF-8"' },
     { "content-type": "application/json;charset=utf8" },
     { "content-type": "application/json", "content-encoding": "identity" },
