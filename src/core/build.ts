@@ -183,6 +183,14 @@ export function parseWorkerId(id: unknown, field = "workerId"): string {
   return checkedString(id, field);
 }
 
+/** Who asked for an operation (a token's name, "cli", a user): 1..200 characters PostgreSQL can store. */
+export function parseActor(actor: unknown, field = "actor"): string {
+  if (typeof actor !== "string" || actor.length === 0 || actor.length > 200) {
+    throw new ValidationError(field, "must be a non-empty string of at most 200 characters");
+  }
+  return checkedString(actor, field);
+}
+
 /**
  * What a worker registers, as PostgreSQL can store it: its id (parseWorkerId), and no NUL or lone
  * surrogate in its hostname, version or labels. Throws ValidationError naming the field.

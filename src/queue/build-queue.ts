@@ -16,6 +16,7 @@ import {
   checkedString,
   MAX_REASON_CHARS,
   type ProgressInput,
+  parseActor,
   parseBuildId,
   parseLease,
   parseOptionalText,
@@ -309,7 +310,7 @@ export class BuildQueue extends EventEmitter {
   /** Submits one build. Returns after the commit, with the build and its queue position. */
   async submit(input: SubmitInput, options: ActorOptions = {}): Promise<SubmitOneResult> {
     const request = parseSubmit(input);
-    const [result] = await this.insertAndIndex([request], options.actor ?? "api");
+    const [result] = await this.insertAndIndex([request], actorOf(options));
     if (!result) throw new Error("submit returned no build");
     const position = result.build.status === "queued" ? await this.positionOf(result.build) : null;
     return { ...result, position };
@@ -317,7 +318,7 @@ export class BuildQueue extends EventEmitter {
 
   /** Submits many builds in one statement (all validated first: one bad input writes nothing). */
   async submitMany(inputs: SubmitInput[], options: ActorOptions = {}): Promise<SubmitResult[]> {
-    return this.insertAndIndex(parseSubmitMany(inputs), options.actor ?? "api");
+    return this.insertAndIndex(parseSubmitMany(inputs), actorOf(options));
   }
 
   private async insertAndIndex(
@@ -418,7 +419,7 @@ export class BuildQueue extends EventEmitter {
    */
   async stop(id: string, options: ActorOptions & { reason?: string } = {}): Promise<Build> {
     parseBuildId(id);
-    const actor = options.actor ?? "api";
+    const actor = actorOf(options);
     const reason = parseOptionalText(options.reason, "reason", MAX_REASON_CHARS);
     for (;;) {
       const build = await this.get(id);
@@ -458,7 +459,7 @@ export class BuildQueue extends EventEmitter {
   async remove(id: string, options: ActorOptions & { reason?: string } = {}): Promise<Build> {
     parseBuildId(id);
     const reason = parseOptionalText(options.reason, "reason", MAX_REASON_CHARS);
-    const removed = await this.store.removeQueued(id, options.actor ?? "api", reason).catch((err) => {
+    const removed = await this.store.removeQueued(id, actorOf(options), reason).catch((err) => {
       throw asStoreError(err);
     });
     if (!removed) {
@@ -476,7 +477,7 @@ export class BuildQueue extends EventEmitter {
    */
   async retry(id: string, options: ActorOptions = {}): Promise<Build> {
     parseBuildId(id);
-    const retried = await this.store.retry(id, options.actor ?? "api").catch((err) => {
+    const retried = await this.store.retry(id, actorOf(options)).catch((err) => {
       throw asStoreError(err);
     });
     if (!retried) {
@@ -722,6 +723,11 @@ export class BuildQueue extends EventEmitter {
     await this.wake.stop();
     await this.store.db.close();
   }
+}
+
+/** Who asked (recorded with the build's events): "api" unless given; refused if PostgreSQL cannot store it. */
+function actorOf(options: ActorOptions): string {
+  return options.actor === undefined ? "api" : parseActor(options.actor);
 }
 
 /** Progress text as PostgreSQL can store it (storableText); anything else is left to parseProgress. */

@@ -578,6 +578,8 @@ it("the library refuses the same input with a ValidationError naming the field, 
     ["reason", () => api.queue.stop(queuedId, { reason: "why\u0000" })],
     ["reason", () => api.queue.remove(queuedId, { reason: "\udc00" })],
     ["workerId", () => api.queue.claim("worker\u0000")],
+    ["actor", () => api.queue.submit({ strategyId: "a" }, { actor: "me\u0000" })],
+    ["actor", () => api.queue.retry(queuedId, { actor: "\ud800" })],
   ];
   for (const [field, call] of refusals) {
     await expect(call(), field).rejects.toMatchObject({ code: "invalid_input", field });
