@@ -10,7 +10,7 @@
  * handlers, plus requests without a valid token, and raw requests fetch would not send. The test
  * PostgreSQL and a private redis-server.
  *
- * FUZZ_RUNS (default 2500) sets the number of fetch cases; a failure prints its seed and path, which
+ * FUZZ_RUNS (default 2000) sets the number of fetch cases; a failure prints its seed and path, which
  * fast-check replays with `fc.assert(..., { seed, path })`.
  */
 import fc from "fast-check";
@@ -23,7 +23,7 @@ import { RedisServer } from "../helpers/redis-server.js";
 const ADMIN = "fuzz-admin-token-0123456789";
 const READER = "fuzz-reader-token-0123456789";
 const UNKNOWN_ID = "00000000-0000-4000-8000-000000000000";
-const FETCH_RUNS = Number(process.env.FUZZ_RUNS ?? 2500);
+const FETCH_RUNS = Number(process.env.FUZZ_RUNS ?? 2000);
 /** A request that has not answered in this long is a failure (it is a hang, not slowness). */
 const REQUEST_TIMEOUT_MS = 20_000;
 
@@ -112,20 +112,18 @@ afterAll(async () => {
 /** Redis keys that change by themselves (the reconciler's marker and walks, the failover's probe). */
 const VOLATILE_KEYS = /:(index_marker|reconcile_walks|write_probe|claim_fallback_gate)$/;
 
-async function redisState(): Promise<Record<string, unknown>> {
+/** Every key's serialized value (DUMP), in two round trips: a write of any kind shows. */
+async function redisState(): Promise<Record<string, string>> {
   const keys = (await redisClient.keys("*")).filter((k) => !VOLATILE_KEYS.test(k)).sort();
-  const state: Record<string, unknown> = {};
-  for (const key of keys) {
-    const type = await redisClient.type(key);
-    if (type === "zset") state[key] = await redisClient.zrange(key, 0, -1, "WITHSCORES");
-    else if (type === "hash") state[key] = await redisClient.hgetall(key);
-    else if (type === "string") state[key] = await redisClient.get(key);
-    else state[key] = type;
-  }
-  return state;
+  const pipeline = redisClient.pipeline();
+  for (const key of keys) pipeline.dumpBuffer(key);
+  const dumps = (await pipeline.exec()) ?? [];
+  return Object.fromEntries(
+    keys.map((key, i) => [key, (dumps[i]?.[1] as Buffer | null)?.toString("base64") ?? ""]),
+  );
 }
 
-async function snapshot(): Promise<unknown> {
+async function pgState(): Promise<unknown> {
   const { rows } = await api.queue.store.db.query(
     `SELECT (SELECT count(*) FROM builds)::text AS builds,
             (SELECT count(*) FROM build_events)::text AS events,
@@ -133,7 +131,12 @@ async function snapshot(): Promise<unknown> {
             (SELECT max(updated_at) FROM builds)::text AS last_update,
             (SELECT string_agg(status, ',' ORDER BY id) FROM builds) AS statuses`,
   );
-  return { pg: rows[0], redis: await redisState() };
+  return rows[0];
+}
+
+async function snapshot(): Promise<unknown> {
+  const [pg, redisKeys] = await Promise.all([pgState(), redisState()]);
+  return { pg, redis: redisKeys };
 }
 
 // ------------------------------------------------------------------ arbitraries
