@@ -4,7 +4,8 @@
  * another transaction (a real server that does not answer in time), each route of the running server
  * (recorded as Fastify registers them, so a new route is covered too) answers within the configured
  * query timeout plus a generous margin: with its data, or 503 with Retry-After and `error.reason`
- * (/health: its own 503 body). Never a 500, never a hang. Then the API recovers by itself.
+ * (/health: its own 503 body). Never a 500, never a hang. Then the API recovers by itself. Both with
+ * PostgreSQL alone and with a private Redis (whose fast path answers some reads itself).
  *
  * It asserts that an answer comes, not how fast: the bound is several times the timeouts.
  */
@@ -14,6 +15,7 @@ import { STORE_UNAVAILABLE_REASONS } from "../../src/core/errors.js";
 import { openTestApi, type RecordedRoute, routeRecorder, type TestApi } from "../helpers/api.js";
 import { TEST_DATABASE_URL } from "../helpers/postgres.js";
 import { eventually } from "../helpers/queue.js";
+import { RedisServer } from "../helpers/redis-server.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
 
 const STATEMENT_TIMEOUT_MS = 1000;
@@ -22,35 +24,42 @@ const CONNECT_TIMEOUT_MS = 1000;
 /** Timeouts plus a wide margin for a busy machine (pool waits, several statements per route). */
 const ANSWER_BOUND_MS = QUERY_TIMEOUT_MS + CONNECT_TIMEOUT_MS + 20_000;
 
-const recorder = routeRecorder();
+let recorder: ReturnType<typeof routeRecorder>;
 let proxy: TcpProxy;
+let redis: RedisServer | undefined;
 let api: TestApi;
 let base: string;
 let queuedId: string;
 
-beforeAll(async () => {
+/** A server whose queue reaches PostgreSQL through a TCP proxy, with or without a private Redis. */
+async function start(withRedis: boolean): Promise<void> {
+  recorder = routeRecorder();
   const url = new URL(TEST_DATABASE_URL);
   proxy = await TcpProxy.start(Number(url.port || 5432), url.hostname);
   url.host = `127.0.0.1:${proxy.port}`;
+  redis = withRedis ? await RedisServer.start({ appendonly: false }) : undefined;
   api = await openTestApi("http_slow_pg", {
     setup: recorder.setup,
     queue: {
       databaseUrl: url.toString(),
+      ...(redis ? { redisUrl: redis.url } : {}),
       pgStatementTimeoutMs: STATEMENT_TIMEOUT_MS,
       pgQueryTimeoutMs: QUERY_TIMEOUT_MS,
       pgConnectTimeoutMs: CONNECT_TIMEOUT_MS,
     },
   });
+  if (withRedis) await eventually(async () => api.queue.mode === "redis");
   base = await api.url();
   queuedId = (await api.queue.submit({ strategyId: "slow-pg" })).build.id;
-});
+}
 
-afterAll(async () => {
+async function stop(): Promise<void> {
   proxy?.heal();
   proxy?.restore();
   await api?.cleanup();
   await proxy?.close();
-});
+  await redis?.destroy();
+}
 
 /** A plausible request for the route: an existing build for `:id`, a valid body where one is taken. */
 function requestOf(route: RecordedRoute): { path: string; init: RequestInit } {
@@ -138,7 +147,13 @@ async function recovered(): Promise<void> {
   expect((await api.fetch("GET", `/v1/builds/${queuedId}`)).status).toBe(200);
 }
 
-describe("every route answers within its timeout when PostgreSQL is slow", () => {
+describe.each([
+  ["PostgreSQL only", false],
+  ["with Redis", true],
+])("every route answers within its timeout when PostgreSQL is slow (%s)", (_name, withRedis) => {
+  beforeAll(() => start(withRedis), 60_000);
+  afterAll(stop);
+
   it("PostgreSQL behind a black hole (nothing delivered, nothing closed)", async () => {
     const before = await askEveryRoute();
     expect(
