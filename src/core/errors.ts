@@ -13,7 +13,8 @@ export type ErrorCode =
   | "unauthorized"
   | "forbidden"
   | "rate_limited"
-  | "request_timeout";
+  | "request_timeout"
+  | "unavailable";
 
 export class OculusError extends Error {
   readonly code: ErrorCode;

@@ -263,3 +263,31 @@ export function clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoExcep
   }
   socket.destroy(err);
 }
+
+/** Retry-After of the 503 a request gets while the server shuts down (another process takes it). */
+const CLOSING_RETRY_AFTER_S = 1;
+
+/**
+ * While the server shuts down, a request that still arrives (on a kept-alive connection) gets 503
+ * `unavailable` with the error shape, Retry-After and `Connection: close`, before auth or any
+ * handler runs. (Fastify's own answer, `return503OnClosing`, has a shape of its own: it is turned off.)
+ */
+export function installClosingAnswer(app: FastifyInstance): void {
+  let closing = false;
+  app.addHook("preClose", async () => {
+    closing = true;
+  });
+  app.addHook("onRequest", (request, reply, done) => {
+    if (!closing) return done();
+    void reply
+      .status(503)
+      .header("retry-after", String(CLOSING_RETRY_AFTER_S))
+      .header("connection", "close")
+      .send({
+        error: {
+          code: "unavailable",
+          message: "the server is shutting down; retry (another instance may answer)",
+        },
+      } satisfies ApiErrorBody);
+  });
+}

@@ -30,6 +30,7 @@ import { type CorsOptions, registerCors } from "./cors.js";
 import {
   clientErrorHandler,
   frameworkErrorHandler,
+  installClosingAnswer,
   installErrorHandlers,
   toValidationError,
 } from "./errors.js";
@@ -103,7 +104,8 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     bodyLimit,
     genReqId: requestIdOf,
     requestIdHeader: false,
-    return503OnClosing: true,
+    // Requests during shutdown get 503 with the error shape from installClosingAnswer instead.
+    return503OnClosing: false,
     trustProxy: fastifyTrustProxy(options.trustProxy ?? false),
     // Errors before routing and requests Node's parser refuses: the error shape too (errors.ts).
     frameworkErrors: frameworkErrorHandler,
@@ -122,6 +124,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
   app.removeContentTypeParser("text/plain");
   installErrorHandlers(app, bodyLimit);
   installBodyGuard(app);
+  installClosingAnswer(app);
   // CORS before auth: Fastify queues request hooks behind the plugins registered before them, so
   // CORS's onRequest hook runs first. A preflight is then answered before auth looks for a token, and
   // a 401 or 403 still carries the CORS headers (a page cannot read a cross-origin answer without them).

@@ -3,9 +3,11 @@
  * creates nothing (the number of builds is the same before and after). Plus unknown routes, an
  * internal error (500, generic message with the request id, details only in the log) and request ids.
  */
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH } from "../../src/index.js";
 import { type CallOptions, countBuilds, openTestApi, rawHttp, type TestApi } from "../helpers/api.js";
+import { eventually } from "../helpers/queue.js";
 
 const UNKNOWN_ID = "00000000-0000-4000-8000-000000000000";
 
@@ -631,4 +633,58 @@ it("a client's own request id is kept only when it is plain; otherwise one is dr
   expect(hostile.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
   // Every request's log lines carry its id.
   expect(api.logs.some((l) => l.includes('"reqId":"abc-123"'))).toBe(true);
+});
+
+describe("a request that arrives while the server shuts down", () => {
+  it("gets 503 unavailable with the error shape, Retry-After and Connection: close", async () => {
+    let entered: () => void = () => undefined;
+    const inFlight = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const closingApi = await openTestApi("http_closing", {
+      shutdownGraceMs: 30_000,
+      setup: (app) =>
+        app.get("/v1/test-slow", { config: { access: "read" } }, async () => {
+          entered();
+          await released;
+          return { ok: true };
+        }),
+    });
+    try {
+      // Two requests on one kept-alive connection: the second is sent once the shutdown has begun,
+      // while the first is still being answered (so the connection is not idle and stays open).
+      const { port } = new URL(await closingApi.url());
+      const socket = connect(Number(port), "127.0.0.1");
+      const chunks: Buffer[] = [];
+      socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+      const ended = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+      socket.write("GET /v1/test-slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+      await inFlight;
+      const closed = closingApi.app.close();
+      await eventually(async () => !closingApi.app.server.listening);
+      socket.write("GET /v1/builds HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+      // The second request reaches the router before the first is released.
+      await eventually(async () => closingApi.logs.some((l) => l.includes("/v1/builds")));
+      release();
+      await ended;
+      await closed;
+      const text = Buffer.concat(chunks).toString();
+      expect(text, text).toMatch(/^HTTP\/1\.1 200 /);
+      const second = text.slice(text.indexOf("HTTP/1.1 ", 1));
+      expect(second, text).toMatch(/^HTTP\/1\.1 503 /);
+      expect(second).toMatch(/\r\nretry-after: 1\r\n/i);
+      expect(second).toMatch(/\r\nconnection: close\r\n/i);
+      const body = JSON.parse(second.slice(second.indexOf("\r\n\r\n") + 4));
+      expect(body).toEqual({
+        error: { code: "unavailable", message: expect.stringMatching(/shutting down/) },
+      });
+    } finally {
+      release();
+      await closingApi.cleanup();
+    }
+  });
 });
