@@ -90,6 +90,23 @@ export const MAX_RETRIES_LIMIT = 100;
  */
 export const MAX_PARAMS_BYTES = 100 * 1024;
 export const MAX_BATCH_SIZE = 10_000;
+/** Longest stop reason (characters). */
+export const MAX_REASON_CHARS = 1000;
+
+/**
+ * Deepest `params` accepted: objects and arrays nested at most this many levels, `params` itself
+ * being the first. Configuration is shallow; the limit keeps every later step (JSON.stringify, the
+ * jsonb input function, a build command's environment) far from any recursion limit.
+ */
+export const MAX_PARAMS_DEPTH = 32;
+
+/** A string field as PostgreSQL can store it in a text column: no NUL, no lone surrogate. */
+export function storableString(schema: z.ZodString): z.ZodString {
+  return schema.refine((text) => unstorableReason(text) === undefined, {
+    error: (issue) => unstorableReason(issue.input as string) ?? "is invalid",
+  });
+}
+
 /** Furthest runAt accepted. */
 export const MAX_RUN_AT_AHEAD_MS = 366 * 86_400_000;
 /** Longest timeoutSeconds accepted: a week. */
@@ -98,38 +115,49 @@ export const MAX_TIMEOUT_SECONDS = 7 * 24 * 3600;
 const requiresSchema = z
   .record(
     z.string().regex(LABEL_KEY_PATTERN, "keys must be 1-63 letters, digits, '.', '_', '/' or '-'"),
-    z
-      .string({ error: "values must be strings" })
-      .min(1, "values must not be empty")
-      .max(MAX_LABEL_VALUE_CHARS, `values must be at most ${MAX_LABEL_VALUE_CHARS} characters`),
+    storableString(
+      z
+        .string({ error: "values must be strings" })
+        .min(1, "values must not be empty")
+        .max(MAX_LABEL_VALUE_CHARS, `values must be at most ${MAX_LABEL_VALUE_CHARS} characters`),
+    ),
     { error: 'must be an object of string labels, e.g. {"gpu": "true"}' },
   )
   .refine((r) => Object.keys(r).length <= MAX_REQUIRES, `at most ${MAX_REQUIRES} keys`);
 
 /** What a submit accepts (also the HTTP API's request body schema). */
 export const submitSchema = z.strictObject({
-  strategyId: z
-    .string({ error: "is required and must be a string" })
-    .min(1, "must not be empty")
-    .max(200, "must be at most 200 characters"),
+  strategyId: storableString(
+    z
+      .string({ error: "is required and must be a string" })
+      .min(1, "must not be empty")
+      .max(200, "must be at most 200 characters"),
+  ),
   priority: z
     .number({ error: "must be a number" })
     .int("must be an integer")
     .min(PRIORITY_MIN, `must be at least ${PRIORITY_MIN}`)
     .max(PRIORITY_MAX, `must be at most ${PRIORITY_MAX}`)
     .default(0),
-  params: z.record(z.string(), z.unknown(), { error: "must be a JSON object" }).default({}),
+  params: z
+    .record(z.string(), z.unknown(), { error: "must be a JSON object" })
+    .superRefine((params, ctx) => {
+      const problem = findUnstorableJson(params, MAX_PARAMS_DEPTH);
+      if (problem) ctx.addIssue({ code: "custom", path: problem.path, message: problem.reason });
+    })
+    .default({}),
   maxRetries: z
     .number({ error: "must be a number" })
     .int("must be an integer")
     .min(0, "must be at least 0")
     .max(MAX_RETRIES_LIMIT, `must be at most ${MAX_RETRIES_LIMIT}`)
     .default(DEFAULT_MAX_RETRIES),
-  idempotencyKey: z
-    .string({ error: "must be a string" })
-    .min(1, "must not be empty")
-    .max(200, "must be at most 200 characters")
-    .optional(),
+  idempotencyKey: storableString(
+    z
+      .string({ error: "must be a string" })
+      .min(1, "must not be empty")
+      .max(200, "must be at most 200 characters"),
+  ).optional(),
   requires: requiresSchema
     .default({})
     .describe("worker labels the build needs: only workers whose --label k=v include all of them run it"),
@@ -158,7 +186,7 @@ export function parseSubmit(input: unknown, fieldPrefix = ""): SubmitRequest {
   const parsed = submitSchema.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    const path = issue?.path.length ? issue.path.join(".") : "(body)";
+    const path = issue?.path.length ? joinPath(issue.path) : "(body)";
     const reason =
       issue?.code === "unrecognized_keys"
         ? `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.join(", ")}`
@@ -195,7 +223,47 @@ export function parseWorkerId(id: unknown, field = "workerId"): string {
   if (typeof id !== "string" || id.length === 0 || id.length > 200) {
     throw new ValidationError(field, "must be a non-empty string of at most 200 characters");
   }
-  return id;
+  return checkedString(id, field);
+}
+
+/** Who asked for an operation (a token's name, "cli", a user): 1..200 characters PostgreSQL can store. */
+export function parseActor(actor: unknown, field = "actor"): string {
+  if (typeof actor !== "string" || actor.length === 0 || actor.length > 200) {
+    throw new ValidationError(field, "must be a non-empty string of at most 200 characters");
+  }
+  return checkedString(actor, field);
+}
+
+/**
+ * What a worker registers, as PostgreSQL can store it: its id (parseWorkerId), and no NUL or lone
+ * surrogate in its hostname, version or labels. Throws ValidationError naming the field.
+ */
+export function checkWorkerInfo(info: {
+  id: unknown;
+  hostname: unknown;
+  version: unknown;
+  labels: unknown;
+}): void {
+  parseWorkerId(info.id, "id");
+  for (const field of ["hostname", "version"] as const) {
+    const value = info[field];
+    if (typeof value !== "string") throw new ValidationError(field, "must be a string");
+    checkedString(value, field);
+  }
+  const problem = findUnstorableJson(info.labels, 2);
+  if (problem) throw new ValidationError(joinPath(["labels", ...problem.path]), problem.reason);
+}
+
+/**
+ * An optional free-text field (a stop reason): a string of at most `max` characters that PostgreSQL
+ * can store, or null when absent. Throws ValidationError naming the field.
+ */
+export function parseOptionalText(value: unknown, field: string, max: number): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== "string" || value.length > max) {
+    throw new ValidationError(field, `must be a string of at most ${max} characters`);
+  }
+  return checkedString(value, field);
 }
 
 export function parseLease(lease: unknown, field = "lease"): number {
@@ -309,15 +377,66 @@ function storableJson(value: unknown, path: string, ancestors: Set<object>, dept
   }
 }
 
-function checkedString(text: string, path: string): string {
-  if (text.includes("\u0000")) {
-    throw new ValidationError(path, "contains a NUL character (\\u0000), which PostgreSQL cannot store");
-  }
+/** Why PostgreSQL cannot store `text` (a NUL character, a lone surrogate), or undefined when it can. */
+export function unstorableReason(text: string): string | undefined {
+  if (text.includes("\u0000")) return "contains a NUL character (\\u0000), which PostgreSQL cannot store";
   if (LONE_SURROGATE.test(text)) {
-    throw new ValidationError(
-      path,
-      "contains a lone surrogate (not valid Unicode), which PostgreSQL cannot store",
-    );
+    return "contains a lone surrogate (not valid Unicode), which PostgreSQL cannot store";
   }
+  return undefined;
+}
+
+/** `text` itself, or ValidationError(path, why) when PostgreSQL cannot store it. */
+export function checkedString(text: string, path: string): string {
+  const reason = unstorableReason(text);
+  if (reason) throw new ValidationError(path, reason);
   return text;
+}
+
+/** A path of object keys and array indexes as fields are named in errors: `params.a.0.b`. */
+export function joinPath(path: readonly PropertyKey[]): string {
+  return path.map(String).join(".");
+}
+
+/**
+ * The first place in a JSON object that PostgreSQL cannot store as it was given, with why: a string
+ * or key with a NUL or a lone surrogate, a number that is not finite (JSON.parse turns `1e400` into
+ * Infinity, which JSON.stringify would silently make null), a bigint, function or symbol, a cycle, or
+ * objects nested deeper than `maxDepth` levels (the value itself is level 1). Undefined when none.
+ * Recursion stops at `maxDepth`, so no input can exhaust the stack here. Values with `toJSON` (Date)
+ * are judged by what it returns, and `undefined` members are skipped, as JSON.stringify does.
+ */
+export function findUnstorableJson(
+  value: unknown,
+  maxDepth: number,
+): { path: (string | number)[]; reason: string } | undefined {
+  const path: (string | number)[] = [];
+  const ancestors = new Set<object>();
+  const visit = (item: unknown, depth: number): string | undefined => {
+    if (item === null || item === undefined || typeof item === "boolean") return undefined;
+    if (typeof item === "string") return unstorableReason(item);
+    if (typeof item === "number") return Number.isFinite(item) ? undefined : "must be a finite number";
+    if (typeof item !== "object") return `a ${typeof item} is not a JSON value`;
+    const json = (item as { toJSON?: unknown }).toJSON;
+    if (typeof json === "function") return visit(json.call(item), depth);
+    if (ancestors.has(item)) return "refers to itself (a cycle is not JSON)";
+    if (depth > maxDepth) return `is nested deeper than ${maxDepth} levels`;
+    ancestors.add(item);
+    const entries: [string | number, unknown][] = Array.isArray(item)
+      ? item.map((member, index) => [index, member])
+      : Object.entries(item);
+    for (const [key, member] of entries) {
+      // A bad key is reported at its object: the key itself cannot be shown as a field name.
+      const badKey = typeof key === "string" ? unstorableReason(key) : undefined;
+      if (badKey) return `has a key that ${badKey}`;
+      path.push(key);
+      const reason = visit(member, depth + 1);
+      if (reason) return reason;
+      path.pop();
+    }
+    ancestors.delete(item);
+    return undefined;
+  };
+  const reason = visit(value, 1);
+  return reason ? { path, reason } : undefined;
 }

@@ -14,7 +14,9 @@ export type ErrorCode =
   | "forbidden"
   | "rate_limited"
   | "resume_too_old"
-  | "too_many_streams";
+  | "too_many_streams"
+  | "request_timeout"
+  | "unavailable";
 
 export class OculusError extends Error {
   readonly code: ErrorCode;
@@ -48,6 +50,16 @@ export class PayloadTooLargeError extends OculusError {
       size,
       limit,
     });
+  }
+}
+
+/**
+ * HTTP: a body the server cannot read as sent (415): a Content-Encoding other than identity, a
+ * charset other than UTF-8. Refused rather than read as something else. Nothing was written.
+ */
+export class UnsupportedMediaTypeError extends OculusError {
+  constructor(field: string, reason: string) {
+    super("invalid_input", 415, `${field}: ${reason}`, { field, reason });
   }
 }
 

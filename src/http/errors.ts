@@ -1,9 +1,13 @@
 /**
  * Every error leaves the API as `{error: {code, message, field?}}` with the status its type names.
  * The queue's typed errors (OculusError) map directly; Fastify's own (bad JSON, body too large,
- * unsupported media type) get codes of their own; anything else is a bug: 500 with a generic
- * message and the request id, and the details only in the log. Never a stack trace.
+ * unsupported media type, a bad URL) and its plugins' 4xx get codes of their own, and so do the
+ * requests Node's HTTP parser refuses before Fastify sees them (`clientErrorHandler`); anything else
+ * is a bug: 500 with a generic message and the request id, and the details only in the log. Never a
+ * stack trace.
  */
+import { STATUS_CODES } from "node:http";
+import type { Duplex } from "node:stream";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { z } from "zod";
 import {
@@ -73,7 +77,47 @@ const FASTIFY_CLIENT_ERRORS: Record<string, { status: number; code: string; mess
     code: "invalid_input",
     message: "Content-Length does not match the body",
   },
+  FST_ERR_BAD_URL: {
+    status: 400,
+    code: "invalid_input",
+    message: "the URL's path is not valid (a bad percent-encoding)",
+  },
+  FST_ERR_MAX_PARAM_LENGTH: {
+    status: 414,
+    code: "invalid_input",
+    message: "a segment of the URL's path is over the length limit",
+  },
 };
+
+/**
+ * A 4xx that Fastify or a plugin raised without a code of ours (an http-errors object, a Fastify error
+ * not listed above): the status is kept, the code and message come from here. Their own messages are
+ * not passed on (they may name files or internals).
+ */
+const CLIENT_ERRORS_BY_STATUS: Record<number, { code: string; message: string }> = {
+  400: { code: "invalid_input", message: "the request is not valid" },
+  404: { code: "not_found", message: "not found" },
+  408: { code: "request_timeout", message: "the request was not received in time" },
+  413: { code: "payload_too_large", message: "the request is over the size limit" },
+  414: { code: "invalid_input", message: "the URL is too long" },
+  415: { code: "invalid_input", message: "unsupported Content-Type: send application/json" },
+  431: { code: "payload_too_large", message: "the request's headers are over the size limit" },
+};
+
+/** The status a foreign error asks for (http-errors and Fastify errors carry one), if a 4xx. */
+function clientStatusOf(err: Error): number | undefined {
+  const { statusCode, status } = err as { statusCode?: unknown; status?: unknown };
+  const given = typeof statusCode === "number" ? statusCode : status;
+  return typeof given === "number" && given >= 400 && given < 500 ? given : undefined;
+}
+
+function foreignClientError(status: number): { status: number; body: ApiErrorBody } {
+  const known = CLIENT_ERRORS_BY_STATUS[status] ?? {
+    code: "invalid_input",
+    message: (STATUS_CODES[status] ?? "client error").toLowerCase(),
+  };
+  return { status, body: { error: { code: known.code, message: known.message } } };
+}
 
 /**
  * What a client is told when the record cannot take the request: what is wrong, in words, never the
@@ -128,6 +172,8 @@ export function describeError(
   if (err instanceof SyntaxError && (err as FastifyError).statusCode === 400) {
     return { status: 400, body: { error: { code: "invalid_input", message: "body is not valid JSON" } } };
   }
+  const clientStatus = clientStatusOf(err);
+  if (clientStatus !== undefined) return foreignClientError(clientStatus);
   return {
     status: 500,
     body: {
@@ -140,10 +186,28 @@ export function describeError(
   };
 }
 
+/**
+ * Paths under which files are served (the API docs' assets): a 4xx there (a path that leaves the
+ * folder, a NUL in the name) is answered as what it is to the client, a file that does not exist.
+ */
+const FILE_PREFIXES = ["/docs/"];
+
+function isFileRoute(request: FastifyRequest): boolean {
+  const route = request.routeOptions?.url ?? "";
+  return FILE_PREFIXES.some((prefix) => route.startsWith(prefix));
+}
+
 /** Installs the error and not-found handlers on the instance. */
 export function installErrorHandlers(app: FastifyInstance, bodyLimit: number): void {
   app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
-    const { status, body } = describeError(err, request.id, bodyLimit);
+    const described = describeError(err, request.id, bodyLimit);
+    const { status, body } =
+      described.status >= 400 &&
+      described.status < 500 &&
+      !(err instanceof OculusError) &&
+      isFileRoute(request)
+        ? { status: 404, body: { error: { code: "not_found", message: "no such file" } } }
+        : described;
     if (status >= 500 && status !== 503) request.log.error({ err }, "request failed");
     else if (status === 503) request.log.warn({ err: err.message }, "store unavailable");
     else request.log.info({ code: body.error.code, message: body.error.message }, "request refused");
@@ -164,4 +228,77 @@ function retryAfterOf(err: Error): number {
   const typed = asStoreError(err);
   const details = typed instanceof OculusError ? typed.details : {};
   return typeof details.retryAfterSeconds === "number" ? details.retryAfterSeconds : 1;
+}
+
+/**
+ * Fastify's `frameworkErrors`: errors raised before routing (a URL whose percent-encoding is bad, an
+ * over-long path segment). Answered with the error shape and the request id, like any other.
+ */
+export function frameworkErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const { status, body } = describeError(err, request.id);
+  if (status >= 500) request.log.error({ err }, "request failed");
+  else request.log.info({ code: body.error.code, message: body.error.message }, "request refused");
+  void reply.status(status).header("x-request-id", request.id).send(body);
+}
+
+/** Node's HTTP parser errors, by their code: what the client is told. */
+function parserError(code: string | undefined): { status: number; code: string; message: string } {
+  if (code === "ERR_HTTP_REQUEST_TIMEOUT") {
+    return { status: 408, code: "request_timeout", message: "the request was not received in time" };
+  }
+  if (code === "HPE_HEADER_OVERFLOW") {
+    return {
+      status: 431,
+      code: "payload_too_large",
+      message: "the request's headers are over the size limit",
+    };
+  }
+  return { status: 400, code: "invalid_input", message: "the request is not valid HTTP" };
+}
+
+/**
+ * Fastify's `clientErrorHandler`: requests Node's HTTP parser refuses before any route runs (a bad
+ * header character, a malformed request line, headers too large, a request not received in time).
+ * The answer has the error shape; the connection is then closed, as Node's own handler does.
+ */
+export function clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === "ECONNRESET" || socket.destroyed) return;
+  const { status, code, message } = parserError(err.code);
+  this.log.debug({ err: err.message, code: err.code }, "client error");
+  if (socket.writable) {
+    const body = JSON.stringify({ error: { code, message } } satisfies ApiErrorBody);
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(err);
+}
+
+/** Retry-After of the 503 a request gets while the server shuts down (another process takes it). */
+const CLOSING_RETRY_AFTER_S = 1;
+
+/**
+ * While the server shuts down, a request that still arrives (on a kept-alive connection) gets 503
+ * `unavailable` with the error shape, Retry-After and `Connection: close`, before auth or any
+ * handler runs. (Fastify's own answer, `return503OnClosing`, has a shape of its own: it is turned off.)
+ */
+export function installClosingAnswer(app: FastifyInstance): void {
+  let closing = false;
+  app.addHook("preClose", async () => {
+    closing = true;
+  });
+  app.addHook("onRequest", (request, reply, done) => {
+    if (!closing) return done();
+    void reply
+      .status(503)
+      .header("retry-after", String(CLOSING_RETRY_AFTER_S))
+      .header("connection", "close")
+      .send({
+        error: {
+          code: "unavailable",
+          message: "the server is shutting down; retry (another instance may answer)",
+        },
+      } satisfies ApiErrorBody);
+  });
 }

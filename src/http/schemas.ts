@@ -4,7 +4,14 @@
  * internal fields such as the lease); `toApiBuild` turns them into the documented JSON.
  */
 import { z } from "zod";
-import { BUILD_ID_PATTERN, BUILD_STATUSES, type Build, submitSchema } from "../core/build.js";
+import {
+  BUILD_ID_PATTERN,
+  BUILD_STATUSES,
+  type Build,
+  MAX_REASON_CHARS,
+  storableString,
+  submitSchema,
+} from "../core/build.js";
 import type { WorkerView } from "../queue/workers.js";
 
 export const MAX_LIST_LIMIT = 1000;
@@ -197,9 +204,11 @@ export const buildIdParams = z.strictObject({ id: buildId });
 /** POST /v1/builds: the library's own submit schema (the same fields, limits and messages). */
 export const submitBody = submitSchema;
 
-const reason = z
-  .string({ error: "must be a string" })
-  .max(1000, "must be at most 1000 characters")
+const reason = storableString(
+  z
+    .string({ error: "must be a string" })
+    .max(MAX_REASON_CHARS, `must be at most ${MAX_REASON_CHARS} characters`),
+)
   .optional()
   .describe("why (recorded with the build)");
 
@@ -209,18 +218,34 @@ export const stopBody = z.strictObject({ reason }).nullable();
 /** POST /v1/builds/:id/retry takes no fields; an empty object or no body. */
 export const retryBody = z.strictObject({}).nullable();
 
-const limit = (max: number, fallback: number) =>
-  z.coerce
-    .number({ error: "must be a number" })
-    .int("must be an integer")
-    .min(1, "must be at least 1")
-    .max(max, `must be at most ${max}`)
+/** Query integers are plain decimal digits: "0x10", "1e1", " 5", "+5" or "5.0" are refused, not coerced. */
+const DECIMAL_DIGITS = /^[0-9]{1,15}$/;
+
+/**
+ * An integer query parameter from `min` to `max`, `fallback` when absent. Use it for every integer
+ * in a query string (z.coerce.number would take hex, exponents and blanks).
+ */
+export const queryInteger = (min: number, max: number, fallback: number) =>
+  z
+    .string({ error: "must be an integer" })
+    .regex(DECIMAL_DIGITS, "must be an integer (decimal digits only)")
+    .transform(Number)
+    .pipe(z.number().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`))
     .default(fallback);
+
+const limit = (max: number, fallback: number) => queryInteger(1, max, fallback);
 
 export const listQuery = z.strictObject({
   status: z.enum(BUILD_STATUSES, { error: `must be one of ${BUILD_STATUSES.join(", ")}` }).optional(),
-  strategyId: z.string().min(1, "must not be empty").max(200, "must be at most 200 characters").optional(),
-  limit: limit(MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT).describe(`page size (1..${MAX_LIST_LIMIT})`),
+  strategyId: storableString(
+    z
+      .string({ error: "must be a string" })
+      .min(1, "must not be empty")
+      .max(200, "must be at most 200 characters"),
+  ).optional(),
+  limit: limit(MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT).describe(
+    `page size (1..${MAX_LIST_LIMIT}, default ${DEFAULT_LIST_LIMIT}; decimal digits)`,
+  ),
   cursor: z
     .string()
     .min(1, "must not be empty")
@@ -230,7 +255,9 @@ export const listQuery = z.strictObject({
 });
 
 export const queueQuery = z.strictObject({
-  limit: limit(100, 20).describe("how many queued and active builds to show (1..100)"),
+  limit: limit(100, 20).describe(
+    "how many queued and active builds to show (1..100, default 20; decimal digits)",
+  ),
 });
 
 export const workersQuery = z.strictObject({

@@ -24,9 +24,16 @@ import { RateLimitedError, StoreUnavailableError } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import { type AuthConfig, type AuthState, authEnabled, checkBind, currentAuth, installAuth } from "./auth.js";
+import { installBodyGuard } from "./body-guard.js";
 import type { ApiApp, RouteContext } from "./context.js";
 import { type CorsOptions, registerCors } from "./cors.js";
-import { installErrorHandlers, toValidationError } from "./errors.js";
+import {
+  clientErrorHandler,
+  frameworkErrorHandler,
+  installClosingAnswer,
+  installErrorHandlers,
+  toValidationError,
+} from "./errors.js";
 import { type ApiMetrics, createMetrics } from "./metrics.js";
 import { PendingQueue } from "./pending-queue.js";
 import type { PersistenceProvider } from "./persistence.js";
@@ -103,11 +110,15 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     bodyLimit,
     genReqId: requestIdOf,
     requestIdHeader: false,
-    return503OnClosing: true,
+    // Requests during shutdown get 503 with the error shape from installClosingAnswer instead.
+    return503OnClosing: false,
     trustProxy: fastifyTrustProxy(options.trustProxy ?? false),
     // Fastify logs two lines per request at info; the dashboard's reloads alone flooded the terminal.
     // One line per request, at debug (OCULUS_LOG_LEVEL=debug), from the hook below.
     logController: new LogController({ disableRequestLogging: true }),
+    // Errors before routing and requests Node's parser refuses: the error shape too (errors.ts).
+    frameworkErrors: frameworkErrorHandler,
+    clientErrorHandler,
   }).withTypeProvider<ZodTypeProvider>();
   app.addHook("onResponse", async (request, reply) => {
     request.log.debug(
@@ -133,6 +144,8 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
   // JSON only: other bodies get 415 rather than a confusing validation error.
   app.removeContentTypeParser("text/plain");
   installErrorHandlers(app, bodyLimit);
+  installBodyGuard(app);
+  installClosingAnswer(app);
   // CORS before auth: Fastify queues request hooks behind the plugins registered before them, so
   // CORS's onRequest hook runs first. A preflight is then answered before auth looks for a token, and
   // a 401 or 403 still carries the CORS headers (a page cannot read a cross-origin answer without them).

@@ -13,9 +13,13 @@ import {
   type BuildProgress,
   type BuildStatus,
   type ClaimedBuild,
+  checkedString,
+  MAX_REASON_CHARS,
   type ProgressInput,
+  parseActor,
   parseBuildId,
   parseLease,
+  parseOptionalText,
   parseProgress,
   parseResult,
   parseSubmit,
@@ -352,7 +356,7 @@ export class BuildQueue extends EventEmitter {
   /** Submits one build. Returns after the commit, with the build and its queue position. */
   async submit(input: SubmitInput, options: ActorOptions = {}): Promise<SubmitOneResult> {
     const request = parseSubmit(input);
-    const [result] = await this.insertAndIndex([request], options.actor ?? "api");
+    const [result] = await this.insertAndIndex([request], actorOf(options));
     if (!result) throw new Error("submit returned no build");
     const position = result.build.status === "queued" ? await this.positionOf(result.build) : null;
     const etaSeconds = await this.etaSeconds(result.build, position).catch(() => null);
@@ -361,7 +365,7 @@ export class BuildQueue extends EventEmitter {
 
   /** Submits many builds in one statement (all validated first: one bad input writes nothing). */
   async submitMany(inputs: SubmitInput[], options: ActorOptions = {}): Promise<SubmitResult[]> {
-    return this.insertAndIndex(parseSubmitMany(inputs), options.actor ?? "api");
+    return this.insertAndIndex(parseSubmitMany(inputs), actorOf(options));
   }
 
   private async insertAndIndex(
@@ -541,11 +545,8 @@ export class BuildQueue extends EventEmitter {
    */
   async stop(id: string, options: ActorOptions & { reason?: string } = {}): Promise<Build> {
     parseBuildId(id);
-    const actor = options.actor ?? "api";
-    const reason = options.reason ?? null;
-    if (reason !== null && (typeof reason !== "string" || reason.length > 1000)) {
-      throw new ValidationError("reason", "must be a string of at most 1000 characters");
-    }
+    const actor = actorOf(options);
+    const reason = parseOptionalText(options.reason, "reason", MAX_REASON_CHARS);
     for (;;) {
       const build = await this.get(id);
       if (build.status === "queued") {
@@ -583,11 +584,10 @@ export class BuildQueue extends EventEmitter {
   /** Removes a queued build for good (status stopped). 404 if unknown, 409 if it is not queued. */
   async remove(id: string, options: ActorOptions & { reason?: string } = {}): Promise<Build> {
     parseBuildId(id);
-    const removed = await this.store
-      .removeQueued(id, options.actor ?? "api", options.reason ?? null)
-      .catch((err) => {
-        throw asStoreError(err);
-      });
+    const reason = parseOptionalText(options.reason, "reason", MAX_REASON_CHARS);
+    const removed = await this.store.removeQueued(id, actorOf(options), reason).catch((err) => {
+      throw asStoreError(err);
+    });
     if (!removed) {
       const build = await this.get(id);
       throw new InvalidStateError(id, build.status, "remove", ["queued"]);
@@ -603,7 +603,7 @@ export class BuildQueue extends EventEmitter {
    */
   async retry(id: string, options: ActorOptions = {}): Promise<Build> {
     parseBuildId(id);
-    const retried = await this.store.retry(id, options.actor ?? "api").catch((err) => {
+    const retried = await this.store.retry(id, actorOf(options)).catch((err) => {
       throw asStoreError(err);
     });
     if (!retried) {
@@ -898,6 +898,11 @@ export class BuildQueue extends EventEmitter {
   }
 }
 
+/** Who asked (recorded with the build's events): "api" unless given; refused if PostgreSQL cannot store it. */
+function actorOf(options: ActorOptions): string {
+  return options.actor === undefined ? "api" : parseActor(options.actor);
+}
+
 /** Progress text as PostgreSQL can store it (storableText); anything else is left to parseProgress. */
 function storableProgress(progress: ProgressInput): ProgressInput {
   if (typeof progress !== "object" || progress === null) return progress;
@@ -952,6 +957,7 @@ function parseListOptions(options: ListOptions) {
   ) {
     throw new ValidationError("strategyId", "must be a non-empty string of at most 200 characters");
   }
+  if (strategyId !== null) checkedString(strategyId, "strategyId");
   const beforeSeq = options.cursor === undefined ? null : decodeCursor(options.cursor);
   return { status: status as BuildStatus | null, strategyId, beforeSeq, limit };
 }

@@ -5,7 +5,7 @@
  * expired AND its worker's Redis heartbeat (when Redis has one) is as old, and the requeue bumps the
  * lease, so a worker that comes back can write nothing more for that build.
  */
-import type { Build } from "../core/build.js";
+import { type Build, checkWorkerInfo } from "../core/build.js";
 import type { Logger } from "../core/logger.js";
 import type {
   HeldBuild,
@@ -59,6 +59,7 @@ export class WorkerRegistry {
   ) {}
 
   async register(info: WorkerInfo): Promise<void> {
+    checkWorkerInfo(info);
     await this.store.register(info);
     await this.redis((index) => index.workerHeartbeat(info.id));
   }

@@ -2,7 +2,9 @@
  * The HTTP API over a real queue (the test PostgreSQL, optionally a private Redis), with its log
  * lines captured, and one way to call it either in-process (`inject`) or over a real socket (`fetch`).
  */
+import { connect } from "node:net";
 import { Writable } from "node:stream";
+import type { RouteOptions } from "fastify";
 import { pino } from "pino";
 import { LOG_REDACTION, type Logger } from "../../src/core/logger.js";
 import { type AuthConfig, authConfig, type TokenSpec } from "../../src/http/auth.js";
@@ -135,4 +137,76 @@ export async function openTestApi(label: string, options: TestApiOptions = {}): 
 export async function countBuilds(queue: BuildQueue): Promise<number> {
   const counts = await queue.statusCounts();
   return Object.values(counts).reduce((a, b) => a + b, 0);
+}
+
+/**
+ * Sends `request` as is over a new connection to `base` (http://host:port) and resolves with what
+ * came back, parsed as an HTTP/1.1 response (status, lower-cased headers, body), once the server
+ * closes the connection or `timeoutMs` passes. For requests fetch would refuse to send or would
+ * normalise (`%2e%2e`, bad header bytes, a broken request line).
+ */
+export function rawHttp(base: string, request: string | Buffer, timeoutMs = 10_000): Promise<ApiResponse> {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = connect(Number(port), hostname, () => socket.write(request));
+    const timer = setTimeout(() => socket.destroy(new Error(`no answer in ${timeoutMs} ms`)), timeoutMs);
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+    socket.on("error", (err) => {
+      clearTimeout(timer);
+      if (chunks.length === 0) reject(err);
+    });
+    socket.on("close", () => {
+      clearTimeout(timer);
+      const raw = Buffer.concat(chunks).toString();
+      const [head = "", ...rest] = raw.split("\r\n\r\n");
+      const [statusLine = "", ...headerLines] = head.split("\r\n");
+      const headers: Record<string, string> = {};
+      for (const line of headerLines) {
+        const colon = line.indexOf(":");
+        if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+      }
+      const text = rest.join("\r\n\r\n");
+      resolve({ status: Number(statusLine.split(" ")[1] ?? 0), headers, text, json: parse(text) });
+    });
+  });
+}
+
+/** A route of the running server, as Fastify registered it (one entry per method). */
+export interface RecordedRoute {
+  method: string;
+  url: string;
+  /** Its 200 is an endless text/event-stream: a client reads the headers only. */
+  stream: boolean;
+  schema: RouteOptions["schema"];
+}
+
+/**
+ * Records every route the server registers (Fastify's onRoute), so that a test can go through all
+ * of them, including routes added after the test was written. Pass `setup` to openTestApi; `routes()`
+ * lists them once the server is ready.
+ */
+export function routeRecorder(): { setup: (app: ApiApp) => void; routes: () => RecordedRoute[] } {
+  const registered: RouteOptions[] = [];
+  return {
+    setup: (app) => {
+      app.addHook("onRoute", (route) => {
+        registered.push(route as RouteOptions);
+      });
+    },
+    routes: () =>
+      registered.flatMap((route) =>
+        (Array.isArray(route.method) ? route.method : [route.method]).map((method) => ({
+          method,
+          url: route.url ?? "",
+          stream: isEventStream(route),
+          schema: route.schema,
+        })),
+      ),
+  };
+}
+
+function isEventStream(route: RouteOptions): boolean {
+  const response = (route.schema?.response ?? {}) as Record<string, { content?: Record<string, unknown> }>;
+  return Object.keys(response["200"]?.content ?? {}).includes("text/event-stream");
 }

@@ -3,9 +3,11 @@
  * creates nothing (the number of builds is the same before and after). Plus unknown routes, an
  * internal error (500, generic message with the request id, details only in the log) and request ids.
  */
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MAX_PARAMS_BYTES } from "../../src/index.js";
-import { type CallOptions, countBuilds, openTestApi, type TestApi } from "../helpers/api.js";
+import { MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH } from "../../src/index.js";
+import { type CallOptions, countBuilds, openTestApi, rawHttp, type TestApi } from "../helpers/api.js";
+import { eventually } from "../helpers/queue.js";
 
 const UNKNOWN_ID = "00000000-0000-4000-8000-000000000000";
 
@@ -196,7 +198,107 @@ const cases: Case[] = [
     code: "payload_too_large",
     field: "params",
   },
+  // what PostgreSQL cannot store, and what JSON.parse changes: refused, naming the field
+  ...[
+    ["NUL in strategyId", '{"strategyId":"a\\u0000b"}', "strategyId"],
+    ["lone surrogate in strategyId", '{"strategyId":"a\\ud800"}', "strategyId"],
+    ["NUL in idempotencyKey", '{"strategyId":"a","idempotencyKey":"k\\u0000"}', "idempotencyKey"],
+    ["NUL in a params value", '{"strategyId":"a","params":{"x":["ok","\\u0000"]}}', "params.x.1"],
+    ["NUL in a params key", '{"strategyId":"a","params":{"x":{"k\\u0000":1}}}', "params.x"],
+    ["lone surrogate in params", '{"strategyId":"a","params":{"x":"\\udc00"}}', "params.x"],
+    ["a number JSON.parse makes Infinity", '{"strategyId":"a","params":{"n":1e400}}', "params.n"],
+    ["a negative infinite number", '{"strategyId":"a","params":{"n":[-1e999]}}', "params.n.0"],
+    ["an infinite priority", '{"strategyId":"a","priority":1e400}', "priority"],
+    [
+      "params nested 5,000 deep",
+      `{"strategyId":"a","params":${'{"a":'.repeat(5000)}1${"}".repeat(5000)}}`,
+      `params${".a".repeat(MAX_PARAMS_DEPTH)}`,
+    ],
+    [
+      "params arrays nested 100,000 deep",
+      `{"strategyId":"a","params":{"x":${"[".repeat(100_000)}${"]".repeat(100_000)}}}`,
+      `params.x${".0".repeat(MAX_PARAMS_DEPTH - 1)}`,
+    ],
+  ].map(
+    ([name, rawBody, field]): Case => ({
+      name: name as string,
+      method: "POST",
+      url: "/v1/builds",
+      options: { rawBody },
+      status: 400,
+      code: "invalid_input",
+      field,
+    }),
+  ),
+  {
+    name: "gzip Content-Encoding",
+    method: "POST",
+    url: "/v1/builds",
+    options: { rawBody: '{"strategyId":"a"}', headers: { "content-encoding": "gzip" } },
+    status: 415,
+    code: "invalid_input",
+    field: "Content-Encoding",
+  },
+  {
+    name: "a charset other than UTF-8",
+    method: "POST",
+    url: "/v1/builds",
+    options: {
+      rawBody: '{"strategyId":"a"}',
+      headers: { "content-type": "application/json; charset=latin1" },
+    },
+    status: 415,
+    code: "invalid_input",
+    field: "Content-Type",
+  },
   // list queries
+  {
+    name: "NUL in the strategyId filter",
+    method: "GET",
+    url: "/v1/builds?strategyId=a%00",
+    status: 400,
+    code: "invalid_input",
+    field: "strategyId",
+  },
+  ...["0x10", "1e1", "+5", "5.0", "%205", "5%20", "", "１"].map(
+    (value): Case => ({
+      name: `limit=${value} (not plain decimal)`,
+      method: "GET",
+      url: `/v1/builds?limit=${value}`,
+      status: 400,
+      code: "invalid_input",
+      field: "limit",
+    }),
+  ),
+  {
+    name: "queue limit in hex",
+    method: "GET",
+    url: "/v1/queue?limit=0x5",
+    status: 400,
+    code: "invalid_input",
+    field: "limit",
+  },
+  {
+    name: "bad percent-encoding in the path",
+    method: "GET",
+    url: "/%zz",
+    status: 400,
+    code: "invalid_input",
+  },
+  {
+    name: "bad percent-encoding in a build id",
+    method: "GET",
+    url: "/v1/builds/%zz",
+    status: 400,
+    code: "invalid_input",
+  },
+  {
+    name: "a NUL in a docs file name",
+    method: "GET",
+    url: "/docs/static/index.html%00",
+    status: 404,
+    code: "not_found",
+  },
   {
     name: "negative limit",
     method: "GET",
@@ -376,6 +478,24 @@ const onQueued = (): Case[] => [
     field: "reason",
   },
   {
+    name: "stop reason with a NUL",
+    method: "POST",
+    url: `/v1/builds/${queuedId}/stop`,
+    options: { rawBody: '{"reason":"because\\u0000"}' },
+    status: 400,
+    code: "invalid_input",
+    field: "reason",
+  },
+  {
+    name: "stop reason with a lone surrogate",
+    method: "POST",
+    url: `/v1/builds/${queuedId}/stop`,
+    options: { rawBody: '{"reason":"\\ud83d"}' },
+    status: 400,
+    code: "invalid_input",
+    field: "reason",
+  },
+  {
     name: "retry with a body field",
     method: "POST",
     url: `/v1/builds/${queuedId}/retry`,
@@ -430,6 +550,82 @@ describe.each(["inject", "fetch"] as const)("malformed requests via %s", (transp
   });
 });
 
+it("what is plainly UTF-8 JSON is taken: charset utf-8 in any spelling, Content-Encoding identity", async () => {
+  for (const headers of <Record<string, string>[]>[
+    { "content-type": 'application/json; charset="UTF-8"' },
+    { "content-type": "application/json;charset=utf8" },
+    { "content-type": "application/json", "content-encoding": "identity" },
+  ]) {
+    const res = await api.fetch("POST", "/v1/builds", { body: { strategyId: "plain-utf8 \u00e9" }, headers });
+    expect(res.status, JSON.stringify(headers)).toBe(201);
+    expect(res.json.build.strategyId).toBe("plain-utf8 \u00e9");
+  }
+  // A GET with a stray Content-Encoding but no body is not concerned.
+  const list = await api.fetch("GET", "/v1/builds?limit=007", { headers: { "content-encoding": "gzip" } });
+  expect(list.status).toBe(200);
+});
+
+it("the library refuses the same input with a ValidationError naming the field, and writes nothing", async () => {
+  const before = await countBuilds(api.queue);
+  const refusals: [string, () => Promise<unknown>][] = [
+    ["strategyId", () => api.queue.submit({ strategyId: "a\u0000" })],
+    ["params.x", () => api.queue.submit({ strategyId: "a", params: { x: "\ud800" } })],
+    ["params.n", () => api.queue.submit({ strategyId: "a", params: { n: Number.NaN } })],
+    ["idempotencyKey", () => api.queue.submit({ strategyId: "a", idempotencyKey: "\u0000" })],
+    [
+      "builds[1].params.x",
+      () => api.queue.submitMany([{ strategyId: "a" }, { strategyId: "b", params: { x: "\u0000" } }]),
+    ],
+    ["strategyId", () => api.queue.list({ strategyId: "a\u0000" })],
+    ["reason", () => api.queue.stop(queuedId, { reason: "why\u0000" })],
+    ["reason", () => api.queue.remove(queuedId, { reason: "\udc00" })],
+    ["workerId", () => api.queue.claim("worker\u0000")],
+    ["actor", () => api.queue.submit({ strategyId: "a" }, { actor: "me\u0000" })],
+    ["actor", () => api.queue.retry(queuedId, { actor: "\ud800" })],
+  ];
+  for (const [field, call] of refusals) {
+    await expect(call(), field).rejects.toMatchObject({ code: "invalid_input", field });
+  }
+  expect(await countBuilds(api.queue)).toBe(before);
+  expect((await api.queue.get(queuedId)).status).toBe("queued");
+});
+
+describe("requests fetch would not send as they are (over a raw socket)", () => {
+  const request = (path: string, extra = "") =>
+    `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n${extra}\r\n`;
+  it.each([
+    [
+      "a traversal out of the docs' files",
+      request("/docs/static/%2e%2e/%2e%2e/package.json"),
+      404,
+      "not_found",
+    ],
+    ["a plain ../ traversal", request("/docs/static/../../package.json"), 404, "not_found"],
+    ["a NUL in a docs file name", request("/docs/static/%00"), 404, "not_found"],
+    ["bad percent-encoding", request("/%zz"), 400, "invalid_input"],
+    ["a control character in a header", request("/health", "X-Evil: a\u0001b\r\n"), 400, "invalid_input"],
+    ["a request line that is not HTTP", "BLAH\r\n\r\n", 400, "invalid_input"],
+    [
+      "Content-Length with chunked encoding",
+      request("/health", "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
+      400,
+      "invalid_input",
+    ],
+    [
+      "headers over the size limit",
+      request("/health", `X-Big: ${"b".repeat(20_000)}\r\n`),
+      431,
+      "payload_too_large",
+    ],
+  ])("%s: %i with the error shape", async (_name, raw, status, code) => {
+    const res = await rawHttp(await api.url(), raw);
+    expect(res.status, res.text).toBe(status);
+    expect(res.json?.error?.code, res.text).toBe(code);
+    expect(typeof res.json.error.message).toBe("string");
+    expect(res.text).not.toMatch(/statusCode|FST_|package\.json|"name"/);
+  });
+});
+
 it("a client's own request id is kept only when it is plain; otherwise one is drawn", async () => {
   const own = await api.inject("GET", "/health", { headers: { "x-request-id": "abc-123" } });
   expect(own.headers["x-request-id"]).toBe("abc-123");
@@ -437,4 +633,58 @@ it("a client's own request id is kept only when it is plain; otherwise one is dr
   expect(hostile.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
   // Every request's log lines carry its id.
   expect(api.logs.some((l) => l.includes('"reqId":"abc-123"'))).toBe(true);
+});
+
+describe("a request that arrives while the server shuts down", () => {
+  it("gets 503 unavailable with the error shape, Retry-After and Connection: close", async () => {
+    let entered: () => void = () => undefined;
+    const inFlight = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const closingApi = await openTestApi("http_closing", {
+      shutdownGraceMs: 30_000,
+      setup: (app) =>
+        app.get("/v1/test-slow", { config: { access: "read" } }, async () => {
+          entered();
+          await released;
+          return { ok: true };
+        }),
+    });
+    try {
+      // Two requests on one kept-alive connection: the second is sent once the shutdown has begun,
+      // while the first is still being answered (so the connection is not idle and stays open).
+      const { port } = new URL(await closingApi.url());
+      const socket = connect(Number(port), "127.0.0.1");
+      const chunks: Buffer[] = [];
+      socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+      const ended = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+      socket.write("GET /v1/test-slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+      await inFlight;
+      const closed = closingApi.app.close();
+      await eventually(async () => !closingApi.app.server.listening);
+      socket.write("GET /v1/builds HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+      // The second request reaches the router before the first is released.
+      await eventually(async () => closingApi.logs.some((l) => l.includes("/v1/builds")));
+      release();
+      await ended;
+      await closed;
+      const text = Buffer.concat(chunks).toString();
+      expect(text, text).toMatch(/^HTTP\/1\.1 200 /);
+      const second = text.slice(text.indexOf("HTTP/1.1 ", 1));
+      expect(second, text).toMatch(/^HTTP\/1\.1 503 /);
+      expect(second).toMatch(/\r\nretry-after: 1\r\n/i);
+      expect(second).toMatch(/\r\nconnection: close\r\n/i);
+      const body = JSON.parse(second.slice(second.indexOf("\r\n\r\n") + 4));
+      expect(body).toEqual({
+        error: { code: "unavailable", message: expect.stringMatching(/shutting down/) },
+      });
+    } finally {
+      release();
+      await closingApi.cleanup();
+    }
+  });
 });
