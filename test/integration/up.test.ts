@@ -128,6 +128,25 @@ describe("oculus up (the main command)", () => {
       ],
       [
         [],
+        { OCULUS_HTTP_REQUEST_TIMEOUT_MS: "soon" },
+        /invalid OCULUS_HTTP_REQUEST_TIMEOUT_MS: must be a whole number/,
+      ],
+      [
+        [],
+        { OCULUS_HTTP_REQUEST_TIMEOUT_MS: "10000", OCULUS_HTTP_HEADERS_TIMEOUT_MS: "20000" },
+        /invalid OCULUS_HTTP_HEADERS_TIMEOUT_MS: 20000 ms must not exceed OCULUS_HTTP_REQUEST_TIMEOUT_MS/,
+      ],
+      [
+        [],
+        { OCULUS_HTTP_CONNECTION_TIMEOUT_MS: "5000" },
+        /invalid OCULUS_HTTP_CONNECTION_TIMEOUT_MS: 5000 ms must exceed the SSE heartbeat interval/,
+      ],
+      [[], { OCULUS_HTTP_MAX_CONNECTIONS: "-1" }, /invalid OCULUS_HTTP_MAX_CONNECTIONS/],
+      [[], { OCULUS_HTTP_ALLOWED_HOSTS: "http://queue.lan" }, /invalid OCULUS_HTTP_ALLOWED_HOSTS/],
+      [[], { OCULUS_AUTH_FAILURE_LIMIT: "lots" }, /invalid OCULUS_AUTH_FAILURE_LIMIT/],
+      [[], { OCULUS_METRICS_CACHE_MS: "5s" }, /invalid OCULUS_METRICS_CACHE_MS/],
+      [
+        [],
         { OCULUS_RETENTION_DAYS: "-3" },
         /--retention-days \/ OCULUS_RETENTION_DAYS: must be a number of days/,
       ],
