@@ -117,7 +117,9 @@ describe("the pages under their policies, in Chromium", () => {
     await page.goto(`${await api.url()}/`);
     // The script ran (its stream went live) and the stylesheet applied (the token field's margin).
     await page.locator("#stream", { hasText: "live" }).waitFor();
-    expect(await page.locator("#token").evaluate((el) => getComputedStyle(el).marginLeft)).not.toBe("0px");
+    // (A string: the function runs in the page, where the DOM's globals are.)
+    const margin = await page.evaluate('getComputedStyle(document.getElementById("token")).marginLeft');
+    expect(margin).not.toBe("0px");
     await page.goto(`${await api.url()}/docs`);
     await page.locator(".swagger-ui .info .title", { hasText: "Oculus build queue" }).waitFor();
     expect(violations).toEqual([]);
