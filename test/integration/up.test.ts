@@ -126,6 +126,7 @@ describe("oculus up (the main command)", () => {
         { OCULUS_TRUST_PROXY: "10.0.0.0/8,proxy.internal" },
         /invalid OCULUS_TRUST_PROXY: "proxy\.internal" is not an IP address/,
       ],
+      // The hardening settings (each variable's parsing: test/unit/http-settings.test.ts).
       [
         [],
         { OCULUS_HTTP_REQUEST_TIMEOUT_MS: "soon" },
@@ -141,10 +142,7 @@ describe("oculus up (the main command)", () => {
         { OCULUS_HTTP_CONNECTION_TIMEOUT_MS: "5000" },
         /invalid OCULUS_HTTP_CONNECTION_TIMEOUT_MS: 5000 ms must exceed the SSE heartbeat interval/,
       ],
-      [[], { OCULUS_HTTP_MAX_CONNECTIONS: "-1" }, /invalid OCULUS_HTTP_MAX_CONNECTIONS/],
       [[], { OCULUS_HTTP_ALLOWED_HOSTS: "http://queue.lan" }, /invalid OCULUS_HTTP_ALLOWED_HOSTS/],
-      [[], { OCULUS_AUTH_FAILURE_LIMIT: "lots" }, /invalid OCULUS_AUTH_FAILURE_LIMIT/],
-      [[], { OCULUS_METRICS_CACHE_MS: "5s" }, /invalid OCULUS_METRICS_CACHE_MS/],
       [
         [],
         { OCULUS_RETENTION_DAYS: "-3" },
