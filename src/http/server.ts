@@ -144,6 +144,8 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
   // CORS's onRequest hook runs first. A preflight is then answered before auth looks for a token, and
   // a 401 or 403 still carries the CORS headers (a page cannot read a cross-origin answer without them).
   registerCors(app, options.cors);
+  // Then, in this order: the security headers (so that every refusal below carries them), open
+  // mode's Host and CSRF guards, and auth with its limit on failed attempts (docs/security.md).
   installSecurityHeaders(app, web["dashboard.html"], DOCS_PREFIX);
   installOpenModeGuards(app, options.auth, options.allowedHosts);
   const failureLimit = options.authFailureLimit ?? DEFAULT_AUTH_FAILURE_LIMIT;
@@ -264,7 +266,10 @@ function registerDocs(app: ApiApp, auth: AuthConfig): void {
         title: "Oculus build queue",
         description:
           "Durable priority build queue. Errors are `{error: {code, message, field?}}`. " +
-          (authEnabled(auth) ? "Send `Authorization: Bearer <token>`." : "Auth is off on this server."),
+          (authEnabled(auth)
+            ? "Send `Authorization: Bearer <token>`."
+            : "Auth is off on this server: it answers loopback `Host` names only, and a POST needs " +
+              "`Content-Type: application/json` (`{}` for no fields) or an `X-Oculus-Client` header."),
         version: "1",
       },
       components: {
