@@ -17,6 +17,7 @@
  */
 import http from "node:http";
 import type { Socket } from "node:net";
+import type { FastifyInstance } from "fastify";
 import { ConfigError } from "../core/errors.js";
 
 export interface TransportLimits {
@@ -174,8 +175,11 @@ export function applyServerLimits(server: http.Server, limits: TransportLimits):
  * Errors Node raises before a request reaches Fastify (a timeout, headers too large, bytes that are
  * not HTTP), answered in the API's error shape instead of Fastify's default body.
  */
-function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
+function clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket): void {
   if (err.code === "ECONNRESET" || socket.destroyed) return;
+  // A timed-out request is what a slow or stalled client looks like: worth a line for the operator.
+  const level = err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "info" : "debug";
+  this.log[level]({ code: err.code, remoteAddress: socket.remoteAddress }, "client error: connection closed");
   const [status, code, message] =
     err.code === "ERR_HTTP_REQUEST_TIMEOUT"
       ? [408, "request_timeout", "the request did not arrive in time; the connection is closed"]

@@ -78,6 +78,9 @@ describe("request and header timeouts", () => {
     expect(bodyOf(conn.received())).toEqual({
       error: { code: "request_timeout", message: expect.stringMatching(/did not arrive in time/) },
     });
+    // The operator sees it in the log.
+    const line = api.logs.find((l) => l.includes("client error: connection closed"));
+    expect(JSON.parse(line ?? "{}")).toMatchObject({ level: 30, code: "ERR_HTTP_REQUEST_TIMEOUT" });
   });
 
   it("headers that never end: 408, connection closed", async () => {
