@@ -24,6 +24,7 @@ import {
   loadAuthConfig,
 } from "../http/auth.js";
 import { type CorsOptions, corsFromEnv } from "../http/cors.js";
+import { httpHardeningFromEnv } from "../http/http-settings.js";
 import {
   buildServer,
   DEFAULT_RATE_LIMIT,
@@ -104,6 +105,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
     ? passedEnvFromFlags(opts.env, process.env, (m) => console.error(`warning: ${m}`))
     : [];
   const streamLimits = streamLimitsFromEnv();
+  const hardening = httpHardeningFromEnv();
   const requirePersistence = flagOn(opts.requirePersistence);
   if (requirePersistence && !config.redisUrl) {
     throw new ConfigError("--require-persistence / OCULUS_REQUIRE_PERSISTENCE: needs a Redis (REDIS_URL)");
@@ -122,6 +124,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
     persistence,
     cors,
     trustProxy,
+    ...hardening,
   });
   let url: string;
   try {
@@ -168,7 +171,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   queue.startReaper();
   pending.fill(queue);
   printBanner(url, config, queue, auth);
-  printNetwork(cors, trustProxy);
+  printNetwork(cors, trustProxy, authEnabled(auth) ? [] : hardening.allowedHosts);
   if (opts.retentionDays !== undefined) {
     stopRetention = startRetention(queue.store.db, { olderThanMs: daysToMs(opts.retentionDays), logger });
     console.log(
@@ -279,8 +282,13 @@ function reloadTokens(state: AuthState, host: string): void {
 }
 
 /** CORS and trusted proxies, when set: an operator checks them here, not by reading headers. */
-function printNetwork(cors: CorsOptions | undefined, trustProxy: TrustProxy | undefined): void {
+function printNetwork(
+  cors: CorsOptions | undefined,
+  trustProxy: TrustProxy | undefined,
+  allowedHosts: readonly string[],
+): void {
   if (cors) console.log(`cors: ${cors.origins === "*" ? "any origin" : cors.origins.join(", ")}`);
+  if (allowedHosts.length > 0) console.log(`open mode also answers Host: ${allowedHosts.join(", ")}`);
   if (trustProxy !== undefined && trustProxy !== false) {
     const which =
       trustProxy === true

@@ -11,6 +11,7 @@ import { isIP } from "node:net";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { ConfigError, ForbiddenError, UnauthorizedError } from "../core/errors.js";
+import type { AuthFailureLimiter } from "./auth-failures.js";
 
 export const SCOPES = ["read", "submit", "admin"] as const;
 export type Scope = (typeof SCOPES)[number];
@@ -194,9 +195,14 @@ export function hasScope(principal: Principal, scope: Scope): boolean {
 
 /**
  * Installs auth: every route declares `config.access` (enforced for /v1 routes when they are
- * added), and an onRequest hook checks it before the body is even read.
+ * added), and an onRequest hook checks it before the body is even read. With a limiter, 401s are
+ * counted per client address, and an address past the limit gets 429 (auth-failures.ts).
  */
-export function installAuth(app: FastifyInstance, authSource: AuthConfig | AuthState): void {
+export function installAuth(
+  app: FastifyInstance,
+  authSource: AuthConfig | AuthState,
+  failures?: AuthFailureLimiter,
+): void {
   app.decorateRequest("principal", null);
   app.addHook("onRoute", (route) => {
     if (route.url.startsWith("/v1") && !route.config?.access) {
@@ -207,7 +213,15 @@ export function installAuth(app: FastifyInstance, authSource: AuthConfig | AuthS
     const access = request.routeOptions.config.access ?? "public";
     const auth = currentAuth(authSource);
     if (access === "public" || !authEnabled(auth)) return;
-    const principal = identify(auth, request.headers.authorization);
+    // An address past its failed attempts is refused before its token is even hashed.
+    failures?.check(request.ip);
+    let principal: Principal;
+    try {
+      principal = identify(auth, request.headers.authorization);
+    } catch (err) {
+      failures?.fail(request.ip);
+      throw err;
+    }
     if (!hasScope(principal, access)) throw new ForbiddenError(principal.name, access);
     request.principal = principal;
   });

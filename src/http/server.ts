@@ -22,8 +22,10 @@ import {
 import type { z } from "zod";
 import { RateLimitedError, StoreUnavailableError } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
+import { web } from "../generated/assets.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import { type AuthConfig, type AuthState, authEnabled, checkBind, currentAuth, installAuth } from "./auth.js";
+import { type AuthFailureLimit, AuthFailureLimiter, DEFAULT_AUTH_FAILURE_LIMIT } from "./auth-failures.js";
 import { installBodyGuard } from "./body-guard.js";
 import type { ApiApp, RouteContext } from "./context.js";
 import { type CorsOptions, registerCors } from "./cors.js";
@@ -34,9 +36,11 @@ import {
   installErrorHandlers,
   toValidationError,
 } from "./errors.js";
-import { type ApiMetrics, createMetrics } from "./metrics.js";
+import { type ApiMetrics, createMetrics, DEFAULT_METRICS_CACHE_MS } from "./metrics.js";
+import { installOpenModeGuards } from "./open-mode.js";
 import { PendingQueue } from "./pending-queue.js";
 import type { PersistenceProvider } from "./persistence.js";
+import { withRequestRedaction } from "./request-log.js";
 import { buildRoutes } from "./routes/builds.js";
 import { dashboardRoutes } from "./routes/dashboard.js";
 import { eventRoutes } from "./routes/events.js";
@@ -45,14 +49,24 @@ import { logRoutes } from "./routes/logs.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import { queueRoutes } from "./routes/queue.js";
 import { workerRoutes } from "./routes/workers.js";
+import { installSecurityHeaders } from "./security-headers.js";
 import { StreamRegistry } from "./sse.js";
 import { DEFAULT_STREAM_LIMITS } from "./stream-limits.js";
+import {
+  applyServerLimits,
+  checkTransportLimits,
+  DEFAULT_TRANSPORT_LIMITS,
+  fastifyTransportOptions,
+  type TransportLimits,
+} from "./transport.js";
 import { fastifyTrustProxy, type TrustProxy } from "./trust-proxy.js";
 
 export { type AuthConfig, AuthState } from "./auth.js";
+export type { AuthFailureLimit } from "./auth-failures.js";
 export type { CorsOptions } from "./cors.js";
 export { PendingQueue } from "./pending-queue.js";
 export type { PersistenceProvider, PersistenceReport } from "./persistence.js";
+export type { TransportLimits } from "./transport.js";
 export type { TrustProxy } from "./trust-proxy.js";
 
 export interface RateLimitOptions {
@@ -89,6 +103,15 @@ export interface ServerOptions {
    * key without auth); default false: the socket's address, whatever the header says.
    */
   trustProxy?: TrustProxy;
+  // Hardening (docs/security.md); each has an OCULUS_* variable read by http-settings.ts.
+  /** Timeouts and connection caps of the HTTP server; unset fields: DEFAULT_TRANSPORT_LIMITS. */
+  limits?: Partial<TransportLimits>;
+  /** Open mode only: Host names answered besides the loopback ones (OCULUS_HTTP_ALLOWED_HOSTS). */
+  allowedHosts?: readonly string[];
+  /** Failed authentications per client address per window before 429 (default 60 a minute); false: none. */
+  authFailureLimit?: AuthFailureLimit | false;
+  /** How long /metrics reuses its store counts, in ms (default 5000; 0: shared only while in progress). */
+  metricsCacheMs?: number;
 }
 
 export const DEFAULT_RATE_LIMIT: RateLimitOptions = { max: 1200, windowMs: 60_000 };
@@ -104,9 +127,13 @@ function requestIdOf(req: IncomingMessage): string {
 export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOptions): ApiApp {
   const slot = queue instanceof PendingQueue ? queue : PendingQueue.of(queue);
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const limits: TransportLimits = { ...DEFAULT_TRANSPORT_LIMITS, ...options.limits };
+  checkTransportLimits(limits, options.sseHeartbeatMs ?? 15_000);
   const app = Fastify({
-    // Typed as Fastify's logger so the instance keeps the default logger type parameter.
-    loggerInstance: options.logger as FastifyBaseLogger,
+    // Fastify's logger type, so the instance keeps the default logger type parameter; query
+    // parameters that look like credentials are redacted from the logged URL.
+    loggerInstance: withRequestRedaction(options.logger),
+    ...fastifyTransportOptions(limits),
     bodyLimit,
     genReqId: requestIdOf,
     requestIdHeader: false,
@@ -132,6 +159,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
       "request completed",
     );
   });
+  applyServerLimits(app.server, limits);
 
   // zod validates every params, query and body; a failure is the queue's ValidationError (field, reason).
   app.setValidatorCompiler<z.ZodType>(({ schema, httpPart }) => (data) => {
@@ -150,7 +178,12 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
   // CORS's onRequest hook runs first. A preflight is then answered before auth looks for a token, and
   // a 401 or 403 still carries the CORS headers (a page cannot read a cross-origin answer without them).
   registerCors(app, options.cors);
-  installAuth(app, options.auth);
+  // Then, in this order: the security headers (so that every refusal below carries them), open
+  // mode's Host and CSRF guards, and auth with its limit on failed attempts (docs/security.md).
+  installSecurityHeaders(app, web["dashboard.html"], DOCS_PREFIX);
+  installOpenModeGuards(app, options.auth, options.allowedHosts);
+  const failureLimit = options.authFailureLimit ?? DEFAULT_AUTH_FAILURE_LIMIT;
+  installAuth(app, options.auth, failureLimit ? new AuthFailureLimiter(failureLimit) : undefined);
   // Only for a queue not open yet: a server given an open queue pays nothing per request.
   if (!slot.current) installStartingGate(app, slot, options.persistence);
   app.addHook("onSend", async (request, reply) => {
@@ -164,7 +197,14 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
   let metrics: ApiMetrics | undefined;
   let closed = false;
   slot.whenFilled((open) => {
-    if (!closed) metrics = createMetrics(open, options.persistence, options.logger);
+    if (!closed) {
+      metrics = createMetrics(
+        open,
+        options.persistence,
+        options.logger,
+        options.metricsCacheMs ?? DEFAULT_METRICS_CACHE_MS,
+      );
+    }
   });
   let deadline: NodeJS.Timeout | undefined;
   // Before the HTTP server closes: end the event streams, or they would hold it open.
@@ -264,7 +304,10 @@ function registerDocs(app: ApiApp, auth: AuthConfig): void {
         title: "Oculus build queue",
         description:
           "Durable priority build queue. Errors are `{error: {code, message, field?}}`. " +
-          (authEnabled(auth) ? "Send `Authorization: Bearer <token>`." : "Auth is off on this server."),
+          (authEnabled(auth)
+            ? "Send `Authorization: Bearer <token>`."
+            : "Auth is off on this server: it answers loopback `Host` names only, and a POST needs " +
+              "`Content-Type: application/json` (`{}` for no fields) or an `X-Oculus-Client` header."),
         version: "1",
       },
       components: {

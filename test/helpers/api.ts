@@ -92,7 +92,16 @@ export async function openTestApi(label: string, options: TestApiOptions = {}): 
   const auth: AuthConfig = authConfig(options.tokens ?? []);
   const { tokens: _tokens, queue: _queue, setup, ...serverOptions } = options;
   // A short shutdown grace: a test client's idle connection must not hold the close.
-  const app = buildServer(queue, { rateLimit: false, shutdownGraceMs: 200, ...serverOptions, auth, logger });
+  // No rate limits and no metrics cache by default: tests that exercise them turn them on.
+  const app = buildServer(queue, {
+    rateLimit: false,
+    authFailureLimit: false,
+    metricsCacheMs: 0,
+    shutdownGraceMs: 200,
+    ...serverOptions,
+    auth,
+    logger,
+  });
   setup?.(app);
   await app.ready();
   let base: string | undefined;

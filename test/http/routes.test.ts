@@ -117,7 +117,10 @@ describe.each(["inject", "fetch"] as const)("every route via %s", (transport) =>
       stopReason: "superseded",
       stoppedBy: "api",
     });
-    const again = await call("POST", `/v1/builds/${build.id}/stop`);
+    // No body: without tokens, the client header says it is not a cross-site form (open-mode.ts).
+    const again = await call("POST", `/v1/builds/${build.id}/stop`, {
+      headers: { "x-oculus-client": "test" },
+    });
     expect(again.status).toBe(409);
     expect(again.json.error.code).toBe("invalid_state");
   });
@@ -125,7 +128,9 @@ describe.each(["inject", "fetch"] as const)("every route via %s", (transport) =>
   it("POST /v1/builds/:id/retry: a stopped build is queued again (202); a queued one: 409", async () => {
     const { build } = await api.queue.submit({ strategyId: strategy });
     await api.queue.stop(build.id);
-    const res = await call("POST", `/v1/builds/${build.id}/retry`);
+    const res = await call("POST", `/v1/builds/${build.id}/retry`, {
+      headers: { "x-oculus-client": "test" },
+    });
     expect(res.status).toBe(202);
     expect(res.json.build).toMatchObject({ id: build.id, status: "queued", retryCount: 0 });
     const again = await call("POST", `/v1/builds/${build.id}/retry`, { body: {} });

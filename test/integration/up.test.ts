@@ -172,6 +172,23 @@ describe("oculus up (the main command)", () => {
         { OCULUS_TRUST_PROXY: "10.0.0.0/8,proxy.internal" },
         /invalid OCULUS_TRUST_PROXY: "proxy\.internal" is not an IP address/,
       ],
+      // The hardening settings (each variable's parsing: test/unit/http-settings.test.ts).
+      [
+        [],
+        { OCULUS_HTTP_REQUEST_TIMEOUT_MS: "soon" },
+        /invalid OCULUS_HTTP_REQUEST_TIMEOUT_MS: must be a whole number/,
+      ],
+      [
+        [],
+        { OCULUS_HTTP_REQUEST_TIMEOUT_MS: "10000", OCULUS_HTTP_HEADERS_TIMEOUT_MS: "20000" },
+        /invalid OCULUS_HTTP_HEADERS_TIMEOUT_MS: 20000 ms must not exceed OCULUS_HTTP_REQUEST_TIMEOUT_MS/,
+      ],
+      [
+        [],
+        { OCULUS_HTTP_CONNECTION_TIMEOUT_MS: "5000" },
+        /invalid OCULUS_HTTP_CONNECTION_TIMEOUT_MS: 5000 ms must exceed the SSE heartbeat interval/,
+      ],
+      [[], { OCULUS_HTTP_ALLOWED_HOSTS: "http://queue.lan" }, /invalid OCULUS_HTTP_ALLOWED_HOSTS/],
       [
         [],
         { OCULUS_RETENTION_DAYS: "-3" },

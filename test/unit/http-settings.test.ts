@@ -1,11 +1,17 @@
 /**
- * The HTTP API's operator settings read from the environment: OCULUS_CORS_ORIGINS and
- * OCULUS_TRUST_PROXY. A bad value is a ConfigError (exit 2) naming the variable and the bad entry.
+ * The HTTP API's operator settings read from the environment: OCULUS_CORS_ORIGINS,
+ * OCULUS_TRUST_PROXY, and the hardening settings (OCULUS_HTTP_*, OCULUS_AUTH_FAILURE_LIMIT,
+ * OCULUS_METRICS_CACHE_MS). A bad value is a ConfigError (exit 2) naming the variable and the bad entry.
  */
 import Fastify from "fastify";
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/core/errors.js";
+import { authFailureLimitFromEnv } from "../../src/http/auth-failures.js";
 import { corsFromEnv } from "../../src/http/cors.js";
+import { httpHardeningFromEnv, metricsCacheFromEnv } from "../../src/http/http-settings.js";
+import { hostNameOf } from "../../src/http/open-mode.js";
+import { redactQuery } from "../../src/http/request-log.js";
+import { checkTransportLimits, DEFAULT_TRANSPORT_LIMITS } from "../../src/http/transport.js";
 import { fastifyTrustProxy, trustProxyFromEnv } from "../../src/http/trust-proxy.js";
 
 describe("OCULUS_CORS_ORIGINS", () => {
@@ -121,5 +127,121 @@ describe("OCULUS_TRUST_PROXY", () => {
     expect(fastifyTrustProxy(true)).toBe(true);
     expect(fastifyTrustProxy(false)).toBe(false);
     expect(fastifyTrustProxy(["10.0.0.0/8"])).toEqual(["10.0.0.0/8"]);
+  });
+});
+
+describe("HTTP hardening settings (docs/security.md)", () => {
+  it("unset: the documented defaults", () => {
+    expect(httpHardeningFromEnv({})).toEqual({
+      limits: {
+        requestTimeoutMs: 30_000,
+        headersTimeoutMs: 30_000,
+        keepAliveTimeoutMs: 72_000,
+        connectionTimeoutMs: 0,
+        maxRequestsPerSocket: 0,
+        maxConnections: 4096,
+      },
+      allowedHosts: [],
+      authFailureLimit: { max: 60, windowMs: 60_000 },
+      metricsCacheMs: 5000,
+    });
+    expect(DEFAULT_TRANSPORT_LIMITS.requestTimeoutMs).toBe(30_000);
+  });
+
+  it("each variable sets its value; 0 turns off those that may be off", () => {
+    const settings = httpHardeningFromEnv({
+      OCULUS_HTTP_REQUEST_TIMEOUT_MS: "60000",
+      OCULUS_HTTP_HEADERS_TIMEOUT_MS: " 10000 ",
+      OCULUS_HTTP_KEEP_ALIVE_TIMEOUT_MS: "5000",
+      OCULUS_HTTP_CONNECTION_TIMEOUT_MS: "120000",
+      OCULUS_HTTP_MAX_REQUESTS_PER_SOCKET: "100",
+      OCULUS_HTTP_MAX_CONNECTIONS: "0",
+      OCULUS_HTTP_ALLOWED_HOSTS: "Queue.Internal, 10.0.0.5,[fd00::1],build-box.",
+      OCULUS_AUTH_FAILURE_LIMIT: "0",
+      OCULUS_METRICS_CACHE_MS: "0",
+    });
+    expect(settings).toEqual({
+      limits: {
+        requestTimeoutMs: 60_000,
+        headersTimeoutMs: 10_000,
+        keepAliveTimeoutMs: 5000,
+        connectionTimeoutMs: 120_000,
+        maxRequestsPerSocket: 100,
+        maxConnections: 0,
+      },
+      allowedHosts: ["queue.internal", "10.0.0.5", "fd00::1", "build-box"],
+      authFailureLimit: false,
+      metricsCacheMs: 0,
+    });
+    expect(authFailureLimitFromEnv({ OCULUS_AUTH_FAILURE_LIMIT: "10" })).toEqual({
+      max: 10,
+      windowMs: 60_000,
+    });
+    expect(metricsCacheFromEnv({ OCULUS_METRICS_CACHE_MS: "250" })).toBe(250);
+  });
+
+  it.each([
+    [
+      "OCULUS_HTTP_REQUEST_TIMEOUT_MS",
+      "30s",
+      /must be a whole number from 1000 ms to 3600000 ms, or 0 for none, got "30s"/,
+    ],
+    ["OCULUS_HTTP_REQUEST_TIMEOUT_MS", "500", /must be from 1000 ms to 3600000 ms, or 0 for none, got "500"/],
+    ["OCULUS_HTTP_HEADERS_TIMEOUT_MS", "-1", /must be a whole number/],
+    ["OCULUS_HTTP_KEEP_ALIVE_TIMEOUT_MS", "0", /must be from 1000 ms to 3600000 ms, got "0"/],
+    ["OCULUS_HTTP_CONNECTION_TIMEOUT_MS", "1.5", /must be a whole number/],
+    ["OCULUS_HTTP_MAX_REQUESTS_PER_SOCKET", "1e3", /must be a whole number/],
+    ["OCULUS_HTTP_MAX_CONNECTIONS", "99999999", /must be from 1 to 1000000, or 0 for none/],
+    ["OCULUS_HTTP_ALLOWED_HOSTS", "https://queue.internal", /"https:\/\/queue\.internal" is not a host name/],
+    ["OCULUS_HTTP_ALLOWED_HOSTS", "queue.internal:8080", /"queue\.internal:8080" is not a host name/],
+    ["OCULUS_HTTP_ALLOWED_HOSTS", "*.internal", /"\*\.internal" is not a host name/],
+    ["OCULUS_HTTP_ALLOWED_HOSTS", ",,", /names no host/],
+    ["OCULUS_AUTH_FAILURE_LIMIT", "many", /must be a whole number/],
+    ["OCULUS_METRICS_CACHE_MS", "50", /must be from 100 ms to 3600000 ms, or 0 for none/],
+  ])("%s=%s: a ConfigError naming the variable", (variable, value, message) => {
+    const read = () => httpHardeningFromEnv({ [variable]: value });
+    expect(read).toThrow(ConfigError);
+    expect(read).toThrow(new RegExp(`^invalid ${variable}: `));
+    expect(read).toThrow(message);
+  });
+
+  it("the headers timeout may not exceed the request timeout (Node refuses it)", () => {
+    const env = { OCULUS_HTTP_REQUEST_TIMEOUT_MS: "10000", OCULUS_HTTP_HEADERS_TIMEOUT_MS: "20000" };
+    expect(() => httpHardeningFromEnv(env)).toThrow(
+      /^invalid OCULUS_HTTP_HEADERS_TIMEOUT_MS: 20000 ms must not exceed OCULUS_HTTP_REQUEST_TIMEOUT_MS \(10000 ms\)/,
+    );
+    // With the request timeout off, any headers timeout is fine.
+    const off = { OCULUS_HTTP_REQUEST_TIMEOUT_MS: "0", OCULUS_HTTP_HEADERS_TIMEOUT_MS: "20000" };
+    expect(httpHardeningFromEnv(off).limits.headersTimeoutMs).toBe(20_000);
+  });
+
+  it("a connection (idle) timeout must exceed the SSE heartbeat", () => {
+    const limits = { ...DEFAULT_TRANSPORT_LIMITS, connectionTimeoutMs: 15_000 };
+    expect(() => checkTransportLimits(limits, 15_000)).toThrow(
+      /^invalid OCULUS_HTTP_CONNECTION_TIMEOUT_MS: /,
+    );
+    expect(() => checkTransportLimits({ ...limits, connectionTimeoutMs: 20_000 }, 15_000)).not.toThrow();
+  });
+
+  it("Host values: loopback names with any port, brackets and trailing dots handled", () => {
+    expect(hostNameOf("localhost:8080")).toBe("localhost");
+    expect(hostNameOf("LOCALHOST.")).toBe("localhost");
+    expect(hostNameOf("[::1]:8080")).toBe("::1");
+    expect(hostNameOf("127.0.0.1")).toBe("127.0.0.1");
+    expect(hostNameOf("rebind.attacker.example:8080")).toBe("rebind.attacker.example");
+  });
+});
+
+describe("credentials in logged URLs", () => {
+  it("values of credential-like query parameters are replaced", () => {
+    expect(redactQuery("/v1/events?access_token=abc&lastEventId=5")).toBe(
+      "/v1/events?access_token=***&lastEventId=5",
+    );
+    expect(redactQuery("/v1/queue?token=abc&api_key=k&Password=p&limit=3")).toBe(
+      "/v1/queue?token=***&api_key=***&Password=***&limit=3",
+    );
+    expect(redactQuery("/v1/queue?%74oken=abc")).toBe("/v1/queue?%74oken=***");
+    expect(redactQuery("/v1/builds?status=queued")).toBe("/v1/builds?status=queued");
+    expect(redactQuery("/v1/builds")).toBe("/v1/builds");
   });
 });
