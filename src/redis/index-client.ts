@@ -3,8 +3,9 @@
  * the few plain commands the queue needs. Every method may throw on a Redis fault; the queue's
  * failover decides what that means.
  */
-import { Redis, type RedisOptions } from "ioredis";
+import type { RedisOptions } from "ioredis";
 import { lua } from "../generated/assets.js";
+import { createRedisClient, type RedisClient } from "./connection.js";
 import { type RedisKeys, redisKeys } from "./keys.js";
 
 export interface IndexEntry {
@@ -42,7 +43,7 @@ interface ScriptCommands {
   oculusIndexCounts(k1: string, k2: string, k3: string, windowMs: number): Promise<number[]>;
 }
 
-export type ScriptedRedis = Redis & ScriptCommands;
+export type ScriptedRedis = RedisClient & ScriptCommands;
 
 /**
  * Connection options that make a dead Redis fail fast instead of queueing commands forever: the
@@ -60,8 +61,9 @@ export function redisOptions(extra: RedisOptions = {}): RedisOptions {
   };
 }
 
+/** A client of REDIS_URL's topology (one server, Sentinel or Cluster) with the queue's scripts. */
 export function connectRedis(url: string, extra: RedisOptions = {}): ScriptedRedis {
-  const redis = new Redis(url, redisOptions(extra)) as ScriptedRedis;
+  const redis = createRedisClient(url, redisOptions(extra)) as ScriptedRedis;
   redis.defineCommand("oculusEnqueue", { numberOfKeys: 4, lua: lua.enqueue });
   redis.defineCommand("oculusPopForClaim", { numberOfKeys: 5, lua: lua.pop_for_claim });
   redis.defineCommand("oculusRemove", { numberOfKeys: 3, lua: lua.remove });
