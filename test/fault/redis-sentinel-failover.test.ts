@@ -41,6 +41,17 @@ describe("Redis Sentinel: master kill -9 under load", () => {
     const logs: ModeLog[] = queues.map((q) => watchModes(q));
     expect(queues.map((q) => q.mode)).toEqual(["redis", "redis"]);
     const oldMaster = await group.masterPort();
+    // A live event stream: its hub subscribes to <prefix>:events (wake-ups are subscribed at open).
+    const streamAbort = new AbortController();
+    const streaming = (async () => {
+      for await (const _ of first.queue.events.subscribe({ signal: streamAbort.signal })) {
+        // only the subscription matters here
+      }
+    })();
+    cleanups.push(async () => {
+      streamAbort.abort();
+      await streaming.catch(() => undefined);
+    });
 
     const load = new Load();
     cleanups.push(() => load.stop());
@@ -48,6 +59,7 @@ describe("Redis Sentinel: master kill -9 under load", () => {
       eventually(check, timeoutMs).catch((err) => {
         const state = {
           modes: queues.map((q) => q.mode),
+          changes: logs.map((l) => l.modes.map((m) => m.mode)),
           submitted: load.submitted.size,
           completed: load.completed.size,
           errors: load.errors.slice(0, 5),
@@ -85,6 +97,16 @@ describe("Redis Sentinel: master kill -9 under load", () => {
     client.on("error", () => undefined);
     cleanups.push(async () => client.disconnect());
     expect(parseRole(await client.info("replication"))).toBe("master");
+    // The subscribers followed: both queues' wake-ups and the event hub listen on the new master.
+    await eventually(async () => {
+      const counts = (await client.call(
+        "PUBSUB",
+        "NUMSUB",
+        `${first.prefix}:wake`,
+        `${first.prefix}:events`,
+      )) as (string | number)[];
+      return Number(counts[1]) >= 2 && Number(counts[3]) >= 1;
+    }, 15_000);
     let lastDiff: string[] = [];
     await eventually(async () => {
       lastDiff = await indexDiff(client, first.prefix, first.schema);

@@ -13,6 +13,7 @@ import {
   RedisUrlError,
 } from "../../src/core/redis-url.js";
 import { isRedisFailoverError } from "../../src/redis/connection.js";
+import { redisKeys } from "../../src/redis/keys.js";
 
 describe("parseRedisUrl", () => {
   it("reads one server, with credentials, database and TLS", () => {
@@ -117,6 +118,10 @@ describe("REDIS_URL in the configuration", () => {
     expect(hashTagOf("{}x")).toBeUndefined();
     expect(hashTagOf("{x")).toBeUndefined();
     expect(hashTagOf("oculus")).toBeUndefined();
+  });
+
+  it("puts every key and channel of a hash-tag prefix in the tag's slot", () => {
+    for (const key of Object.values(redisKeys("{oculus}"))) expect(hashTagOf(key)).toBe("oculus");
   });
 
   it("redacts the password of every form", () => {
