@@ -196,11 +196,16 @@ function checkRedisPrefix(config: Config): void {
 
 /** A URL with its password replaced, safe to print and log. */
 export function redactUrl(url: string): string {
+  // A sentinel's own password may come as a query parameter (src/core/redis-url.ts).
+  const hideQuery = (text: string) => text.replace(/(sentinelPassword=)[^&#]*/gi, "$1***");
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = "***";
-    return parsed.toString();
+    return hideQuery(parsed.toString());
   } catch {
-    return "(unparseable URL)";
+    // Several hosts (redis-sentinel://, redis-cluster://) make no WHATWG URL: redact as text.
+    const userinfo = /^([a-z][a-z0-9+.-]*:\/\/[^:@/?#]*:)[^@/?#]+@/i;
+    if (userinfo.test(url)) return hideQuery(url.replace(userinfo, "$1***@"));
+    return /^[a-z][a-z0-9+.-]*:\/\/[^@]*$/i.test(url) ? hideQuery(url) : "(unparseable URL)";
   }
 }

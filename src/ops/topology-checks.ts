@@ -16,7 +16,8 @@ export async function checkTopology(url: string, master: Redis): Promise<Persist
   const target = parseRedisUrl(url);
   if (target.topology === "standalone") return [];
   const role = parseInfo(await master.info("replication"));
-  const address = `${master.options.host}:${master.options.port}`;
+  // The address connected to (in Sentinel mode `options` hold no address: the sentinels gave it).
+  const address = `${master.stream.remoteAddress ?? master.options.host}:${master.stream.remotePort ?? master.options.port}`;
   const isMaster = role.get("role") === "master";
   const checks: PersistenceCheck[] = [
     {

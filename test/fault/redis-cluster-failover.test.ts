@@ -6,10 +6,12 @@
  * an error. How long each queue ran on PostgreSQL is printed (docs/operations.md quotes it).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConfigError } from "../../src/core/errors.js";
 import type { BuildQueue } from "../../src/index.js";
 import { buildSummaries, indexDiff } from "../helpers/index-state.js";
 import { Load } from "../helpers/load.js";
 import { type ModeLog, runOnPostgres, watchModes } from "../helpers/mode-log.js";
+import { oculus } from "../helpers/oculus-cli.js";
 import { sql } from "../helpers/postgres.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
 import { RedisClusterGroup } from "../helpers/redis-cluster.js";
@@ -25,6 +27,27 @@ describe("Redis Cluster: slot master kill -9 under load", () => {
 
   afterAll(async () => {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+  });
+
+  it("refuses a prefix without a hash tag: exit 2 from the CLI, a ConfigError from the library", async () => {
+    const result = await oculus(["doctor"], { REDIS_URL: group.url, OCULUS_PREFIX: "plain" });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/prefix "plain".*must carry a hash tag.*use "\{plain\}"/);
+    await expect(
+      openTestQueue("redis_cluster_bad", { redisUrl: group.url, prefix: "plain" }),
+    ).rejects.toThrow(ConfigError);
+  });
+
+  it("oculus doctor checks the master owning the queue's slot", async () => {
+    const result = await oculus(["doctor", "--json"], { REDIS_URL: group.url });
+    const report = JSON.parse(result.stdout) as {
+      topology: { name: string; status: string; value: unknown }[];
+    };
+    const byName = new Map(report.topology.map((c) => [c.name, c]));
+    const master = await group.masterPort("{oculus}:build_queue");
+    expect(byName.get("master")).toMatchObject({ status: "pass", value: `127.0.0.1:${master}` });
+    expect(byName.get("cluster-state")).toMatchObject({ status: "pass", value: "ok" });
+    expect(byName.get("cluster-replicas")).toMatchObject({ status: "pass", value: 1 });
   });
 
   it("fails over to the slot's replica: nothing lost, each build once, fast path resumed on the new master", async () => {

@@ -11,6 +11,7 @@ import type { BuildQueue } from "../../src/index.js";
 import { buildSummaries, indexDiff } from "../helpers/index-state.js";
 import { Load } from "../helpers/load.js";
 import { type ModeLog, runOnPostgres, watchModes } from "../helpers/mode-log.js";
+import { oculus } from "../helpers/oculus-cli.js";
 import { sql } from "../helpers/postgres.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
 import { RedisSentinelGroup } from "../helpers/redis-sentinel.js";
@@ -26,6 +27,26 @@ describe("Redis Sentinel: master kill -9 under load", () => {
 
   afterAll(async () => {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+  });
+
+  it("oculus doctor checks the master it resolves and reports the sentinels' view", async () => {
+    const result = await oculus(["doctor", "--json"], { REDIS_URL: group.url });
+    const report = JSON.parse(result.stdout) as {
+      topology: { name: string; status: string; value: unknown }[];
+    };
+    const byName = new Map(report.topology.map((c) => [c.name, c]));
+    expect(byName.get("master")).toMatchObject({
+      status: "pass",
+      value: `127.0.0.1:${await group.masterPort()}`,
+    });
+    expect(byName.get("sentinel-quorum")).toMatchObject({ status: "pass", value: "quorum 2, 3/3 reachable" });
+    expect(byName.get("sentinel-replicas")).toMatchObject({ status: "pass", value: 1 });
+    expect(byName.get("min-replicas-to-write")).toMatchObject({ status: "pass", value: 0 });
+    // The sentinels' own view, in words, for people.
+    const text = await oculus(["doctor"], { REDIS_URL: group.url });
+    expect(text.stdout).toContain('Redis topology (Sentinel master "oculusmaster" via');
+    expect(text.stdout).toMatch(/PASS {2}sentinel-quorum +(= )?quorum 2, 3\/3 reachable/);
+    expect(text.stdout).toContain(`Redis redis-sentinel://127.0.0.1:${group.sentinels[0]?.port}`);
   });
 
   it("fails over to the replica: nothing lost, each build once, fast path resumed on the new master", async () => {

@@ -126,7 +126,10 @@ describe("REDIS_URL in the configuration", () => {
 
   it("redacts the password of every form", () => {
     expect(redactUrl("redis-sentinel://u:secret@s1:1,s2:2/0#m")).not.toContain("secret");
-    expect(redactUrl("redis-cluster://:secret@a:1,b:2")).not.toContain("secret");
+    expect(redactUrl("redis-cluster://:secret@a:1,b:2")).toBe("redis-cluster://:***@a:1,b:2");
+    expect(redactUrl("redis-sentinel://s:1?sentinelPassword=secret#m")).not.toContain("secret");
+    expect(redactUrl("redis-sentinel://a:1,b:2?sentinelPassword=secret#m")).not.toContain("secret");
+    expect(redactUrl("redis-sentinel://a:1,b:2#m")).toBe("redis-sentinel://a:1,b:2#m");
   });
 });
 
