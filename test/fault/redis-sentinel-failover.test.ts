@@ -169,6 +169,83 @@ describe("Redis Sentinel: master kill -9 under load", () => {
     // Everything is done: the index on the new master ends empty.
     await eventually(async () => (await indexDiff(client, first.prefix, first.schema)).length === 0);
   }, 120_000);
+
+  it("follows a switchover (SENTINEL FAILOVER demotes the master to a replica) without a lost build", async () => {
+    // The master killed above comes back: the sentinels make it a replica of the current master.
+    const current = await group.masterPort();
+    const comeback = [...group.servers.keys()].find((port) => port !== current) as number;
+    await group.servers.get(comeback)?.restart();
+    const back = group.servers.get(comeback)?.client() as Redis;
+    cleanups.push(async () => back.disconnect());
+    await eventually(async () => {
+      const info = await back.info("replication");
+      return parseRole(info) === "slave" && /master_link_status:up/.test(info);
+    }, 30_000);
+
+    const first = await openTestQueue("redis_sentinel_demote", { redisUrl: group.url });
+    cleanups.push(first.cleanup);
+    const second = await openTestQueue("redis_sentinel_demote", {
+      redisUrl: group.url,
+      schema: first.schema,
+      prefix: first.prefix,
+    });
+    cleanups.push(second.cleanup);
+    const queues: BuildQueue[] = [first.queue, second.queue];
+    const logs: ModeLog[] = queues.map((q) => watchModes(q));
+    const load = new Load();
+    cleanups.push(() => load.stop());
+    load.startSubmits(first.queue);
+    load.startClaims(first.queue, "a1");
+    load.startClaims(second.queue, "b1");
+    await eventually(async () => load.completed.size >= 100, 30_000);
+
+    const switchedAt = Date.now();
+    const sentinel = group.sentinels[0]?.client() as Redis;
+    cleanups.push(async () => sentinel.disconnect());
+    expect(await sentinel.call("SENTINEL", "FAILOVER", group.masterName)).toBe("OK");
+    expect(await group.waitSettled(30_000, current)).toBe(comeback);
+    // The fast path resumes on the promoted server: builds submitted now reach its index.
+    await eventually(async () => {
+      const atCheck = load.completed.size;
+      await new Promise((r) => setTimeout(r, 300));
+      return queues.every((q) => q.mode === "redis") && load.completed.size > atCheck;
+    }, 30_000);
+    console.log(
+      `sentinel switchover: modes ${JSON.stringify(logs.map((l) => l.modes.map((m) => [m.mode, m.cause])))}; on PostgreSQL per queue: ${logs.map((l) => runOnPostgres(l, switchedAt) ?? 0).join(", ")} ms`,
+    );
+    load.stopSubmits();
+    await load.pauseClaims();
+    const extra = await first.queue.submitMany(Array.from({ length: 20 }, () => ({ strategyId: "after" })));
+    for (const r of extra) load.submitted.add(r.build.id);
+    let lastDiff: string[] = [];
+    await eventually(async () => {
+      lastDiff = await indexDiff(back, first.prefix, first.schema);
+      return lastDiff.length === 0;
+    }, 15_000).catch((err) => {
+      throw new Error(
+        `index != queued rows: ${lastDiff.slice(0, 10).join(", ")} (${(err as Error).message})`,
+      );
+    });
+    expect((await back.zcard(`${first.prefix}:build_queue`)) >= 20).toBe(true);
+
+    load.resumeClaims();
+    await eventually(async () => {
+      const [row] = await sql<{ n: number }>(
+        first.schema,
+        "SELECT count(*)::int AS n FROM builds WHERE status <> 'completed'",
+      );
+      return row?.n === 0;
+    }, 30_000);
+    await load.stop();
+    expect(load.errors).toEqual([]);
+    expect(load.duplicateClaims()).toEqual([]);
+    const summaries = await buildSummaries(first.schema);
+    expect(summaries.length).toBe(load.submitted.size);
+    const wrong = summaries.filter(
+      (s) => s.status !== "completed" || s.claimed_events !== 1 || s.completed_events !== 1 || s.lease !== 1,
+    );
+    expect(wrong).toEqual([]);
+  }, 120_000);
 });
 
 function parseRole(info: string): string | undefined {

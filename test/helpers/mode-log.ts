@@ -5,12 +5,14 @@
 import type { BuildQueue } from "../../src/index.js";
 
 export interface ModeLog {
-  modes: { mode: string; at: number }[];
+  modes: { mode: string; at: number; cause?: string }[];
 }
 
 export function watchModes(queue: BuildQueue): ModeLog {
   const log: ModeLog = { modes: [] };
-  queue.on("mode", (mode: string) => log.modes.push({ mode, at: Date.now() }));
+  queue.on("mode", (mode: string, cause?: Error) =>
+    log.modes.push({ mode, at: Date.now(), ...(cause ? { cause: cause.message } : {}) }),
+  );
   return log;
 }
 
