@@ -22,9 +22,19 @@ export function isRedisFailoverError(err: unknown): boolean {
   return /^(READONLY|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN)\b/.test(message);
 }
 
-/** Reconnect (re-asking the sentinels for the master) when a node says it is no longer one. */
-const reconnectOnFailoverError = (err: Error): 1 | false =>
-  /^(READONLY|LOADING)\b/.test(err.message) ? 1 : false;
+/**
+ * Sentinel mode: reconnect (which asks the sentinels for the master again) when a node says it is no
+ * longer the master, at most once a second (sentinels that still name the demoted node would make
+ * it a loop). On one server a reconnection cannot help: the failover's probes with backoff wait.
+ */
+function reconnectOnFailoverError(): (err: Error) => 1 | false {
+  let last = 0;
+  return (err) => {
+    if (!/^(READONLY|LOADING)\b/.test(err.message) || Date.now() - last < 1000) return false;
+    last = Date.now();
+    return 1;
+  };
+}
 
 /**
  * A client for `url` with `options` (ioredis options; a few are set here per topology). Throws a
@@ -38,7 +48,6 @@ export function createRedisClient(url: string, options: RedisOptions = {}): Redi
     ...(target.password ? { password: target.password } : {}),
     db: target.db,
     ...(target.tls ? { tls: {} } : {}),
-    reconnectOnError: reconnectOnFailoverError,
   };
   if (target.topology === "standalone") {
     const node = target.nodes[0] as RedisNode;
@@ -49,6 +58,7 @@ export function createRedisClient(url: string, options: RedisOptions = {}): Redi
     sentinels: target.nodes,
     name: target.masterName as string,
     role: "master",
+    reconnectOnError: reconnectOnFailoverError(),
     ...(target.sentinelUsername ? { sentinelUsername: target.sentinelUsername } : {}),
     ...(target.sentinelPassword ? { sentinelPassword: target.sentinelPassword } : {}),
     ...(target.tls ? { enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
