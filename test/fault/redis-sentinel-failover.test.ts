@@ -15,6 +15,7 @@ import { oculus } from "../helpers/oculus-cli.js";
 import { sql } from "../helpers/postgres.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
 import { RedisSentinelGroup } from "../helpers/redis-sentinel.js";
+import { WorkerProcess } from "../helpers/worker-fleet.js";
 
 describe("Redis Sentinel: master kill -9 under load", () => {
   let group: RedisSentinelGroup;
@@ -94,6 +95,15 @@ describe("Redis Sentinel: master kill -9 under load", () => {
     load.startSubmits(first.queue);
     load.startClaims(first.queue, "a1");
     load.startClaims(second.queue, "b1");
+    // A worker process too: its claims, wake-ups and heartbeat thread (a connection of its own) follow.
+    const worker = await WorkerProcess.start({
+      workerId: "sentinel-worker",
+      schema: first.schema,
+      prefix: first.prefix,
+      redisUrl: group.url,
+      capacity: 2,
+    });
+    cleanups.push(async () => void (await worker.terminate().catch(() => undefined)));
 
     await until("claims before the kill", async () => load.completed.size >= 200);
     const killedAt = Date.now();
@@ -118,6 +128,14 @@ describe("Redis Sentinel: master kill -9 under load", () => {
     client.on("error", () => undefined);
     cleanups.push(async () => client.disconnect());
     expect(parseRole(await client.info("replication"))).toBe("master");
+    // The worker process's heartbeat thread beats to the new master.
+    await eventually(async () => {
+      const [beat, [sec]] = await Promise.all([
+        client.zscore(`${first.prefix}:worker_heartbeats`, "sentinel-worker"),
+        client.time(),
+      ]);
+      return beat !== null && Number(sec) * 1000 - Number(beat) < 2000;
+    }, 15_000);
     // The subscribers followed: both queues' wake-ups and the event hub listen on the new master.
     await eventually(async () => {
       const counts = (await client.call(
@@ -126,7 +144,7 @@ describe("Redis Sentinel: master kill -9 under load", () => {
         `${first.prefix}:wake`,
         `${first.prefix}:events`,
       )) as (string | number)[];
-      return Number(counts[1]) >= 2 && Number(counts[3]) >= 1;
+      return Number(counts[1]) >= 3 && Number(counts[3]) >= 1;
     }, 15_000);
     let lastDiff: string[] = [];
     await eventually(async () => {
@@ -165,7 +183,11 @@ describe("Redis Sentinel: master kill -9 under load", () => {
       (s) => s.status !== "completed" || s.claimed_events !== 1 || s.completed_events !== 1 || s.lease !== 1,
     );
     expect(wrong).toEqual([]);
-    expect(new Set(load.claims.keys())).toEqual(load.submitted);
+    const byWorker = worker.events.filter((e) => e.event === "started").map((e) => e.id as string);
+    expect(new Set([...load.claims.keys(), ...byWorker])).toEqual(load.submitted);
+    expect(new Set(byWorker).size).toBe(byWorker.length);
+    expect(byWorker.length).toBeGreaterThan(0);
+    expect(worker.running).toBe(true);
     // Everything is done: the index on the new master ends empty.
     await eventually(async () => (await indexDiff(client, first.prefix, first.schema)).length === 0);
   }, 120_000);
