@@ -3,7 +3,7 @@
  * server's `/health`, `/metrics` and start-up (`--require-persistence`). A check that turns warn or
  * fail is logged once, when it changes, not on every run; one that recovers is logged at info.
  *
- *   const monitor = new PersistenceMonitor(() => new Redis(url), { logger }); // a client that failed is replaced
+ *   const monitor = new PersistenceMonitor(() => connectAdminRedis(url), { logger }); // a client that failed is replaced
  *   const first = await monitor.checkNow();   // e.g. refuse to start when first.status === "fail"
  *   monitor.start();
  *   monitor.latest();                          // the last report, or undefined before the first
