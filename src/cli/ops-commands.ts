@@ -8,6 +8,7 @@ import type { Redis } from "ioredis";
 import { type Config, redactUrl } from "../core/config.js";
 import { OculusError } from "../core/errors.js";
 import { createLogger } from "../core/logger.js";
+import { describeRedisTarget, parseRedisUrl } from "../core/redis-url.js";
 import { type BackupResult, backupRedis } from "../ops/backup.js";
 import {
   type CheckStatus,
@@ -17,6 +18,7 @@ import {
 } from "../ops/persistence-checks.js";
 import { checkPostgres, checkQueueIndex } from "../ops/queue-checks.js";
 import { connectAdminRedis } from "../ops/redis-admin.js";
+import { checkTopology } from "../ops/topology-checks.js";
 import { type VerifyReport, verifyBackup } from "../ops/verify-backup.js";
 import { openQueueOnce } from "../queue/open-with-retry.js";
 import type { PruneReport } from "../queue/retention.js";
@@ -142,6 +144,8 @@ function requireRedis(c: Config, command: string): string {
 interface DoctorReport {
   status: CheckStatus;
   redis: { url: string; status: CheckStatus; checks: PersistenceCheck[]; checkedAt: string };
+  /** Sentinel or Cluster: the master resolved and what keeps it available (empty on one server). */
+  topology: PersistenceCheck[];
   queue: PersistenceCheck[];
   postgres: PersistenceCheck[] | null;
 }
@@ -159,7 +163,7 @@ async function runDoctor(c: Config, url: string): Promise<DoctorReport> {
   const postgres = c.databaseUrl ? await checkPostgres(c.databaseUrl, c.schema) : undefined;
   let redis: Redis;
   try {
-    redis = await connectAdminRedis(url);
+    redis = await connectAdminRedis(url, 5000, c.prefix);
   } catch (err) {
     const check = failed("connection", (err as Error).message, "start Redis, or fix REDIS_URL (--redis-url)");
     const checks = [check];
@@ -167,17 +171,20 @@ async function runDoctor(c: Config, url: string): Promise<DoctorReport> {
     return {
       status: worstStatus(all.map((x) => x.status)),
       redis: { url: redisUrl, status: "fail", checks, checkedAt: new Date().toISOString() },
+      topology: [],
       queue: [],
       postgres: postgres?.checks ?? null,
     };
   }
   try {
     const persistence = await checkPersistence(redis);
+    const topology = await checkTopology(url, redis);
     const queue = await checkQueueIndex(redis, c.prefix, postgres?.queued);
-    const all = [...persistence.checks, ...queue, ...(postgres?.checks ?? [])];
+    const all = [...persistence.checks, ...topology, ...queue, ...(postgres?.checks ?? [])];
     return {
       status: worstStatus(all.map((x) => x.status)),
       redis: { url: redisUrl, ...persistence },
+      topology,
       queue,
       postgres: postgres?.checks ?? null,
     };
@@ -193,6 +200,10 @@ function failed(name: string, message: string, fix: string): PersistenceCheck {
 function printDoctor(report: DoctorReport, c: Config): void {
   console.log(`Redis ${report.redis.url}: persistence`);
   printChecks(report.redis.checks);
+  if (report.topology.length > 0) {
+    console.log(`Redis topology (${describeRedisTarget(parseRedisUrl(c.redisUrl ?? ""))})`);
+    printChecks(report.topology);
+  }
   if (report.queue.length > 0) {
     console.log(`Queue index (prefix ${c.prefix})`);
     printChecks(report.queue);
@@ -203,7 +214,7 @@ function printDoctor(report: DoctorReport, c: Config): void {
   } else {
     console.log("PostgreSQL: not checked (no --database-url / DATABASE_URL)");
   }
-  const all = [...report.redis.checks, ...report.queue, ...(report.postgres ?? [])];
+  const all = [...report.redis.checks, ...report.topology, ...report.queue, ...(report.postgres ?? [])];
   const count = (s: CheckStatus) => all.filter((x) => x.status === s).length;
   console.log(
     `\n${report.status.toUpperCase()}: ${count("fail")} failing, ${plural(count("warn"), "warning")}, ${count("pass")} passing`,
@@ -238,7 +249,7 @@ async function backupCommand(c: Config, opts: BackupFlags): Promise<void> {
       "--pg-dump needs PostgreSQL: set --database-url or DATABASE_URL",
     );
   }
-  const redis = await connectAdminRedis(url);
+  const redis = await connectAdminRedis(url, 5000, c.prefix);
   // Ctrl-C or SIGTERM during the copy: abort it, so that the rewrite setting is still set back.
   const abort = new AbortController();
   const onSignal = () => abort.abort(new Error("interrupted: the backup was abandoned"));

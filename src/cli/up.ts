@@ -10,7 +10,6 @@
  * local workers. A signal at any point shuts down what has started and exits 0.
  */
 
-import { Redis } from "ioredis";
 import type { Config } from "../core/config.js";
 import { ConfigError } from "../core/errors.js";
 import { createLogger, type Logger } from "../core/logger.js";
@@ -37,6 +36,7 @@ import {
 import { streamLimitsFromEnv } from "../http/stream-limits.js";
 import { type TrustProxy, trustProxyFromEnv } from "../http/trust-proxy.js";
 import { PersistenceMonitor } from "../ops/persistence-monitor.js";
+import { connectAdminRedis } from "../ops/redis-admin.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import { describeStore, OpenAborted, openQueueWaiting } from "../queue/open-with-retry.js";
 import { startRetention } from "../queue/retention.js";
@@ -111,7 +111,9 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
     throw new ConfigError("--require-persistence / OCULUS_REQUIRE_PERSISTENCE: needs a Redis (REDIS_URL)");
   }
   const logger = createLogger();
-  const monitor = config.redisUrl ? startPersistenceMonitor(config.redisUrl, logger) : undefined;
+  const monitor = config.redisUrl
+    ? startPersistenceMonitor(config.redisUrl, config.prefix, logger)
+    : undefined;
   if (requirePersistence && monitor) await refuseOnFailingCheck(monitor);
   const pending = new PendingQueue(config.redisUrl !== undefined);
   const persistence: PersistenceProvider | undefined = monitor ? () => monitor.latest() : undefined;
@@ -233,8 +235,9 @@ async function refuseOnFailingCheck(monitor: PersistenceMonitor): Promise<void> 
  * Checks Redis persistence now and every minute (src/ops): /health and /metrics show the latest
  * report, the first one is printed, and later changes are logged by the monitor.
  */
-function startPersistenceMonitor(redisUrl: string, logger: Logger): PersistenceMonitor {
-  const monitor = new PersistenceMonitor(() => new Redis(redisUrl, { maxRetriesPerRequest: 1 }), {
+function startPersistenceMonitor(redisUrl: string, prefix: string, logger: Logger): PersistenceMonitor {
+  // The server holding the queue's keys: the Sentinel's master, or the Cluster master of its slot.
+  const monitor = new PersistenceMonitor(() => connectAdminRedis(redisUrl, 5000, prefix), {
     logger,
     timeoutMs: 5000,
   });

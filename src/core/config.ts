@@ -10,6 +10,7 @@ import {
   type PostgresSettings,
   QUERY_TIMEOUT_MARGIN_MS,
 } from "./postgres-settings.js";
+import { checkPrefixForTopology, defaultPrefix, parseRedisUrl, RedisUrlError } from "./redis-url.js";
 
 export { type PostgresSettings, postgresSettingsOf } from "./postgres-settings.js";
 
@@ -18,7 +19,8 @@ export interface Config extends PostgresSettings {
   databaseUrl: string | undefined;
   /** Redis URL; undefined means no Redis (PostgreSQL path only). */
   redisUrl: string | undefined;
-  /** Redis key prefix (`oculus` gives `oculus:build_queue`). Use `{oculus}` on Redis Cluster. */
+  /** Redis key prefix (`oculus` gives `oculus:build_queue`); on Redis Cluster it carries a hash tag
+   * (default `{oculus}`). */
   prefix: string;
   /** PostgreSQL schema holding the tables. */
   schema: string;
@@ -54,9 +56,16 @@ const SETTINGS = {
   redisUrl: {
     flag: "--redis-url",
     env: "REDIS_URL",
+    // One of the three topologies (src/core/redis-url.ts); the reason names what is wrong.
     schema: z
       .string()
-      .regex(/^rediss?:\/\/.+/, "must be a redis:// or rediss:// URL")
+      .superRefine((url, ctx) => {
+        try {
+          parseRedisUrl(url);
+        } catch (err) {
+          ctx.addIssue({ code: "custom", message: err instanceof RedisUrlError ? err.reason : String(err) });
+        }
+      })
       .optional(),
   },
   prefix: {
@@ -65,7 +74,8 @@ const SETTINGS = {
     schema: z
       .string()
       .regex(/^[A-Za-z0-9_.{}-]{1,64}$/, "must be 1-64 characters of letters, digits, _ . - { }")
-      .default("oculus"),
+      // Unset: `oculus`, or `{oculus}` on a Redis Cluster (see checkRedisPrefix).
+      .optional(),
   },
   schema: {
     flag: "--schema",
@@ -157,6 +167,7 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
   const config = out as unknown as Config;
   config.dataDir = path.resolve(config.dataDir);
   checkPostgresTimeouts(config);
+  checkRedisPrefix(config);
   return config;
 }
 
@@ -176,13 +187,25 @@ function checkPostgresTimeouts(config: Config): void {
   }
 }
 
+/** The default prefix per topology; on a Cluster a prefix without a hash tag is refused with the fix. */
+function checkRedisPrefix(config: Config): void {
+  const topology = config.redisUrl ? parseRedisUrl(config.redisUrl).topology : undefined;
+  config.prefix ??= defaultPrefix(topology);
+  checkPrefixForTopology(config.prefix, topology);
+}
+
 /** A URL with its password replaced, safe to print and log. */
 export function redactUrl(url: string): string {
+  // A sentinel's own password may come as a query parameter (src/core/redis-url.ts).
+  const hideQuery = (text: string) => text.replace(/(sentinelPassword=)[^&#]*/gi, "$1***");
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = "***";
-    return parsed.toString();
+    return hideQuery(parsed.toString());
   } catch {
-    return "(unparseable URL)";
+    // Several hosts (redis-sentinel://, redis-cluster://) make no WHATWG URL: redact as text.
+    const userinfo = /^([a-z][a-z0-9+.-]*:\/\/[^:@/?#]*:)[^@/?#]+@/i;
+    if (userinfo.test(url)) return hideQuery(url.replace(userinfo, "$1***@"));
+    return /^[a-z][a-z0-9+.-]*:\/\/[^@]*$/i.test(url) ? hideQuery(url) : "(unparseable URL)";
   }
 }

@@ -3,7 +3,7 @@
  * server's `/health`, `/metrics` and start-up (`--require-persistence`). A check that turns warn or
  * fail is logged once, when it changes, not on every run; one that recovers is logged at info.
  *
- *   const monitor = new PersistenceMonitor(() => new Redis(url), { logger }); // a client that failed is replaced
+ *   const monitor = new PersistenceMonitor(() => connectAdminRedis(url), { logger }); // a client that failed is replaced
  *   const first = await monitor.checkNow();   // e.g. refuse to start when first.status === "fail"
  *   monitor.start();
  *   monitor.latest();                          // the last report, or undefined before the first
@@ -38,7 +38,7 @@ export class PersistenceMonitor extends EventEmitter {
   private redis: Redis | undefined;
   /** True when the monitor made the client (from a factory) and so must close it. */
   private readonly ownsClient: boolean;
-  private readonly factory: (() => Redis) | undefined;
+  private readonly factory: (() => Redis | Promise<Redis>) | undefined;
   private readonly intervalMs: number;
   private readonly logger: Logger;
   private last: PersistenceReport | undefined;
@@ -46,9 +46,12 @@ export class PersistenceMonitor extends EventEmitter {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
-  /** `redis`: a client the caller owns, or a factory whose client the monitor owns and closes. */
+  /**
+   * `redis`: a client the caller owns, or a factory whose client the monitor owns and closes (it may
+   * connect first: on a Cluster it finds the master owning the queue's slot).
+   */
   constructor(
-    redis: Redis | (() => Redis),
+    redis: Redis | (() => Redis | Promise<Redis>),
     private readonly options: PersistenceMonitorOptions = {},
   ) {
     super();
@@ -129,8 +132,13 @@ export class PersistenceMonitor extends EventEmitter {
   private async readyClient(): Promise<Redis> {
     if (!this.redis) {
       if (!this.factory || this.stopped) throw new Error("the persistence monitor is stopped");
-      this.redis = this.factory();
-      this.redis.on("error", () => undefined);
+      const made = await this.factory();
+      made.on("error", () => undefined);
+      if (this.stopped) {
+        made.disconnect();
+        throw new Error("the persistence monitor is stopped");
+      }
+      this.redis = made;
     }
     const redis = this.redis;
     if (redis.status === "wait") await redis.connect();

@@ -3,8 +3,11 @@
  * two situations an operator meets in practice told apart: Redis is unreachable (an error), and
  * CONFIG is disabled or renamed, as managed Redis services do (not an error: the caller degrades).
  */
-import { Redis } from "ioredis";
+import { type Cluster, Redis, type RedisOptions } from "ioredis";
 import { redactUrl } from "../core/config.js";
+import { parseRedisUrl } from "../core/redis-url.js";
+import { createRedisClient } from "../redis/connection.js";
+import { redisKeys } from "../redis/keys.js";
 
 /** `INFO` text as a map of field -> value (section headers and blank lines dropped). */
 export function parseInfo(text: string): Map<string, string> {
@@ -50,19 +53,33 @@ export function isCommandRefused(err: unknown): boolean {
 }
 
 /**
- * A client for one-off administrative work: connects now (so that an unreachable Redis is reported
+ * A client for one-off administrative work on the server that holds the queue's keys: the server of
+ * a redis:// URL, the master the sentinels name for a redis-sentinel:// URL, the master owning the
+ * prefix's slot for a redis-cluster:// URL. Connects now (so that an unreachable Redis is reported
  * here, with the URL, and not as a timeout later), never queues commands while disconnected, and
  * does not reconnect on its own.
  */
-export async function connectAdminRedis(url: string, timeoutMs = 5000): Promise<Redis> {
-  const redis = new Redis(url, {
+export async function connectAdminRedis(url: string, timeoutMs = 5000, prefix = "oculus"): Promise<Redis> {
+  const target = parseRedisUrl(url);
+  if (target.topology === "cluster") return connectSlotMaster(url, timeoutMs, prefix);
+  const redis = createRedisClient(url, adminOptions(timeoutMs)) as Redis;
+  return connectNow(redis, url);
+}
+
+function adminOptions(timeoutMs: number): RedisOptions {
+  return {
     lazyConnect: true,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     connectTimeout: timeoutMs,
     commandTimeout: 30_000,
     retryStrategy: () => null,
-  });
+    // Sentinel mode: one round over the sentinels, then fail (do not wait for a master forever).
+    sentinelRetryStrategy: () => null,
+  };
+}
+
+async function connectNow(redis: Redis, url: string): Promise<Redis> {
   // ioredis rejects connect() with "Connection is closed."; the cause (ECONNREFUSED, ...) comes as an event.
   let cause: Error | undefined;
   redis.on("error", (err: Error) => {
@@ -76,6 +93,34 @@ export async function connectAdminRedis(url: string, timeoutMs = 5000): Promise<
     redis.disconnect();
     throw new Error(`cannot reach Redis at ${redactUrl(url)}: ${(cause ?? (err as Error)).message}`);
   }
+}
+
+/** On a Cluster: a plain connection to the master that owns the slot of the prefix's keys. */
+async function connectSlotMaster(url: string, timeoutMs: number, prefix: string): Promise<Redis> {
+  const cluster = createRedisClient(url, adminOptions(timeoutMs)) as Cluster;
+  cluster.on("error", () => undefined);
+  try {
+    await cluster.connect();
+    const node = await slotMaster(cluster, redisKeys(prefix).buildQueue);
+    const options = cluster.options.redisOptions ?? {};
+    return await connectNow(
+      new Redis({ ...options, ...adminOptions(timeoutMs), host: node.host, port: node.port }),
+      url,
+    );
+  } catch (err) {
+    throw new Error(`cannot reach Redis at ${redactUrl(url)}: ${(err as Error).message}`);
+  } finally {
+    cluster.disconnect();
+  }
+}
+
+/** The master (host, port) that owns `key`'s slot, by the cluster's slot table. */
+export async function slotMaster(cluster: Cluster, key: string): Promise<{ host: string; port: number }> {
+  const slot = Number(await cluster.call("CLUSTER", "KEYSLOT", key));
+  const master = cluster.slots[slot]?.[0];
+  if (!master) throw new Error(`no master owns slot ${slot} (cluster_state not ok?)`);
+  const colon = master.lastIndexOf(":");
+  return { host: master.slice(0, colon), port: Number(master.slice(colon + 1)) };
 }
 
 /** Seconds since the epoch by the Redis server's clock (so that no two machines' clocks are compared). */

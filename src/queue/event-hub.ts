@@ -13,13 +13,13 @@
  * hub's cursor at attach time, so nothing is missed and nothing repeats. How far back a resume may go
  * is the caller's cap (checkResume; the HTTP API's OCULUS_HTTP_MAX_RESUME_EVENTS).
  */
-import type { Redis } from "ioredis";
 import { type Build, type BuildStatus, FINAL_STATUSES, parseBuildId } from "../core/build.js";
 import { BuildNotFoundError, ResumeTooOldError, ValidationError } from "../core/errors.js";
 import type { BuildEvent, BuildSnapshot, StreamItem, SubscribeOptions } from "../core/events.js";
 import type { Logger } from "../core/logger.js";
 import type { Db } from "../postgres/db.js";
 import type { EventStore } from "../postgres/event-store.js";
+import { duplicateClient, type RedisClient } from "../redis/connection.js";
 import { DEFAULT_GAP_RULE, EventCursor, type NextStep } from "./event-gaps.js";
 
 export interface EventHubOptions {
@@ -71,7 +71,7 @@ export class EventHub {
   private timer: NodeJS.Timeout | undefined;
   private gapTimer: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
-  private subscriber: Redis | undefined;
+  private subscriber: RedisClient | undefined;
   private closed = false;
   private counts: { at: number; value: Promise<Record<BuildStatus, number>> } | undefined;
 
@@ -79,7 +79,7 @@ export class EventHub {
     private readonly events: EventStore,
     private readonly db: Db,
     readonly pgChannel: string,
-    private readonly redis: Redis | undefined,
+    private readonly redis: RedisClient | undefined,
     readonly redisChannel: string,
     private readonly logger: Logger,
     private readonly options: EventHubOptions = DEFAULT_HUB_OPTIONS,
@@ -188,7 +188,7 @@ export class EventHub {
     this.cursor.jumpTo((await this.events.head()) - START_BEHIND_HEAD);
     this.unlisten = await this.db.listen(this.pgChannel, () => this.wake());
     if (this.redis) {
-      const subscriber = this.redis.duplicate({ enableOfflineQueue: true, lazyConnect: false });
+      const subscriber = duplicateClient(this.redis, { enableOfflineQueue: true, lazyConnect: false });
       this.subscriber = subscriber;
       subscriber.on("error", () => undefined); // the main connection reports Redis faults
       subscriber.on("message", () => this.wake());

@@ -17,6 +17,7 @@ import { Backoff, LogThrottle } from "../core/log-throttle.js";
 import type { Logger } from "../core/logger.js";
 import type { ReconcileStore } from "../postgres/reconcile-store.js";
 import type { BuildStore } from "../postgres/store.js";
+import { isRedisFailoverError } from "../redis/connection.js";
 import { type RedisIndex, RedisIndexFault, withTimeout } from "../redis/index-client.js";
 import { CLAIM_PROTECTION_MS, type ReconcileReport, reconcileIndex } from "./reconciler.js";
 
@@ -132,7 +133,9 @@ export class RedisFailover {
     const cause = err instanceof RedisIndexFault ? err.cause : err;
     this.faults.warn(
       "redis-down",
-      { err: cause.message, mode: "postgres" },
+      // failingOver: a demoted, loading or slot-less node (READONLY, LOADING, CLUSTERDOWN, TRYAGAIN):
+      // a Sentinel or Cluster failover in progress; the client reconnects to the new master by itself.
+      { err: cause.message, mode: "postgres", failingOver: isRedisFailoverError(cause) },
       "Redis unavailable: serving from PostgreSQL",
     );
     if (was !== "postgres") this.events.modeChanged("postgres", cause);

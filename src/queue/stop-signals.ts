@@ -4,9 +4,9 @@
  * both; and since a message can be missed (a cut connection), the build's status ('stopping') is also
  * returned by every heartbeat, so a missed message delays a stop by one heartbeat at most.
  */
-import type { Redis } from "ioredis";
 import type { Logger } from "../core/logger.js";
 import type { Db } from "../postgres/db.js";
+import { duplicateClient, type RedisClient } from "../redis/connection.js";
 
 export type StopListener = (buildId: string) => void;
 
@@ -14,12 +14,12 @@ export class StopSignals {
   private readonly listeners = new Set<StopListener>();
   private started: Promise<void> | undefined;
   private unlisten: (() => Promise<void>) | undefined;
-  private subscriber: Redis | undefined;
+  private subscriber: RedisClient | undefined;
 
   constructor(
     private readonly db: Db,
     readonly pgChannel: string,
-    private readonly redis: Redis | undefined,
+    private readonly redis: RedisClient | undefined,
     readonly redisChannel: string,
     private readonly logger: Logger,
   ) {}
@@ -39,7 +39,7 @@ export class StopSignals {
   private async start(): Promise<void> {
     this.unlisten = await this.db.listen(this.pgChannel, (payload) => this.deliver(payload));
     if (!this.redis) return;
-    const subscriber = this.redis.duplicate({ enableOfflineQueue: true, lazyConnect: false });
+    const subscriber = duplicateClient(this.redis, { enableOfflineQueue: true, lazyConnect: false });
     this.subscriber = subscriber;
     subscriber.on("error", () => undefined);
     subscriber.on("message", (_channel: string, message: string) => this.deliver(message));

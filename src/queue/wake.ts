@@ -3,9 +3,9 @@
  * PostgreSQL path), both feeding one waiter list. Claimers also wake on a timeout, so a lost
  * notification only costs latency.
  */
-import type { Redis } from "ioredis";
 import type { Logger } from "../core/logger.js";
 import type { Db } from "../postgres/db.js";
+import { duplicateClient, type RedisClient } from "../redis/connection.js";
 
 export class WakeSignal {
   private waiters = new Set<() => void>();
@@ -15,14 +15,19 @@ export class WakeSignal {
    */
   private missedWake = false;
   private unlisten: (() => Promise<void>) | undefined;
-  private subscriber: Redis | undefined;
+  private subscriber: RedisClient | undefined;
 
   constructor(private readonly logger: Logger) {}
 
-  async start(db: Db, pgChannel: string, redis: Redis | undefined, redisChannel: string): Promise<void> {
+  async start(
+    db: Db,
+    pgChannel: string,
+    redis: RedisClient | undefined,
+    redisChannel: string,
+  ): Promise<void> {
     this.unlisten = await db.listen(pgChannel, () => this.wakeAll());
     if (!redis) return;
-    const subscriber = redis.duplicate({ enableOfflineQueue: true, lazyConnect: false });
+    const subscriber = duplicateClient(redis, { enableOfflineQueue: true, lazyConnect: false });
     this.subscriber = subscriber;
     subscriber.on("error", () => undefined); // the main connection reports Redis faults
     subscriber.on("message", () => this.wakeAll());

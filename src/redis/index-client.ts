@@ -3,9 +3,10 @@
  * the few plain commands the queue needs. Every method may throw on a Redis fault; the queue's
  * failover decides what that means.
  */
-import { Redis, type RedisOptions } from "ioredis";
+import type { RedisOptions } from "ioredis";
 import { DEFAULT_POOL } from "../core/pools.js";
 import { lua } from "../generated/assets.js";
+import { createRedisClient, type RedisClient } from "./connection.js";
 import { type PoolKeys, poolKeys, type RedisKeys, redisKeys } from "./keys.js";
 
 export interface IndexEntry {
@@ -53,7 +54,7 @@ interface ScriptCommands {
   oculusIndexCounts(numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<number[]>;
 }
 
-export type ScriptedRedis = Redis & ScriptCommands;
+export type ScriptedRedis = RedisClient & ScriptCommands;
 
 /**
  * Connection options that make a dead Redis fail fast instead of queueing commands forever: the
@@ -71,8 +72,9 @@ export function redisOptions(extra: RedisOptions = {}): RedisOptions {
   };
 }
 
+/** A client of REDIS_URL's topology (one server, Sentinel or Cluster) with the queue's scripts. */
 export function connectRedis(url: string, extra: RedisOptions = {}): ScriptedRedis {
-  const redis = new Redis(url, redisOptions(extra)) as ScriptedRedis;
+  const redis = createRedisClient(url, redisOptions(extra)) as ScriptedRedis;
   redis.defineCommand("oculusEnqueue", { numberOfKeys: 5, lua: lua.enqueue });
   // Variable key counts (one pair per pool): the caller passes the number of keys first.
   redis.defineCommand("oculusPopForClaim", { lua: lua.pop_for_claim });
