@@ -142,7 +142,7 @@ describe("PostgreSQL failover: replica promoted, proxy switched, old primary rea
 
   it("every process reconnects to the promoted replica; every acknowledged build completes exactly once", async () => {
     const load = submitter(urls, 100);
-    await eventually(() => load.answers.filter((a) => a.status === 201).length >= 10, 30_000);
+    await eventually(async () => load.answers.filter((a) => a.status === 201).length >= 10, 30_000);
 
     // The switch, as an operator's tooling does it.
     const switchAt = Date.now();
@@ -177,7 +177,7 @@ describe("PostgreSQL failover: replica promoted, proxy switched, old primary rea
     // Load keeps going on the new primary, then stops.
     const acknowledgedAtStop = load.answers.filter((a) => a.status === 201).length;
     await eventually(
-      () => load.answers.filter((a) => a.status === 201).length >= acknowledgedAtStop + 10,
+      async () => load.answers.filter((a) => a.status === 201).length >= acknowledgedAtStop + 10,
       60_000,
     ).catch((err: Error) => {
       throw new Error(`no submit acknowledged after the switch: ${err.message}\n${describeProcesses()}`);
