@@ -30,6 +30,7 @@ import { installErrorHandlers, toValidationError } from "./errors.js";
 import { type ApiMetrics, createMetrics } from "./metrics.js";
 import { PendingQueue } from "./pending-queue.js";
 import type { PersistenceProvider } from "./persistence.js";
+import { type SharedRateLimit, sharedRateLimitStore } from "./rate-limit-store.js";
 import { buildRoutes } from "./routes/builds.js";
 import { dashboardRoutes } from "./routes/dashboard.js";
 import { eventRoutes } from "./routes/events.js";
@@ -50,6 +51,8 @@ export interface RateLimitOptions {
   /** Requests per window per token (per client address when auth is off). */
   max: number;
   windowMs: number;
+  /** Count through Redis, so that every API process shares one budget (rate-limit-store.ts). */
+  shared?: SharedRateLimit;
 }
 
 export interface ServerOptions {
@@ -248,6 +251,7 @@ function registerRateLimit(app: ApiApp, limit: RateLimitOptions | false): void {
   app.register(rateLimit, {
     max: limit.max,
     timeWindow: limit.windowMs,
+    ...(limit.shared ? { store: sharedRateLimitStore(limit.shared) } : {}),
     // Runs after auth (a route hook; auth is an instance hook), so a token's requests share a budget.
     keyGenerator: (request: FastifyRequest) =>
       request.principal ? `token:${request.principal.name}` : `ip:${request.ip}`,
