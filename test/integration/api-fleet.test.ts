@@ -150,7 +150,7 @@ describe("a fleet of three API processes on one queue", () => {
 
   it("one reconcile walk at a time: Redis lost its index; while the lock is held nobody walks, then exactly one process does", async () => {
     // No workers yet: the builds stay queued.
-    const ids = [];
+    const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push(await submit(fleet.urls[i % 3] as string));
     const client = redis.client();
     const index = `${fleet.prefix}:build_queue`;
