@@ -252,3 +252,109 @@ describe("PostgreSQL failover: replica promoted, proxy switched, old primary rea
     ).toEqual([]);
   }, 180_000);
 });
+
+/**
+ * Asynchronous replication loses what the replica had not received when it is promoted, acknowledged
+ * builds included: the replication link is cut (a proxy between the replica and the primary), builds
+ * are submitted (201: committed on the old primary only), the replica is promoted and the address
+ * switched to it. The Redis index then holds ids PostgreSQL no longer has: the drift check sees more
+ * ids than queued builds and the reconciler drops them; the builds PostgreSQL kept all run, the lost
+ * ones never do (GET answers 404). This is why the failover above uses synchronous replication.
+ */
+describe("PostgreSQL failover with asynchronous replication: acknowledged builds can be lost", () => {
+  let primary: PgCluster;
+  let replica: PgCluster;
+  let replication: TcpProxy;
+  let proxy: TcpProxy;
+  let redis: RedisServer;
+  const processes: OculusProcess[] = [];
+  const ASYNC_SCHEMA = "oculus_async_failover";
+
+  afterAll(async () => {
+    for (const p of processes) if (p.child.exitCode === null) p.child.kill("SIGKILL");
+    await Promise.all(processes.map((p) => p.exited));
+    await proxy?.close();
+    await replication?.close();
+    primary?.destroy();
+    replica?.destroy();
+    await redis?.destroy();
+  });
+
+  it("the index's ids of lost builds are dropped by the reconciler; the builds PostgreSQL kept all run", async () => {
+    primary = await PgCluster.start();
+    replication = await TcpProxy.start(primary.port);
+    replica = await primary.startReplica({ primaryPort: replication.port });
+    proxy = await TcpProxy.start(primary.port);
+    redis = await RedisServer.start({ appendonly: false });
+    const env = {
+      DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/postgres`,
+      REDIS_URL: redis.url,
+      OCULUS_SCHEMA: ASYNC_SCHEMA,
+      OCULUS_PREFIX: `pgasync${process.pid}`,
+      OCULUS_RECONCILE_INTERVAL_MS: "500",
+    };
+    const up = spawnOculus(["up", "--port", "0", "--workers", "0"], env);
+    processes.push(up);
+    const url = await eventually(async () => {
+      if (up.child.exitCode !== null) throw new Error(`oculus up exited:\n${up.output()}`);
+      return /API listening on (http:\/\/\S+) /.exec(up.output())?.[1];
+    }, 60_000);
+    const submit = async () => {
+      const res = await fetch(`${url}/v1/builds`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ strategyId: "async", params: { stepMs: 5 } }),
+      });
+      expect(res.status).toBe(201);
+      return ((await res.json()) as { build: { id: string } }).build.id;
+    };
+    const kept: string[] = [];
+    for (let i = 0; i < 5; i++) kept.push(await submit());
+    // The replica has them (replayed) before the link is cut.
+    await eventually(async () => {
+      const rows = await replica
+        .sql<{ n: number }>(`SELECT count(*)::int AS n FROM ${ASYNC_SCHEMA}.builds`)
+        .catch(() => [{ n: -1 }]);
+      return rows[0]?.n === kept.length;
+    }, 30_000);
+
+    replication.cut(); // the replica stops receiving; the primary goes on acknowledging (async)
+    const lost: string[] = [];
+    for (let i = 0; i < 5; i++) lost.push(await submit());
+    const indexKey = `pgasync${process.pid}:build_queue`;
+    const client = redis.client();
+    expect(await client.zcard(indexKey)).toBe(kept.length + lost.length);
+
+    primary.stop("immediate");
+    await replica.promote();
+    proxy.retarget(replica.port, { cutOpen: true });
+
+    // The reconciler drops the ids PostgreSQL no longer has; the index equals the kept builds.
+    await eventually(async () => (await client.zcard(indexKey)) === kept.length, 30_000).catch(
+      async (err: Error) => {
+        throw new Error(`${err.message}: index ${await client.zcard(indexKey)}\n${up.output().slice(-3000)}`);
+      },
+    );
+    const left = new Set(await client.zrange(indexKey, 0, -1));
+    expect(lost.filter((id) => left.has(id))).toEqual([]);
+    client.disconnect();
+    for (const id of lost) expect((await fetch(`${url}/v1/builds/${id}`)).status).toBe(404);
+
+    // A worker runs every build PostgreSQL kept, and new ones; the lost ones never.
+    const fresh = await eventually(async () => submit().catch(() => undefined), 30_000);
+    processes.push(
+      spawnOculus(["worker", "--id", "async-w0", "--capacity", "2", "--heartbeat-ms", "300"], env),
+    );
+    const all = [...kept, fresh];
+    await eventually(async () => {
+      const rows = await replica.sql<{ n: number }>(
+        `SELECT count(*)::int AS n FROM ${ASYNC_SCHEMA}.builds WHERE id = ANY($1::uuid[]) AND status = 'completed'`,
+        [all],
+      );
+      return rows[0]?.n === all.length;
+    }, 60_000);
+    console.log(
+      `asynchronous replication: ${lost.length} acknowledged builds lost at promotion; their ids were dropped from the Redis index by the reconciler`,
+    );
+  }, 120_000);
+});

@@ -112,9 +112,10 @@ export class PgCluster {
   /**
    * A streaming replica of this (running) server: pg_basebackup -R (a standby.signal and the
    * primary_conninfo), its own port and socket directory, hot standby (it answers reads; writes fail
-   * with 25006). Resolves once it streams from this server.
+   * with 25006). Resolves once it streams from this server. `primaryPort`: where the replica
+   * reaches this server (a TcpProxy in front of it, to cut replication); default its own port.
    */
-  async startReplica(): Promise<PgCluster> {
+  async startReplica(options: { primaryPort?: number } = {}): Promise<PgCluster> {
     const dir = privateDir(this.asPostgres);
     const replica = new PgCluster(dir, await freePort(), this.binDir, this.asPostgres);
     replica.run("pg_basebackup", [
@@ -139,6 +140,15 @@ export class PgCluster {
       unix_socket_directories: dir,
       hot_standby: "on",
     });
+    if (options.primaryPort !== undefined) {
+      // pg_basebackup ran against the primary itself (it runs synchronously: a proxy in this process
+      // could not forward meanwhile); streaming goes through `primaryPort`. postgresql.auto.conf,
+      // where -R wrote primary_conninfo, is read last.
+      replica.appendSettings(
+        { primary_conninfo: `host=127.0.0.1 port=${options.primaryPort} user=postgres` },
+        "postgresql.auto.conf",
+      );
+    }
     replica.pgCtl(["start"]);
     for (let i = 0; i < 600; i++) {
       const rows = await this.sql<{ n: number }>(
@@ -260,18 +270,12 @@ export class PgCluster {
     rmSync(this.dir, { recursive: true, force: true });
   }
 
-  /** Appends `name = 'value'` lines to postgresql.conf (read at the next start or reload). */
-  private appendSettings(settings: Record<string, string>): void {
+  /** Appends `name = 'value'` lines to postgresql.conf or `file` (read at the next start or reload). */
+  private appendSettings(settings: Record<string, string>, file = "postgresql.conf"): void {
     const conf = Object.entries(settings)
       .map(([k, v]) => `${k} = '${v}'`)
       .join("\n");
-    this.run("sh", [
-      "-c",
-      `printf '%s\\n' "$1" >> "$2"`,
-      "sh",
-      conf,
-      path.join(this.dataDir, "postgresql.conf"),
-    ]);
+    this.run("sh", ["-c", `printf '%s\\n' "$1" >> "$2"`, "sh", conf, path.join(this.dataDir, file)]);
   }
 
   private pgCtl(args: string[]): void {
