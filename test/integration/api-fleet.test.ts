@@ -6,7 +6,8 @@
  * - one reaper pass at a time: while the test holds the reaper's lock, no process takes back the
  *   builds of a killed worker; once it lets go, each build is taken back once, by one process;
  * - every SSE stream is complete whichever process serves it: process B's /v1/events carries every
- *   event of builds submitted through process A and run by the workers;
+ *   event of builds submitted through process A and run by the workers, with Redis (pub/sub) and
+ *   without (NOTIFY);
  * - the rate limit is one budget across the processes (through Redis), and with Redis gone each
  *   process counts on its own instead of failing.
  */
@@ -187,7 +188,8 @@ describe("a fleet of three API processes on one queue", () => {
     }, 60_000);
   }, 90_000);
 
-  it("every SSE stream is complete whichever process serves it", async () => {
+  /** Follows process B's /v1/events while builds are submitted through process A: every event arrives, in order, once. */
+  async function streamIsComplete(): Promise<void> {
     const [a, b] = fleet.urls as [string, string];
     const stream = followEvents(`${b}/v1/events`);
     await eventually(async () => stream.frames.some((f) => f.event === "snapshot"));
@@ -223,6 +225,10 @@ describe("a fleet of three API processes on one queue", () => {
       .map((f) => f.id);
     expect(received).toEqual(want);
     await stream.close();
+  }
+
+  it("every SSE stream is complete whichever process serves it", async () => {
+    await streamIsComplete();
   }, 90_000);
 
   it("one reaper pass at a time: a killed worker's builds are taken back once, by one process, after the lock is let go", async () => {
@@ -271,6 +277,19 @@ describe("a fleet of three API processes on one queue", () => {
     );
     expect(requeued.map((r) => r.n)).toEqual(onVictim.map(() => 1));
     expect(total(logged(fleet, tookBack)) - before).toBe(onVictim.length);
+  }, 90_000);
+
+  it("with Redis gone (NOTIFY instead of pub/sub), every SSE stream is still complete", async () => {
+    await redis.kill9();
+    await eventually(async () => {
+      const modes = await Promise.all(
+        fleet.urls.map(
+          async (url) => ((await (await fetch(`${url}/health`)).json()) as { mode: string }).mode,
+        ),
+      );
+      return modes.every((m) => m === "postgres");
+    }, 30_000);
+    await streamIsComplete();
   }, 90_000);
 });
 
