@@ -40,6 +40,9 @@ import { connectAdminRedis } from "../ops/redis-admin.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import { describeStore, OpenAborted, openQueueWaiting } from "../queue/open-with-retry.js";
 import { startRetention } from "../queue/retention.js";
+import type { RedisClient } from "../redis/connection.js";
+import { connectRedis } from "../redis/index-client.js";
+import { redisKeys } from "../redis/keys.js";
 import { passedEnvFromFlags } from "../worker/build-env.js";
 import { commandHandler } from "../worker/command-handler.js";
 import { demoBuild } from "../worker/demo-build.js";
@@ -78,6 +81,18 @@ export function parsePort(value: string): number {
   return n;
 }
 
+/**
+ * The rate limit's own Redis connection (the queue's opens only once PostgreSQL is reachable): the
+ * API processes behind one load balancer share one budget per token. It reconnects by itself; while
+ * it is down, each process counts on its own (rate-limit-store.ts).
+ */
+function rateLimitClient(redisUrl: string): RedisClient {
+  const redis = connectRedis(redisUrl);
+  redis.on("error", () => undefined); // counted locally meanwhile; the queue reports Redis faults
+  redis.connect().catch(() => undefined);
+  return redis;
+}
+
 /** OCULUS_RATE_LIMIT: requests a minute per token (per address without auth); 0 turns it off. */
 export function rateLimitFromEnv(env: NodeJS.ProcessEnv = process.env): RateLimitOptions | false {
   const raw = env.OCULUS_RATE_LIMIT?.trim();
@@ -96,7 +111,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   const auth = loadAuthConfig(process.env);
   const host = opts.host.trim() || DEFAULT_HOST;
   checkBind(host, auth);
-  const rateLimit = rateLimitFromEnv();
+  const localRateLimit = rateLimitFromEnv();
   const cors = corsFromEnv();
   const trustProxy = trustProxyFromEnv();
   const localWorkers = localWorkerCount(opts);
@@ -115,6 +130,14 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
     ? startPersistenceMonitor(config.redisUrl, config.prefix, logger)
     : undefined;
   if (requirePersistence && monitor) await refuseOnFailingCheck(monitor);
+  const rateLimitRedis = localRateLimit && config.redisUrl ? rateLimitClient(config.redisUrl) : undefined;
+  const rateLimit =
+    localRateLimit && rateLimitRedis
+      ? {
+          ...localRateLimit,
+          shared: { redis: rateLimitRedis, keyPrefix: redisKeys(config.prefix).rateLimit },
+        }
+      : localRateLimit;
   const pending = new PendingQueue(config.redisUrl !== undefined);
   const persistence: PersistenceProvider | undefined = monitor ? () => monitor.latest() : undefined;
   const authState = new AuthState(auth);
@@ -149,6 +172,7 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
       await Promise.all(workers.map((w) => w.stop()));
       await monitor?.stop();
       await queue?.close();
+      rateLimitRedis?.disconnect();
     },
     () =>
       drainDescription(

@@ -51,6 +51,11 @@ const SETTINGS = {
     schema: z
       .string()
       .regex(/^postgres(ql)?:\/\/.+/, "must be a postgres:// or postgresql:// URL")
+      // libpq's host1:port1,host2:port2 form: node-postgres connects to one host only.
+      .refine((url) => !/^postgres(ql)?:\/\/([^/?#]*@)?[^/?#@]*,/.test(url), {
+        message:
+          "names several hosts, which node-postgres does not support: put a virtual IP or a proxy in front of the servers and give its address (docs/operations.md, PostgreSQL failover)",
+      })
       .optional(),
   },
   redisUrl: {

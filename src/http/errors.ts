@@ -288,7 +288,7 @@ export function installClosingAnswer(app: FastifyInstance): void {
   app.addHook("preClose", async () => {
     closing = true;
   });
-  app.addHook("onRequest", (request, reply, done) => {
+  app.addHook("onRequest", (_request, reply, done) => {
     if (!closing) return done();
     void reply
       .status(503)

@@ -12,7 +12,7 @@ import type { AddressInfo } from "node:net";
 import rateLimit from "@fastify/rate-limit";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import Fastify, { type FastifyBaseLogger, type FastifyRequest, LogController } from "fastify";
+import Fastify, { type FastifyRequest, LogController } from "fastify";
 import {
   createJsonSchemaTransform,
   jsonSchemaTransformObject,
@@ -40,6 +40,7 @@ import { type ApiMetrics, createMetrics, DEFAULT_METRICS_CACHE_MS } from "./metr
 import { installOpenModeGuards } from "./open-mode.js";
 import { PendingQueue } from "./pending-queue.js";
 import type { PersistenceProvider } from "./persistence.js";
+import { type SharedRateLimit, sharedRateLimitStore } from "./rate-limit-store.js";
 import { withRequestRedaction } from "./request-log.js";
 import { buildRoutes } from "./routes/builds.js";
 import { dashboardRoutes } from "./routes/dashboard.js";
@@ -73,6 +74,8 @@ export interface RateLimitOptions {
   /** Requests per window per token (per client address when auth is off). */
   max: number;
   windowMs: number;
+  /** Count through Redis, so that every API process shares one budget (rate-limit-store.ts). */
+  shared?: SharedRateLimit;
 }
 
 export interface ServerOptions {
@@ -329,6 +332,7 @@ function registerRateLimit(app: ApiApp, limit: RateLimitOptions | false): void {
   app.register(rateLimit, {
     max: limit.max,
     timeWindow: limit.windowMs,
+    ...(limit.shared ? { store: sharedRateLimitStore(limit.shared) } : {}),
     // Runs after auth (a route hook; auth is an instance hook), so a token's requests share a budget.
     keyGenerator: (request: FastifyRequest) =>
       request.principal ? `token:${request.principal.name}` : `ip:${request.ip}`,

@@ -68,6 +68,8 @@ export interface PostgresOptions extends Partial<PostgresSettings> {
  */
 const KEEPALIVE_IDLE_MS = 10_000;
 const DEFAULT_POOL_SIZE = 10;
+/** How often the LISTEN connection checks that it still reaches a writable primary (PostgresListener). */
+const LISTEN_CHECK_MS = 5000;
 
 // int8 (bigint) columns hold sequence numbers and leases, all below 2^53: parse them as numbers.
 pg.types.setTypeParser(20, (value) => Number(value));
@@ -162,6 +164,12 @@ export async function openPostgres(
     logger,
   );
   const clock = answerClock();
+  const generations = new ConnectionGenerations(pool, () => {
+    logger.warn(
+      "PostgreSQL refused a write as read-only (a demoted primary, or a standby behind the address): dropping every connection opened before, so that the next ones reach the primary",
+    );
+    listener.reconnect();
+  });
 
   /**
    * A pooled client with `onError` listening on it, within `timeoutMs` when given. Refused at once
@@ -191,19 +199,28 @@ export async function openPostgres(
               },
               Math.max(1, timeoutMs),
             );
-      pool.connect((err, client, release) => {
-        clearTimeout(timer);
-        if (err || !client) {
-          if (!gaveUp) reject(err ?? new Error("no client"));
-          return;
-        }
-        if (gaveUp) {
-          release(); // given up on: the client goes straight back
-          return;
-        }
-        client.on("error", onError);
-        resolve(client);
-      });
+      const take = () =>
+        pool.connect((err, client, release) => {
+          if (err || !client) {
+            clearTimeout(timer);
+            if (!gaveUp) reject(err ?? new Error("no client"));
+            return;
+          }
+          if (gaveUp) {
+            release(); // given up on: the client goes straight back
+            return;
+          }
+          if (generations.isStale(client)) {
+            // Opened before the server behind the address was found read-only: close it, take another.
+            release(new Error("connection opened before a read-only answer"));
+            take();
+            return;
+          }
+          clearTimeout(timer);
+          client.on("error", onError);
+          resolve(client);
+        });
+      take();
     });
   }
 
@@ -235,7 +252,11 @@ export async function openPostgres(
       failure = err;
       throw err;
     } finally {
-      const release = broken ?? (failure !== undefined && !(await keep(failure)) ? failure : undefined);
+      if (failure !== undefined && isReadOnlyError(failure)) generations.readOnlyAnswer(client);
+      const release =
+        broken ??
+        (failure !== undefined && !(await keep(failure)) ? failure : undefined) ??
+        (generations.isStale(client) ? new Error("connection opened before a read-only answer") : undefined);
       client.removeListener("error", onError);
       client.release(release === undefined ? undefined : toError(release));
     }
@@ -278,9 +299,10 @@ export async function openPostgres(
             await run(client, "COMMIT", undefined, remaining());
             return result;
           } catch (err) {
-            // The server said no (a constraint, a refused write): roll back and keep the connection.
-            // A lost or timed-out connection is dropped instead (the server rolls back on its own).
-            if (answeredWithError(err) && !isConnectionClass(err)) {
+            // The server said no (a constraint, a conflict): roll back and keep the connection.
+            // A lost or timed-out connection is dropped instead (the server rolls back on its own),
+            // and so is one to a read-only server (see ConnectionGenerations).
+            if (answeredWithError(err) && !isConnectionClass(err) && !isReadOnlyError(err)) {
               rolledBack = await run(client, "ROLLBACK", undefined, remaining()).then(
                 () => true,
                 () => false,
@@ -319,6 +341,44 @@ function isConnectionClass(err: unknown): boolean {
   return typeof code === "string" && (code.startsWith("08") || code.startsWith("57P"));
 }
 
+/** 25006 read_only_sql_transaction: the server behind the address is a standby or a demoted primary. */
+function isReadOnlyError(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === "25006";
+}
+
+/**
+ * After a failover the address (a virtual IP, a proxy, a DNS name) reaches the new primary, but a
+ * connection opened before still reaches the old server: a demoted primary (or a standby) answers
+ * every write on it with 25006 for as long as it lives, and its reads are stale. So the first
+ * read-only answer starts a new generation: every connection of an older one is closed when it is
+ * next released or checked out (pg-pool has no public way to empty itself; ending the pool and
+ * opening a new one would strand the callers waiting on it), and new connections go to whatever the
+ * address reaches now. While the server is truly read-only, each write then costs a new connection:
+ * acceptable for the seconds a failover takes.
+ */
+class ConnectionGenerations {
+  private current = 0;
+  private readonly born = new WeakMap<pg.Client, number>();
+
+  constructor(
+    pool: pg.Pool,
+    private readonly onNewGeneration: () => void,
+  ) {
+    pool.on("connect", (client) => this.born.set(client, this.current));
+  }
+
+  isStale(client: pg.Client): boolean {
+    return (this.born.get(client) ?? this.current) < this.current;
+  }
+
+  /** `client` was answered 25006: connections of its generation (or older) are not trusted. */
+  readOnlyAnswer(client: pg.Client): void {
+    if (this.isStale(client)) return; // already counted
+    this.current += 1;
+    this.onNewGeneration();
+  }
+}
+
 /**
  * The dedicated LISTEN connection. It reconnects by itself (with a pause) and re-issues every LISTEN,
  * so a PostgreSQL restart costs wake-ups for a moment, never for good (claimers also poll).
@@ -328,11 +388,35 @@ class PostgresListener {
   private connecting: Promise<pg.Client> | undefined;
   private readonly handlers = new Map<string, Set<(payload: string) => void>>();
   private closed = false;
+  private checkTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly config: pg.ClientConfig,
     private readonly logger: Logger,
   ) {}
+
+  /**
+   * Every LISTEN_CHECK_MS the connection is asked whether it is read-only: one opened before a
+   * failover may still reach the demoted server (where no NOTIFY arrives any more) in a process
+   * whose pool never met a read-only answer (its idle connections simply timed out). It is then
+   * reopened through the address. A check that fails reopens it too (a link that silently died).
+   */
+  private startChecks(): void {
+    this.checkTimer ??= setInterval(() => void this.check(), LISTEN_CHECK_MS).unref();
+  }
+
+  private async check(): Promise<void> {
+    const client = this.client;
+    if (!client || this.closed) return;
+    let why: string | undefined;
+    try {
+      const res = await client.query<{ ro: string }>("SELECT current_setting('transaction_read_only') AS ro");
+      if (res.rows[0]?.ro === "on") why = "the server is read-only (a standby or a demoted primary)";
+    } catch (err) {
+      why = `check failed: ${(err as Error).message}`;
+    }
+    if (why && this.client === client) this.reopen(client, why);
+  }
 
   async listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>> {
     let set = this.handlers.get(channel);
@@ -362,11 +446,32 @@ class PostgresListener {
       } finally {
         this.connecting = undefined;
       }
-      for (const channel of this.handlers.keys()) await client.query(`LISTEN ${quoteIdent(channel)}`);
+      try {
+        for (const channel of this.handlers.keys()) await client.query(`LISTEN ${quoteIdent(channel)}`);
+      } catch (err) {
+        // A standby refuses LISTEN (25006): no half-set-up connection is kept.
+        client.removeAllListeners("end");
+        await client.end().catch(() => undefined);
+        throw err;
+      }
       this.client = client;
+      this.startChecks();
       return client;
     })();
     return this.connecting;
+  }
+
+  /**
+   * Closes the connection (it may reach a demoted server, where no NOTIFY arrives any more); the
+   * reconnection re-issues every LISTEN through the address.
+   */
+  reconnect(): void {
+    if (this.client) this.reopen(this.client, "a pooled connection was answered read-only");
+  }
+
+  private reopen(client: pg.Client, why: string): void {
+    this.onLost(client, new Error(`reopening: ${why}`));
+    client.end().catch(() => undefined);
   }
 
   private onLost(client: pg.Client, err: Error): void {
@@ -383,6 +488,7 @@ class PostgresListener {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.checkTimer);
     const client = this.client;
     this.client = undefined;
     await client?.end().catch(() => undefined);

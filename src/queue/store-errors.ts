@@ -36,11 +36,15 @@ const NETWORK_CODES = new Set([
 
 /** SQLSTATEs (exact) and their reasons. */
 const SQLSTATE_REASONS: Record<string, StoreUnavailableReason> = {
-  "25006": "read_only", // read_only_sql_transaction: a standby, or default_transaction_read_only
+  // read_only_sql_transaction: a standby, a demoted primary, or default_transaction_read_only. The
+  // pool (db.ts, ConnectionGenerations) also drops every connection opened before such an answer: one
+  // to a demoted server stays read-only for good, while the address may reach the new primary.
+  "25006": "read_only",
   "25P03": "timeout", // idle_in_transaction_session_timeout ended the session
   "25P04": "timeout", // transaction_timeout (PostgreSQL 17)
   "55P03": "busy", // lock_not_available
   "57014": "timeout", // query_canceled: statement_timeout, or a cancel
+  // 57P0x end the session (db.ts drops the connection; the next one goes through the address again).
   "57P01": "unreachable", // admin_shutdown (also pg_terminate_backend)
   "57P02": "unreachable", // crash_shutdown
   "57P03": "unreachable", // cannot_connect_now (starting up, shutting down, in recovery)

@@ -34,6 +34,9 @@ export interface RedisKeys {
   wakeChannel: string;
   /** Pub/sub channel: `{"v":1,"builds":[ids]|null}`, published after events were committed. */
   eventsChannel: string;
+  /** Key prefix: + a client's key (`token:NAME`, `ip:ADDRESS`) is the String counting its requests
+   * in the current rate limit window (expires with it), shared by every API process. */
+  rateLimit: string;
 }
 
 export function redisKeys(prefix: string): RedisKeys {
@@ -51,6 +54,7 @@ export function redisKeys(prefix: string): RedisKeys {
     stopChannel: `${prefix}:stop`,
     wakeChannel: `${prefix}:wake`,
     eventsChannel: `${prefix}:events`,
+    rateLimit: `${prefix}:rate_limit:`,
   };
 }
 

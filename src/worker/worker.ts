@@ -19,6 +19,7 @@ import { OculusError, StaleLeaseError, ValidationError } from "../core/errors.js
 import { type Logger, silentLogger } from "../core/logger.js";
 import type { HeldStatus } from "../postgres/worker-store.js";
 import { type BuildQueue, parseLabels } from "../queue/build-queue.js";
+import { isTransientStoreError } from "../queue/store-errors.js";
 import { runClaimLoop } from "./claim-loop.js";
 import { fencePolicy, LeaseFence } from "./fence.js";
 import { type BuildRef, type HeartbeatAnswer, Heartbeats } from "./heartbeats.js";
@@ -31,7 +32,11 @@ export interface BuildContext {
   lease: number;
   /** Aborts when the build is stopped, taken from this worker, or the worker shuts down. */
   signal: AbortSignal;
-  /** Reports progress (fenced by the lease). */
+  /**
+   * Reports progress (fenced by the lease). Rejects when the lease is lost; a write PostgreSQL cannot
+   * take right now (away, failing over, read-only) is dropped instead: progress is best-effort and
+   * the next report supersedes it, so a failover does not fail the build.
+   */
   progress(update: ProgressInput): Promise<void>;
   /**
    * A line of the build's output (without its newline): stored in the build's whole log, and kept in
@@ -320,6 +325,10 @@ export class Worker extends EventEmitter {
       await this.queue.reportProgress(entry.build.id, entry.build.lease, update);
     } catch (err) {
       if (err instanceof StaleLeaseError) this.abandon(entry, "lease lost");
+      else if (isTransientStoreError(err)) {
+        this.logger.debug({ buildId: entry.build.id, err: (err as Error).message }, "progress not recorded");
+        return;
+      }
       throw err;
     }
   }

@@ -4,6 +4,9 @@
  * immediate), stop it for a while, make it read-only, or terminate its backends without touching the
  * machine's shared server.
  *
+ * `startReplica()` makes a streaming replica of it (pg_basebackup -R), `synchronous(true)` makes its
+ * commits wait for the replica, and `promote()` turns a replica into a primary (a failover).
+ *
  * PostgreSQL refuses to run as root: when this process is root, the server runs as the `postgres`
  * user (runuser), which owns the directory. The binaries come from PG_BINDIR, else `pg_config
  * --bindir`, else the newest /usr/lib/postgresql/N/bin.
@@ -56,6 +59,17 @@ export function pgClusterUnavailable(): string | undefined {
   return undefined;
 }
 
+/** A new temporary directory, owned by `postgres` when the server runs as that user. */
+function privateDir(asPostgres: boolean): string {
+  const dir = mkdtempSync(path.join(tmpdir(), "oculus-pg-"));
+  if (asPostgres) {
+    const uid = Number(execFileSync("id", ["-u", "postgres"]).toString().trim());
+    const gid = Number(execFileSync("id", ["-g", "postgres"]).toString().trim());
+    chownSync(dir, uid, gid);
+  }
+  return dir;
+}
+
 export class PgCluster {
   private constructor(
     readonly dir: string,
@@ -70,12 +84,7 @@ export class PgCluster {
     if (unavailable) throw new Error(unavailable);
     const binDir = findPgBinDir() as string;
     const asPostgres = process.getuid?.() === 0;
-    const dir = mkdtempSync(path.join(tmpdir(), "oculus-pg-"));
-    if (asPostgres) {
-      const uid = Number(execFileSync("id", ["-u", "postgres"]).toString().trim());
-      const gid = Number(execFileSync("id", ["-g", "postgres"]).toString().trim());
-      chownSync(dir, uid, gid);
-    }
+    const dir = privateDir(asPostgres);
     const cluster = new PgCluster(dir, await freePort(), binDir, asPostgres);
     cluster.run("initdb", [
       "-D",
@@ -95,18 +104,89 @@ export class PgCluster {
       ...(options.fastAndLoose === false ? {} : { fsync: "off", full_page_writes: "off" }),
       ...options.settings,
     };
-    const conf = Object.entries(settings)
-      .map(([k, v]) => `${k} = '${v}'`)
-      .join("\n");
-    cluster.run("sh", [
-      "-c",
-      `printf '%s\\n' "$1" >> "$2"`,
-      "sh",
-      conf,
-      path.join(cluster.dataDir, "postgresql.conf"),
-    ]);
+    cluster.appendSettings(settings);
     cluster.pgCtl(["start"]);
     return cluster;
+  }
+
+  /**
+   * A streaming replica of this (running) server: pg_basebackup -R (a standby.signal and the
+   * primary_conninfo), its own port and socket directory, hot standby (it answers reads; writes fail
+   * with 25006). Resolves once it streams from this server. `primaryPort`: where the replica
+   * reaches this server (a TcpProxy in front of it, to cut replication); default its own port.
+   */
+  async startReplica(options: { primaryPort?: number } = {}): Promise<PgCluster> {
+    const dir = privateDir(this.asPostgres);
+    const replica = new PgCluster(dir, await freePort(), this.binDir, this.asPostgres);
+    replica.run("pg_basebackup", [
+      "-D",
+      replica.dataDir,
+      "-h",
+      "127.0.0.1",
+      "-p",
+      String(this.port),
+      "-U",
+      "postgres",
+      "-R",
+      "-X",
+      "stream",
+      "--no-sync",
+      "-c",
+      "fast",
+    ]);
+    // The copied postgresql.conf names the primary's port and socket directory; later lines win.
+    replica.appendSettings({
+      port: String(replica.port),
+      unix_socket_directories: dir,
+      hot_standby: "on",
+    });
+    if (options.primaryPort !== undefined) {
+      // pg_basebackup ran against the primary itself (it runs synchronously: a proxy in this process
+      // could not forward meanwhile); streaming goes through `primaryPort`. postgresql.auto.conf,
+      // where -R wrote primary_conninfo, is read last.
+      replica.appendSettings(
+        { primary_conninfo: `host=127.0.0.1 port=${options.primaryPort} user=postgres` },
+        "postgresql.auto.conf",
+      );
+    }
+    replica.pgCtl(["start"]);
+    for (let i = 0; i < 600; i++) {
+      const rows = await this.sql<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_replication WHERE state = 'streaming'",
+      );
+      if ((rows[0]?.n ?? 0) > 0) return replica;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error("the replica did not start streaming in 30 s");
+  }
+
+  /**
+   * Synchronous replication on (this is the primary): a commit is acknowledged only once a replica
+   * has it (synchronous_standby_names = '*', synchronous_commit = on), so a promotion loses nothing
+   * acknowledged. Resolves once a replica is the synchronous one.
+   */
+  async synchronous(on: boolean): Promise<void> {
+    await this.sql(`ALTER SYSTEM SET synchronous_standby_names = '${on ? "*" : ""}'`);
+    await this.sql("SELECT pg_reload_conf()");
+    for (let i = 0; i < 600; i++) {
+      const rows = await this.sql<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_replication WHERE sync_state = 'sync'",
+      );
+      if ((rows[0]?.n ?? 0) > 0 === on) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`synchronous replication did not turn ${on ? "on" : "off"} in 30 s`);
+  }
+
+  /** pg_ctl promote (this is a replica): resolves once it is a primary that takes writes. */
+  async promote(): Promise<void> {
+    this.pgCtl(["promote"]);
+    for (let i = 0; i < 600; i++) {
+      const rows = await this.sql<{ standby: boolean }>("SELECT pg_is_in_recovery() AS standby");
+      if (rows[0]?.standby === false) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error("the replica was not promoted in 30 s");
   }
 
   get dataDir(): string {
@@ -188,6 +268,14 @@ export class PgCluster {
       // already stopped
     }
     rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** Appends `name = 'value'` lines to postgresql.conf or `file` (read at the next start or reload). */
+  private appendSettings(settings: Record<string, string>, file = "postgresql.conf"): void {
+    const conf = Object.entries(settings)
+      .map(([k, v]) => `${k} = '${v}'`)
+      .join("\n");
+    this.run("sh", ["-c", `printf '%s\\n' "$1" >> "$2"`, "sh", conf, path.join(this.dataDir, file)]);
   }
 
   private pgCtl(args: string[]): void {

@@ -5,6 +5,8 @@
  * (a dead route, a firewall dropping packets, a frozen peer). Connections stay open, new ones are
  * accepted but not connected through, and nothing is forwarded either way; `heal()` delivers what
  * was held back (as TCP retransmits would once the route is back) and forwards again.
+ * `retarget(port)` sends new connections to another server (a virtual IP or a proxy switched to a
+ * promoted replica); open connections stay on the old one unless asked to be cut.
  */
 import { connect, createServer, type Server, type Socket } from "node:net";
 
@@ -21,11 +23,16 @@ export class TcpProxy {
   private readonly pending: (() => void)[] = [];
   private cutOff = false;
   private holes = false;
+  private target: { port: number; host: string };
 
   private constructor(
     private readonly server: Server,
     readonly port: number,
-  ) {}
+    targetPort: number,
+    targetHost: string,
+  ) {
+    this.target = { port: targetPort, host: targetHost };
+  }
 
   static async start(targetPort: number, targetHost = "127.0.0.1"): Promise<TcpProxy> {
     let proxy: TcpProxy | undefined;
@@ -36,7 +43,8 @@ export class TcpProxy {
       }
       const self = proxy;
       self.track(client);
-      const through = () => self.connectThrough(client, targetPort, targetHost);
+      const { port, host } = self.target;
+      const through = () => self.connectThrough(client, port, host);
       if (self.holes) {
         client.pause(); // the handshake "succeeded", nothing more happens
         self.pending.push(through);
@@ -44,8 +52,28 @@ export class TcpProxy {
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     const address = server.address();
-    proxy = new TcpProxy(server, typeof address === "object" && address ? address.port : 0);
+    proxy = new TcpProxy(
+      server,
+      typeof address === "object" && address ? address.port : 0,
+      targetPort,
+      targetHost,
+    );
     return proxy;
+  }
+
+  /**
+   * New connections go to `port` from now on. Open ones stay with the old server (as after a virtual
+   * IP moved: the old primary keeps its sessions until it goes away), unless `cutOpen`: then they are
+   * closed (as a proxy that shuts the sessions of a server marked down does).
+   */
+  retarget(port: number, options: { host?: string; cutOpen?: boolean } = {}): void {
+    this.target = { port, host: options.host ?? this.target.host };
+    if (options.cutOpen) for (const s of this.sockets) s.destroy();
+  }
+
+  /** Connections open through the proxy now. */
+  get openConnections(): number {
+    return this.pairs.size;
   }
 
   private track(socket: Socket): void {

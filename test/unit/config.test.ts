@@ -29,6 +29,11 @@ describe("configuration", () => {
   it.each([
     [{ databaseUrl: "mysql://x" }, {}, /--database-url.*DATABASE_URL.*postgres/],
     [{}, { DATABASE_URL: "nope" }, /invalid DATABASE_URL/],
+    [
+      {},
+      { DATABASE_URL: "postgres://u:p@db1:5432,db2:5432/oculus?target_session_attrs=read-write" },
+      /invalid DATABASE_URL.*names several hosts.*virtual IP or a proxy/,
+    ],
     [{}, { REDIS_URL: "http://x" }, /invalid REDIS_URL.*redis:\/\//],
     [{ prefix: "has space" }, {}, /invalid --prefix/],
     [{}, { OCULUS_PREFIX: "x".repeat(65) }, /OCULUS_PREFIX/],
