@@ -7,6 +7,7 @@
  * stack trace.
  */
 import { STATUS_CODES } from "node:http";
+import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { z } from "zod";
@@ -244,7 +245,11 @@ export function frameworkErrorHandler(err: FastifyError, request: FastifyRequest
 /** Node's HTTP parser errors, by their code: what the client is told. */
 function parserError(code: string | undefined): { status: number; code: string; message: string } {
   if (code === "ERR_HTTP_REQUEST_TIMEOUT") {
-    return { status: 408, code: "request_timeout", message: "the request was not received in time" };
+    return {
+      status: 408,
+      code: "request_timeout",
+      message: "the request did not arrive in time; the connection is closed",
+    };
   }
   if (code === "HPE_HEADER_OVERFLOW") {
     return {
@@ -264,7 +269,12 @@ function parserError(code: string | undefined): { status: number; code: string; 
 export function clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoException, socket: Duplex): void {
   if (err.code === "ECONNRESET" || socket.destroyed) return;
   const { status, code, message } = parserError(err.code);
-  this.log.debug({ err: err.message, code: err.code }, "client error");
+  // A timed-out request is what a slow or stalled client looks like: worth a line for the operator.
+  const level = err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "info" : "debug";
+  this.log[level](
+    { err: err.message, code: err.code, remoteAddress: (socket as Partial<Socket>).remoteAddress },
+    "client error: connection closed",
+  );
   if (socket.writable) {
     const body = JSON.stringify({ error: { code, message } } satisfies ApiErrorBody);
     socket.write(
@@ -288,8 +298,10 @@ export function installClosingAnswer(app: FastifyInstance): void {
   app.addHook("preClose", async () => {
     closing = true;
   });
-  app.addHook("onRequest", (_request, reply, done) => {
+  app.addHook("onRequest", (request, reply, done) => {
     if (!closing) return done();
+    // The path only: a query string may hold a credential.
+    request.log.info({ method: request.method, path: request.url.split("?")[0] }, "refused: shutting down");
     void reply
       .status(503)
       .header("retry-after", String(CLOSING_RETRY_AFTER_S))

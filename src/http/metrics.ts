@@ -79,6 +79,7 @@ export function createMetrics(
   const readCounts = sharedRead(() => queue.counts(), cacheMs);
   const readStatusCounts = sharedRead(() => queue.statusCounts(), cacheMs);
   const readWorkers = sharedRead(() => queue.workers.list(), cacheMs);
+  const readPools = sharedRead(async () => queue.pools(await readWorkers()), cacheMs);
   const ready = new Gauge({
     name: "oculus_queue_length",
     help: "Queued builds ready to dispatch",
@@ -125,7 +126,7 @@ export function createMetrics(
     help: "Queued builds that no live worker can run (no active worker's labels include their requires)",
     registers: [registry],
     collect: guarded("oculus_unrunnable_builds", async () => {
-      const pools = await queue.pools();
+      const pools = await readPools();
       unrunnable.set(pools.filter((p) => p.unrunnable).reduce((n, p) => n + p.queued, 0));
     }),
   });

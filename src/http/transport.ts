@@ -15,9 +15,7 @@
  * Node checks the request and header timeouts on a timer (connectionsCheckingInterval), so a
  * connection is cut within the timeout plus that interval: a tenth of the shorter timeout here.
  */
-import http from "node:http";
-import type { Socket } from "node:net";
-import type { FastifyInstance } from "fastify";
+import type http from "node:http";
 import { ConfigError } from "../core/errors.js";
 
 export interface TransportLimits {
@@ -161,7 +159,6 @@ export function fastifyTransportOptions(limits: TransportLimits) {
       headersTimeout: limits.headersTimeoutMs,
       connectionsCheckingInterval: checkingIntervalMs(limits),
     } satisfies http.ServerOptions,
-    clientErrorHandler,
   };
 }
 
@@ -169,29 +166,4 @@ export function fastifyTransportOptions(limits: TransportLimits) {
 export function applyServerLimits(server: http.Server, limits: TransportLimits): void {
   // Node's default (no limit) is Infinity; 0 would refuse every connection.
   server.maxConnections = limits.maxConnections > 0 ? limits.maxConnections : Number.POSITIVE_INFINITY;
-}
-
-/**
- * Errors Node raises before a request reaches Fastify (a timeout, headers too large, bytes that are
- * not HTTP), answered in the API's error shape instead of Fastify's default body.
- */
-function clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket): void {
-  if (err.code === "ECONNRESET" || socket.destroyed) return;
-  // A timed-out request is what a slow or stalled client looks like: worth a line for the operator.
-  const level = err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "info" : "debug";
-  this.log[level]({ code: err.code, remoteAddress: socket.remoteAddress }, "client error: connection closed");
-  const [status, code, message] =
-    err.code === "ERR_HTTP_REQUEST_TIMEOUT"
-      ? [408, "request_timeout", "the request did not arrive in time; the connection is closed"]
-      : err.code === "HPE_HEADER_OVERFLOW"
-        ? [431, "invalid_input", "request headers are too large"]
-        : [400, "invalid_input", "malformed HTTP request"];
-  const body = JSON.stringify({ error: { code, message } });
-  if (socket.writable) {
-    socket.write(
-      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\n` +
-        `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-    );
-  }
-  socket.destroy();
 }

@@ -4,7 +4,7 @@
  * token, the PostgreSQL and Redis URLs with their passwords). So a build does not inherit the
  * worker's environment: it gets the OCULUS_BUILD_* variables (command-runner.ts), a fixed allowlist
  * of harmless process variables, and the names the operator passes on purpose (`--env NAME`,
- * OCULUS_BUILD_ENV). docs/security-build-env.md describes it for operators.
+ * OCULUS_BUILD_ENV). docs/security.md describes it for operators.
  */
 import { ConfigError } from "../core/errors.js";
 
@@ -62,7 +62,7 @@ export function checkPassedNames(names: readonly string[], source: string): stri
     if (QUEUE_SECRETS.includes(name)) {
       throw new ConfigError(
         `${source}: ${name} is one of the queue's own secrets and is never passed to builds ` +
-          "(give the build its own credentials under another name; see docs/security-build-env.md)",
+          "(give the build its own credentials under another name; see docs/security.md)",
       );
     }
     if (name.startsWith("OCULUS_BUILD_") || name === "OCULUS_STRATEGY_ID") {

@@ -672,7 +672,7 @@ describe("a request that arrives while the server shuts down", () => {
       await eventually(async () => !closingApi.app.server.listening);
       socket.write("GET /v1/builds HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
       // The second request reaches the router before the first is released.
-      await eventually(async () => closingApi.logs.some((l) => l.includes("/v1/builds")));
+      await eventually(async () => closingApi.logs.some((l) => l.includes("refused: shutting down")));
       release();
       await ended;
       await closed;

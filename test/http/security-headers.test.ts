@@ -89,8 +89,8 @@ describe("security headers", () => {
     const secret = "query-secret-0123456789abcdef";
     await api.inject("GET", `/v1/queue?access_token=${secret}&limit=5`, { token: READ });
     await api.inject("GET", `/v1/builds?token=${secret}`, { token: READ });
-    const logged = api.logs.filter((line) => line.includes("incoming request"));
-    expect(logged.some((line) => line.includes("/v1/queue?access_token=***&limit=5"))).toBe(true);
+    // Requests are logged by path only (at debug, server.ts); a logged request object has its
+    // credential-looking query parameters redacted (request-log.ts).
     expect(api.logs.join("\n")).not.toContain(secret);
   });
 });
