@@ -1,5 +1,5 @@
 /**
- * What a build command can see (docs/security-build-env.md): the build variables, the allowlist of
+ * What a build command can see (docs/security.md): the build variables, the allowlist of
  * the process environment and the names the operator passes (`--env`, OCULUS_BUILD_ENV); never the
  * queue's own secrets. The end-to-end case is the one of the audit: a real `oculus worker --command
  * env` with the admin token and the store URLs in its environment, read back from the build's log.
