@@ -8,11 +8,15 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/core/errors.js";
 import type { BuildQueue } from "../../src/index.js";
-import { buildSummaries, indexDiff } from "../helpers/index-state.js";
+import {
+  allCompleted,
+  expectEachCompletedOnce,
+  indexDiff,
+  waitForIndexToMatch,
+} from "../helpers/index-state.js";
 import { Load } from "../helpers/load.js";
 import { type ModeLog, runOnPostgres, watchModes } from "../helpers/mode-log.js";
 import { oculus } from "../helpers/oculus-cli.js";
-import { sql } from "../helpers/postgres.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
 import { RedisClusterGroup } from "../helpers/redis-cluster.js";
 
@@ -127,29 +131,11 @@ describe("Redis Cluster: slot master kill -9 under load", () => {
       const counts = await group.subscribers([`${first.prefix}:wake`, `${first.prefix}:events`]);
       return (counts[0] ?? 0) >= 2 && (counts[1] ?? 0) >= 1;
     }, 15_000);
-    let lastDiff: string[] = [];
-    await eventually(async () => {
-      lastDiff = await indexDiff(client, first.prefix, first.schema);
-      return lastDiff.length === 0;
-    }, 15_000).catch((err) => {
-      throw new Error(
-        `index != queued rows: ${lastDiff.slice(0, 10).join(", ")} (${(err as Error).message})`,
-      );
-    });
+    await waitForIndexToMatch(client, first.prefix, first.schema);
     expect(queues.map((q) => q.mode)).toEqual(["redis", "redis"]);
 
     load.resumeClaims();
-    await until(
-      "all completed",
-      async () => {
-        const [row] = await sql<{ n: number }>(
-          first.schema,
-          "SELECT count(*)::int AS n FROM builds WHERE status <> 'completed'",
-        );
-        return row?.n === 0;
-      },
-      30_000,
-    );
+    await until("all completed", () => allCompleted(first.schema), 30_000);
     await load.stop();
 
     expect(load.errors).toEqual([]);
@@ -158,12 +144,7 @@ describe("Redis Cluster: slot master kill -9 under load", () => {
       expect(log.modes[0]?.mode).toBe("postgres");
       expect(log.modes.at(-1)?.mode).toBe("redis");
     }
-    const summaries = await buildSummaries(first.schema);
-    expect(summaries.length).toBe(load.submitted.size);
-    const wrong = summaries.filter(
-      (s) => s.status !== "completed" || s.claimed_events !== 1 || s.completed_events !== 1 || s.lease !== 1,
-    );
-    expect(wrong).toEqual([]);
+    await expectEachCompletedOnce(first.schema, load.submitted);
     expect(new Set(load.claims.keys())).toEqual(load.submitted);
     // Everything is done: the index on the new master ends empty.
     await eventually(async () => (await indexDiff(client, first.prefix, first.schema)).length === 0);

@@ -8,11 +8,15 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BuildQueue } from "../../src/index.js";
-import { buildSummaries, indexDiff } from "../helpers/index-state.js";
+import {
+  allCompleted,
+  expectEachCompletedOnce,
+  indexDiff,
+  waitForIndexToMatch,
+} from "../helpers/index-state.js";
 import { Load } from "../helpers/load.js";
 import { type ModeLog, runOnPostgres, watchModes } from "../helpers/mode-log.js";
 import { oculus } from "../helpers/oculus-cli.js";
-import { sql } from "../helpers/postgres.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
 import { RedisSentinelGroup } from "../helpers/redis-sentinel.js";
 import { WorkerProcess } from "../helpers/worker-fleet.js";
@@ -146,29 +150,11 @@ describe("Redis Sentinel: master kill -9 under load", () => {
       )) as (string | number)[];
       return Number(counts[1]) >= 3 && Number(counts[3]) >= 1;
     }, 15_000);
-    let lastDiff: string[] = [];
-    await eventually(async () => {
-      lastDiff = await indexDiff(client, first.prefix, first.schema);
-      return lastDiff.length === 0;
-    }, 15_000).catch((err) => {
-      throw new Error(
-        `index != queued rows: ${lastDiff.slice(0, 10).join(", ")} (${(err as Error).message})`,
-      );
-    });
+    await waitForIndexToMatch(client, first.prefix, first.schema);
     expect(queues.map((q) => q.mode)).toEqual(["redis", "redis"]);
 
     load.resumeClaims();
-    await until(
-      "all completed",
-      async () => {
-        const [row] = await sql<{ n: number }>(
-          first.schema,
-          "SELECT count(*)::int AS n FROM builds WHERE status <> 'completed'",
-        );
-        return row?.n === 0;
-      },
-      30_000,
-    );
+    await until("all completed", () => allCompleted(first.schema), 30_000);
     await load.stop();
 
     expect(load.errors).toEqual([]);
@@ -177,12 +163,7 @@ describe("Redis Sentinel: master kill -9 under load", () => {
       expect(log.modes[0]?.mode).toBe("postgres");
       expect(log.modes.at(-1)?.mode).toBe("redis");
     }
-    const summaries = await buildSummaries(first.schema);
-    expect(summaries.length).toBe(load.submitted.size);
-    const wrong = summaries.filter(
-      (s) => s.status !== "completed" || s.claimed_events !== 1 || s.completed_events !== 1 || s.lease !== 1,
-    );
-    expect(wrong).toEqual([]);
+    await expectEachCompletedOnce(first.schema, load.submitted);
     const byWorker = worker.events.filter((e) => e.event === "started").map((e) => e.id as string);
     expect(new Set([...load.claims.keys(), ...byWorker])).toEqual(load.submitted);
     expect(new Set(byWorker).size).toBe(byWorker.length);
@@ -239,34 +220,15 @@ describe("Redis Sentinel: master kill -9 under load", () => {
     await load.pauseClaims();
     const extra = await first.queue.submitMany(Array.from({ length: 20 }, () => ({ strategyId: "after" })));
     for (const r of extra) load.submitted.add(r.build.id);
-    let lastDiff: string[] = [];
-    await eventually(async () => {
-      lastDiff = await indexDiff(back, first.prefix, first.schema);
-      return lastDiff.length === 0;
-    }, 15_000).catch((err) => {
-      throw new Error(
-        `index != queued rows: ${lastDiff.slice(0, 10).join(", ")} (${(err as Error).message})`,
-      );
-    });
+    await waitForIndexToMatch(back, first.prefix, first.schema);
     expect((await back.zcard(`${first.prefix}:build_queue`)) >= 20).toBe(true);
 
     load.resumeClaims();
-    await eventually(async () => {
-      const [row] = await sql<{ n: number }>(
-        first.schema,
-        "SELECT count(*)::int AS n FROM builds WHERE status <> 'completed'",
-      );
-      return row?.n === 0;
-    }, 30_000);
+    await eventually(() => allCompleted(first.schema), 30_000);
     await load.stop();
     expect(load.errors).toEqual([]);
     expect(load.duplicateClaims()).toEqual([]);
-    const summaries = await buildSummaries(first.schema);
-    expect(summaries.length).toBe(load.submitted.size);
-    const wrong = summaries.filter(
-      (s) => s.status !== "completed" || s.claimed_events !== 1 || s.completed_events !== 1 || s.lease !== 1,
-    );
-    expect(wrong).toEqual([]);
+    await expectEachCompletedOnce(first.schema, load.submitted);
   }, 120_000);
 });
 

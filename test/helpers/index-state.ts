@@ -3,8 +3,10 @@
  * rows of the record, plus a per-build summary of the record (status, lease, event counts).
  */
 import type { Redis } from "ioredis";
+import { expect } from "vitest";
 import { encodeScore } from "../../src/index.js";
 import { sql } from "./postgres.js";
+import { eventually } from "./queue.js";
 
 export interface IndexContents {
   /** Ready ids with their scores. */
@@ -85,4 +87,34 @@ export async function claimedEventCount(schema: string, id: string): Promise<num
     [id],
   );
   return row?.n ?? 0;
+}
+
+/** Waits until the index equals the queued rows; fails naming the first differences. */
+export async function waitForIndexToMatch(client: Redis, prefix: string, schema: string, timeoutMs = 15_000) {
+  let lastDiff: string[] = [];
+  await eventually(async () => {
+    lastDiff = await indexDiff(client, prefix, schema);
+    return lastDiff.length === 0;
+  }, timeoutMs).catch((err) => {
+    throw new Error(`index != queued rows: ${lastDiff.slice(0, 10).join(", ")} (${(err as Error).message})`);
+  });
+}
+
+/** True once no build of the schema is left unfinished or failed: every one has completed. */
+export async function allCompleted(schema: string): Promise<boolean> {
+  const [row] = await sql<{ n: number }>(
+    schema,
+    "SELECT count(*)::int AS n FROM builds WHERE status <> 'completed'",
+  );
+  return row?.n === 0;
+}
+
+/** Exactly the submitted builds exist, and each was claimed once and completed once, under lease 1. */
+export async function expectEachCompletedOnce(schema: string, submitted: ReadonlySet<string>): Promise<void> {
+  const summaries = await buildSummaries(schema);
+  expect(summaries.length).toBe(submitted.size);
+  const wrong = summaries.filter(
+    (s) => s.status !== "completed" || s.claimed_events !== 1 || s.completed_events !== 1 || s.lease !== 1,
+  );
+  expect(wrong).toEqual([]);
 }
