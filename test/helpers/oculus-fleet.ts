@@ -28,16 +28,12 @@ export interface OculusFleet {
 
 let counter = 0;
 
-export async function startOculusFleet(
-  label: string,
-  redisUrl: string,
-  workerCount: number,
-  extraEnv: Record<string, string> = {},
-): Promise<OculusFleet> {
+/** A fresh schema and key prefix, and the environment that points `oculus` processes at them. */
+export function fleetEnv(label: string, redisUrl: string, extraEnv: Record<string, string> = {}) {
   counter += 1;
   const schema = uniqueSchema(label);
   const prefix = `fleet${process.pid}x${counter}`;
-  const env = {
+  const env: Record<string, string> = {
     DATABASE_URL: TEST_DATABASE_URL,
     REDIS_URL: redisUrl,
     OCULUS_SCHEMA: schema,
@@ -45,6 +41,16 @@ export async function startOculusFleet(
     OCULUS_LOG_LEVEL: "info",
     ...extraEnv,
   };
+  return { schema, prefix, env };
+}
+
+export async function startOculusFleet(
+  label: string,
+  redisUrl: string,
+  workerCount: number,
+  extraEnv: Record<string, string> = {},
+): Promise<OculusFleet> {
+  const { schema, prefix, env } = fleetEnv(label, redisUrl, extraEnv);
   const api = spawnOculus(["up", "--port", "0", "--workers", "0"], env);
   const url = await eventually(async () => {
     if (api.child.exitCode !== null) throw new Error(`oculus up exited:\n${api.output()}`);

@@ -13,7 +13,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type OculusProcess, spawnOculus } from "../helpers/oculus-cli.js";
-import { dropSchema, sql, TEST_DATABASE_URL, uniqueSchema } from "../helpers/postgres.js";
+import { fleetEnv } from "../helpers/oculus-fleet.js";
+import { dropSchema, sql, TEST_DATABASE_URL } from "../helpers/postgres.js";
 import { eventually } from "../helpers/queue.js";
 import { RedisServer } from "../helpers/redis-server.js";
 
@@ -27,20 +28,8 @@ interface Fleet {
   env: Record<string, string>;
 }
 
-let counter = 0;
-
 async function startApis(redisUrl: string, count: number, extraEnv: Record<string, string>): Promise<Fleet> {
-  counter += 1;
-  const schema = uniqueSchema("api_fleet");
-  const prefix = `apifleet${process.pid}x${counter}`;
-  const env = {
-    DATABASE_URL: TEST_DATABASE_URL,
-    REDIS_URL: redisUrl,
-    OCULUS_SCHEMA: schema,
-    OCULUS_PREFIX: prefix,
-    OCULUS_LOG_LEVEL: "info",
-    ...extraEnv,
-  };
+  const { schema, prefix, env } = fleetEnv("api_fleet", redisUrl, extraEnv);
   const fleet: Fleet = { schema, prefix, urls: [], processes: [], env };
   // One at a time: the first one runs the migrations.
   for (let i = 0; i < count; i++) {
