@@ -26,7 +26,9 @@ import {
   type WorkerProcess,
 } from "../helpers/worker-fleet.js";
 
-const HEALTH = { heartbeatMs: 200, deadAfterMs: 1500 };
+// A dead-after that a busy machine cannot reach by a slow heartbeat round trip alone: the survivor's
+// fence (80 % of it) must not stop its run while the PostgreSQL heartbeat waits for CPU.
+const HEALTH = { heartbeatMs: 200, deadAfterMs: 4000 };
 /** A build of 6 s: long enough to be killed mid-run, whatever the load. */
 const LONG = { steps: 60, stepMs: 100 };
 
