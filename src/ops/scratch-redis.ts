@@ -88,6 +88,11 @@ export class RedisProcess {
     return server;
   }
 
+  /** The server process is running (started, not yet exited). */
+  get running(): boolean {
+    return this.child !== undefined;
+  }
+
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }

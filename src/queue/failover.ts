@@ -47,6 +47,8 @@ export interface DriftStats {
 export class RedisFailover {
   private state: RedisState;
   private probing: Promise<void> | undefined;
+  /** A probe was asked for (a reconnection, a fault during a recovery) while one was in flight. */
+  private probeAgain = false;
   private probeTimer: NodeJS.Timeout | undefined;
   private reconciling: Promise<ReconcileReport | undefined> | undefined;
   private driftSeen = false;
@@ -158,8 +160,15 @@ export class RedisFailover {
    */
   private probeAndRecover(): Promise<void> {
     const index = this.index;
-    if (this.closed || !index || this.state !== "down") return Promise.resolve();
-    this.probing ??= (async () => {
+    if (this.closed || !index) return Promise.resolve();
+    if (this.probing) {
+      // Not a lost request: the run in flight may have started before the reason for this one (a
+      // new connection, a fault during its recovery), so it probes again when it ends.
+      this.probeAgain = true;
+      return this.probing;
+    }
+    if (this.state !== "down") return Promise.resolve();
+    this.probing = (async () => {
       try {
         await index.probeWrites(PROBE_TIMEOUT_MS, String(process.pid));
       } catch (err) {
@@ -169,14 +178,27 @@ export class RedisFailover {
           { err: (err as Error).message, retryInMs: this.backoff.delayMs },
           "Redis probe failed: still serving from PostgreSQL",
         );
-        this.probeSoon(this.backoff.delayMs);
         return;
       }
       await this.recover();
     })().finally(() => {
       this.probing = undefined;
+      this.scheduleNextProbe();
     });
     return this.probing;
+  }
+
+  /**
+   * After a probe run: while Redis is still down, a probe must be scheduled, or the queue would stay
+   * on PostgreSQL for good. At once when a probe was asked for during the run, else after the backoff
+   * (unless a fault during the run already scheduled one).
+   */
+  private scheduleNextProbe(): void {
+    const again = this.probeAgain;
+    this.probeAgain = false;
+    if (this.closed || this.state !== "down") return;
+    if (again) this.probeSoon(0);
+    else if (!this.probeTimer) this.probeSoon(this.backoff.delayMs);
   }
 
   /** Redis takes writes again: rebuild the index from PostgreSQL, then resume the fast path. */

@@ -37,6 +37,42 @@ function reconnectOnFailoverError(): (err: Error) => 1 | false {
 }
 
 /**
+ * A Sentinel client that never gives up by itself. ioredis 5 ends a Sentinel client for good (status
+ * "end", no more reconnections) when a disconnection reaches it while a reconnection is asking the
+ * sentinels for the master: the previous connection's failover detector hearing +switch-master at
+ * that moment does it, in about one master kill of eight under load. The queue would then stay on
+ * PostgreSQL and its subscribers deaf until a restart. This client connects again after such an end;
+ * only its owner's disconnect() ends it.
+ */
+class SentinelRedis extends Redis {
+  private closedByOwner = false;
+
+  constructor(options: RedisOptions) {
+    super(options);
+    this.on("end", () => {
+      if (this.closedByOwner) return;
+      // ioredis re-subscribes on the next "ready" (the channels are kept from the lost connection).
+      setTimeout(() => {
+        if (!this.closedByOwner && this.status === "end") this.connect().catch(() => undefined);
+      }, ENDED_RECONNECT_DELAY_MS).unref();
+    });
+  }
+
+  override disconnect(reconnect = false): void {
+    if (!reconnect) this.closedByOwner = true;
+    super.disconnect(reconnect);
+  }
+
+  /** A second client like this one (ioredis's duplicate() would make a plain Redis). */
+  duplicateWith(overrides: RedisOptions): SentinelRedis {
+    return new SentinelRedis({ ...this.options, ...overrides });
+  }
+}
+
+/** How soon a Sentinel client that ioredis ended connects again. */
+const ENDED_RECONNECT_DELAY_MS = 200;
+
+/**
  * A client for `url` with `options` (ioredis options; a few are set here per topology). Throws a
  * RedisUrlError on a malformed URL.
  */
@@ -53,7 +89,7 @@ export function createRedisClient(url: string, options: RedisOptions = {}): Redi
     const node = target.nodes[0] as RedisNode;
     return new Redis({ host: node.host, port: node.port, ...auth, ...options });
   }
-  return new Redis({
+  return new SentinelRedis({
     ...auth,
     sentinels: target.nodes,
     name: target.masterName as string,
@@ -112,6 +148,7 @@ export function duplicateClient(client: RedisClient, overrides: RedisOptions = {
       ...(lazyConnect !== undefined ? { lazyConnect } : {}),
     });
   }
+  if (client instanceof SentinelRedis) return client.duplicateWith({ autoResubscribe: true, ...overrides });
   return client.duplicate({ autoResubscribe: true, ...overrides });
 }
 
