@@ -112,7 +112,11 @@ export class ApiClient {
   async stream(
     path: string,
     onEvent: (event: EventSourceMessage) => boolean | undefined,
-    options: { signal?: AbortSignal; maxReconnects?: number; onReconnect?: (attempt: number) => void } = {},
+    options: {
+      signal?: AbortSignal;
+      maxReconnects?: number;
+      onReconnect?: (attempt: number, reason: StreamReconnectReason) => void;
+    } = {},
   ): Promise<void> {
     let lastEventId: string | undefined;
     let failures = 0;
@@ -151,23 +155,41 @@ export class ApiClient {
         if (err instanceof ApiError && err.status === 410 && lastEventId !== undefined) {
           // Too far behind to resume (the server's resume cap): start over from a snapshot.
           lastEventId = undefined;
-          options.onReconnect?.(failures);
+          options.onReconnect?.(failures, "too-far-behind");
           continue;
         }
         // Other 4xx: asking again will not help; 429 (too many streams) passes after Retry-After.
         if (err instanceof ApiError && err.status >= 400 && err.status < 500 && err.status !== 429) throw err;
         if (failures > (options.maxReconnects ?? 30)) throw err;
         if (err instanceof ApiError && err.retryAfterMs !== undefined) {
-          options.onReconnect?.(failures);
+          options.onReconnect?.(failures, "busy");
           await new Promise((resolve) => setTimeout(resolve, err.retryAfterMs));
           continue;
         }
       }
       // The stream ended without the final event (server restart, proxy): reconnect after a pause.
-      options.onReconnect?.(failures);
+      options.onReconnect?.(failures, "lost");
       await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 250 * 2 ** Math.min(failures, 4))));
     }
   }
+}
+
+/**
+ * Why a stream is reopened: the connection was lost (it resumes from the last event), the server can
+ * no longer replay from there (410: it starts over with a snapshot), or it has too many streams
+ * from this address (429: it waits as told).
+ */
+export type StreamReconnectReason = "lost" | "too-far-behind" | "busy";
+
+const RECONNECT_NOTES: Record<StreamReconnectReason, string> = {
+  lost: "connection lost; reconnecting from the last event",
+  "too-far-behind": "too far behind to resume (the server keeps a bounded replay); starting over from a snapshot",
+  busy: "the server has too many streams from this address; retrying after the time it asked for",
+};
+
+/** What a client command tells the user when a stream is reopened. */
+export function reconnectNote(reason: StreamReconnectReason): string {
+  return RECONNECT_NOTES[reason];
 }
 
 function parseJson(text: string): unknown {

@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { type Command, Option } from "commander";
 import { printable, printableLines } from "../core/printable.js";
-import { ApiClient, DEFAULT_API_URL } from "./api-client.js";
+import { ApiClient, DEFAULT_API_URL, reconnectNote } from "./api-client.js";
 import { parseLabels } from "./flags.js";
 
 interface ClientFlags {
@@ -258,7 +258,7 @@ async function watch(api: ApiClient, id: string, json: boolean): Promise<string>
       }
       return false;
     },
-    { onReconnect: () => view.note("connection lost; reconnecting from the last event") },
+    { onReconnect: (_attempt, reason) => view.note(reconnectNote(reason)) },
   );
   view.end(final);
   return final;

@@ -18,7 +18,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ApiClient } from "../../src/cli/api-client.js";
+import { ApiClient, reconnectNote } from "../../src/cli/api-client.js";
 import { streamAddressKey } from "../../src/http/stream-limits.js";
 import { openTestApi, type TestApi } from "../helpers/api.js";
 import { dropSchema, sql, uniqueSchema } from "../helpers/postgres.js";
@@ -300,14 +300,14 @@ describe("how far back a stream may resume", () => {
     const client = new ApiClient({ url: `http://127.0.0.1:${proxy.port}`, token: undefined });
     const seen: string[] = [];
     const controller = new AbortController();
-    let reconnects = 0;
+    const reasons: string[] = [];
     const done = client.stream(
       "/v1/events",
       (message) => {
         seen.push(message.event ?? "message");
         return seen.filter((e) => e === "snapshot").length >= 2;
       },
-      { signal: controller.signal, onReconnect: () => (reconnects += 1) },
+      { signal: controller.signal, onReconnect: (_attempt, reason) => reasons.push(reason) },
     );
     try {
       await eventually(async () => seen.length >= 1);
@@ -319,7 +319,10 @@ describe("how far back a stream may resume", () => {
       await done;
       expect(seen[0]).toBe("snapshot");
       expect(seen.at(-1)).toBe("snapshot");
-      expect(reconnects).toBeGreaterThanOrEqual(1);
+      // First the lost connection, then the 410 that made it start over; `oculus watch` says which.
+      expect(reasons[0]).toBe("lost");
+      expect(reasons.at(-1)).toBe("too-far-behind");
+      expect(reconnectNote("too-far-behind")).toContain("starting over from a snapshot");
     } finally {
       controller.abort();
       await proxy.close();
