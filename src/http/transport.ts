@@ -162,6 +162,16 @@ export function fastifyTransportOptions(limits: TransportLimits) {
   };
 }
 
+/** The same limits for a plain node:http server (the worker's /metrics endpoint). */
+export function nodeServerOptions(limits: TransportLimits): http.ServerOptions {
+  return {
+    requestTimeout: limits.requestTimeoutMs,
+    headersTimeout: limits.headersTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    connectionsCheckingInterval: checkingIntervalMs(limits),
+  };
+}
+
 /** Applies what Fastify has no option for. */
 export function applyServerLimits(server: http.Server, limits: TransportLimits): void {
   // Node's default (no limit) is Infinity; 0 would refuse every connection.

@@ -11,6 +11,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { applyServerLimits, nodeServerOptions, type TransportLimits } from "../http/transport.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import type { BuildEndedEvent, RunOutcome, Worker } from "./worker.js";
 
@@ -99,14 +100,29 @@ export interface WorkerMetricsServer {
   close(): Promise<void>;
 }
 
+/**
+ * The endpoint's transport limits: a scraper sends a small GET every few seconds, so a client that
+ * connects and sends slowly or nothing, or opens connections by the hundred, is cut off early. Not
+ * configurable: nothing a scraper does comes near them.
+ */
+export const WORKER_METRICS_LIMITS: TransportLimits = {
+  requestTimeoutMs: 10_000,
+  headersTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 72_000, // above a load balancer's or a scraper's idle timeout (transport.ts)
+  connectionTimeoutMs: 0,
+  maxRequestsPerSocket: 0,
+  maxConnections: 64,
+};
+
 /** Serves the worker's /metrics and /health on host:port (port 0: any free port). */
 export async function serveWorkerMetrics(
   worker: Worker,
   queue: BuildQueue,
-  options: { host: string; port: number },
+  options: { host: string; port: number; limits?: TransportLimits },
 ): Promise<WorkerMetricsServer> {
   const metrics = createWorkerMetrics(worker, queue);
-  const server: Server = createServer((req, res) => {
+  const limits = options.limits ?? WORKER_METRICS_LIMITS;
+  const server: Server = createServer(nodeServerOptions(limits), (req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method !== "GET") {
       res.writeHead(405, { allow: "GET", "content-type": "application/json" });
@@ -141,6 +157,7 @@ export async function serveWorkerMetrics(
       res.end(JSON.stringify({ error: { code: "not_found", message: "GET /metrics or /health" } }));
     }
   });
+  applyServerLimits(server, limits);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.host, () => resolve());

@@ -3,9 +3,15 @@
  * running builds and capacity, its claims, its heartbeat; /health turns 503 once the heartbeat is
  * older than the dead-worker timeout.
  */
+
+import { connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BuildQueue } from "../../src/index.js";
-import { serveWorkerMetrics, type WorkerMetricsServer } from "../../src/worker/metrics-server.js";
+import {
+  serveWorkerMetrics,
+  WORKER_METRICS_LIMITS,
+  type WorkerMetricsServer,
+} from "../../src/worker/metrics-server.js";
 import { Worker } from "../../src/worker/worker.js";
 import { oculus, spawnOculus } from "../helpers/oculus-cli.js";
 import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from "../helpers/postgres.js";
@@ -81,6 +87,35 @@ describe("a worker's metrics endpoint", () => {
     expect((await fetch(`${server.url}/metrics`, { method: "POST" })).status).toBe(405);
   });
 
+  it("cuts off a client that sends its request too slowly (408), and connections past the cap", async () => {
+    const limited = await serveWorkerMetrics(worker, queue, {
+      host: "127.0.0.1",
+      port: 0,
+      limits: { ...WORKER_METRICS_LIMITS, requestTimeoutMs: 1000, headersTimeoutMs: 1000, maxConnections: 2 },
+    });
+    const { port } = new URL(limited.url);
+    try {
+      // Slowloris: headers begun, never finished.
+      const slow = await openSocket(Number(port));
+      slow.socket.write("GET /metrics HTTP/1.1\r\nHost: x\r\n");
+      await slow.closed;
+      expect(slow.received()).toMatch(/^HTTP\/1\.1 408/);
+      // Two idle connections take the cap; a third is closed at once, unanswered; after they go, a
+      // scrape works again.
+      const held = [await openSocket(Number(port)), await openSocket(Number(port))];
+      const third = await openSocket(Number(port));
+      third.socket.write("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+      await third.closed;
+      expect(third.received()).toBe("");
+      for (const h of held) h.socket.destroy();
+      await eventually(
+        async () => (await fetch(`${limited.url}/health`).catch(() => undefined))?.status === 200,
+      );
+    } finally {
+      await limited.close();
+    }
+  });
+
   it("/health is 503 once the heartbeat is older than the dead-worker timeout", async () => {
     await worker.stop(); // heartbeats stop with it
     await eventually(async () => (await fetch(`${server.url}/health`)).status === 503, 10_000);
@@ -135,3 +170,19 @@ describe("oculus worker --metrics-port", () => {
     expect(res.stderr).toMatch(/--metrics-port/);
   });
 });
+
+/** A raw connection: what it received, and a promise of its closing. */
+async function openSocket(
+  port: number,
+): Promise<{ socket: Socket; closed: Promise<void>; received(): string }> {
+  const socket = connect(port, "127.0.0.1");
+  let data = "";
+  socket.on("data", (chunk) => (data += chunk.toString()));
+  socket.on("error", () => undefined);
+  const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    socket.once("connect", resolve);
+    socket.once("error", reject);
+  });
+  return { socket, closed, received: () => data };
+}
