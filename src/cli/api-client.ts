@@ -183,7 +183,8 @@ export type StreamReconnectReason = "lost" | "too-far-behind" | "busy";
 
 const RECONNECT_NOTES: Record<StreamReconnectReason, string> = {
   lost: "connection lost; reconnecting from the last event",
-  "too-far-behind": "too far behind to resume (the server keeps a bounded replay); starting over from a snapshot",
+  "too-far-behind":
+    "too far behind to resume (the server keeps a bounded replay); starting over from a snapshot",
   busy: "the server has too many streams from this address; retrying after the time it asked for",
 };
 

@@ -126,10 +126,22 @@ async function pruneCommand(c: Config, opts: PruneFlags): Promise<void> {
 }
 
 function describePrune(r: PruneReport, days: number): string {
-  const what = `${r.builds} finished build(s) older than ${days} day(s), ${r.events} event(s), ${r.workers} gone worker(s)`;
+  const what = `${r.builds} finished build(s) older than ${days} day(s), ${r.events} event(s), ${formatBytes(r.logBytes)} of build logs, ${r.workers} gone worker(s)`;
   return r.dryRun
     ? `would delete ${what} (dry run: nothing deleted)`
     : `deleted ${what} in ${r.durationMs.toFixed(0)} ms`;
+}
+
+function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
 }
 
 function requireRedis(c: Config, command: string): string {

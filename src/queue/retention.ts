@@ -26,6 +26,8 @@ export interface PruneReport {
   olderThanMs: number;
   builds: number;
   events: number;
+  /** Bytes of build logs deleted with the builds (would be, in a dry run). */
+  logBytes: number;
   workers: number;
   durationMs: number;
 }
@@ -53,14 +55,24 @@ export async function prune(db: Db, options: PruneOptions): Promise<PruneReport>
   }
   let builds = 0;
   let events = 0;
+  let logBytes = 0;
   for (;;) {
     const batch = await pruneBuildBatch(db, olderThanMs, batchSize);
     builds += batch.builds;
     events += batch.events;
+    logBytes += batch.logBytes;
     if (batch.builds < batchSize || options.signal?.aborted) break;
   }
   const workers = await pruneWorkers(db, olderThanMs);
-  return { dryRun: false, olderThanMs, builds, events, workers, durationMs: performance.now() - started };
+  return {
+    dryRun: false,
+    olderThanMs,
+    builds,
+    events,
+    logBytes,
+    workers,
+    durationMs: performance.now() - started,
+  };
 }
 
 export interface RetentionSchedule {

@@ -180,7 +180,20 @@ describe("build logs: HTTP, SSE, CLI, cap, prune", () => {
       "UPDATE builds SET finished_at = now() - interval '2 days' WHERE id = $1",
       [build.id],
     );
-    await api.queue.prune({ olderThanMs: 86_400_000 });
+    const [stored] = await sql<{ bytes: string }>(
+      schema,
+      "SELECT bytes FROM build_logs WHERE build_id = $1",
+      [build.id],
+    );
+    const bytes = Number(stored?.bytes);
+    expect(bytes).toBeGreaterThan(0);
+    // The dry run counts the log bytes it would free (other builds of this file are newer); the prune frees them.
+    expect(await api.queue.prune({ olderThanMs: 86_400_000, dryRun: true })).toMatchObject({
+      builds: 1,
+      logBytes: bytes,
+    });
+    expect(await count()).toBeGreaterThan(0);
+    expect(await api.queue.prune({ olderThanMs: 86_400_000 })).toMatchObject({ builds: 1, logBytes: bytes });
     expect(await count()).toBe(0);
     const sizes = await sql(schema, "SELECT 1 FROM build_logs WHERE build_id = $1", [build.id]);
     expect(sizes).toEqual([]);

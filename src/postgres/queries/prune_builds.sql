@@ -23,9 +23,10 @@ logs AS (
   DELETE FROM build_log_chunks c USING doomed d WHERE c.build_id = d.id
 ),
 log_sizes AS (
-  DELETE FROM build_logs l USING doomed d WHERE l.build_id = d.id
+  DELETE FROM build_logs l USING doomed d WHERE l.build_id = d.id RETURNING l.bytes
 ),
 gone AS (
   DELETE FROM builds b USING doomed d WHERE b.id = d.id RETURNING 1
 )
-SELECT (SELECT count(*) FROM gone)::integer AS builds, (SELECT count(*) FROM events)::integer AS events
+SELECT (SELECT count(*) FROM gone)::integer AS builds, (SELECT count(*) FROM events)::integer AS events,
+       (SELECT coalesce(sum(bytes), 0) FROM log_sizes)::float8 AS log_bytes
