@@ -59,9 +59,22 @@ async function main(data: HeartbeatThreadData): Promise<void> {
   const index = redis ? new RedisIndex(redis, data.prefix) : undefined;
 
   let running: Held = [];
+  let redisBeat: Promise<void> | undefined;
   const beat = async () => {
     const asked = running;
-    await index?.workerHeartbeat(data.workerId).catch(() => undefined);
+    // The Redis heartbeat goes on beside the PostgreSQL one, never before it: a Redis that is hung or
+    // failing over holds a command for its timeout (2 s; longer through a Cluster's retries), and the
+    // PostgreSQL heartbeat is the one that extends the leases and that the lease fence measures: made
+    // to wait, it let the fence stop (and the reaper take back) the builds of a live worker. One Redis
+    // heartbeat at a time, so that a stalled Redis does not pile them up.
+    if (index && !redisBeat) {
+      redisBeat = index
+        .workerHeartbeat(data.workerId)
+        .catch(() => undefined)
+        .finally(() => {
+          redisBeat = undefined;
+        });
+    }
     const sentAt = monotonicMs();
     try {
       const held = await store.heartbeat(data.workerId, data.deadAfterMs, asked);

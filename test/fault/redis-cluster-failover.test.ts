@@ -1,9 +1,11 @@
 /**
  * Redis Cluster: kill -9 of the master that owns the queue's slot (three masters, three replicas)
- * while two queues submit and claim through a redis-cluster:// URL with a hash-tag prefix. The queues
- * run on PostgreSQL while the cluster fails over, then reconcile with the promoted replica and resume
- * the fast path on it. Every build whose submit returned runs exactly once and completes; no caller sees
- * an error. How long each queue ran on PostgreSQL is printed (docs/operations.md quotes it).
+ * while two queues submit and claim through a redis-cluster:// URL with a hash-tag prefix, and a worker
+ * process (its own queue, claim loop and heartbeat thread) claims too. The queues run on PostgreSQL
+ * while the cluster fails over, then reconcile with the promoted replica and resume the fast path on
+ * it; the worker's heartbeats reach the new master and it keeps running. Every build whose submit
+ * returned runs exactly once and completes; no caller sees an error. How long each queue ran on
+ * PostgreSQL is printed (docs/operations.md quotes it).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/core/errors.js";
@@ -19,6 +21,7 @@ import { type ModeLog, runOnPostgres, watchModes } from "../helpers/mode-log.js"
 import { oculus } from "../helpers/oculus-cli.js";
 import { eventually, openTestQueue } from "../helpers/queue.js";
 import { RedisClusterGroup } from "../helpers/redis-cluster.js";
+import { WorkerProcess } from "../helpers/worker-fleet.js";
 
 describe("Redis Cluster: slot master kill -9 under load", () => {
   let group: RedisClusterGroup;
@@ -101,8 +104,22 @@ describe("Redis Cluster: slot master kill -9 under load", () => {
     load.startSubmits(first.queue);
     load.startClaims(first.queue, "a1");
     load.startClaims(second.queue, "b1");
+    // A worker process too: its claims, wake-ups and heartbeat thread (a connection of its own) follow.
+    const worker = await WorkerProcess.start({
+      workerId: "cluster-worker",
+      schema: first.schema,
+      prefix: first.prefix,
+      redisUrl: group.url,
+      capacity: 2,
+      // Its lease fence stops a build at 80 % of this without an acknowledged heartbeat: with 1500 a
+      // loaded machine (both queues on PostgreSQL at full speed during the failover) fenced builds
+      // now and then; the Redis side of the heartbeats is worker-redis-stall.test.ts's concern.
+      deadAfterMs: 4000,
+    });
+    cleanups.push(async () => void (await worker.terminate().catch(() => undefined)));
 
     await until("claims before the kill", async () => load.completed.size >= 200);
+    const startedBeforeKill = worker.eventsOf("started").length;
     const killedAt = Date.now();
     await group.kill9(oldMaster);
     await until("postgres mode", async () => queues.every((q) => q.mode === "postgres"));
@@ -125,6 +142,16 @@ describe("Redis Cluster: slot master kill -9 under load", () => {
     const client = group.client(newMaster);
     cleanups.push(async () => client.disconnect());
     expect(parseRole(await client.info("replication"))).toBe("master");
+    // The worker process's heartbeat thread beats to the new master (its Redis clock, epoch ms).
+    await eventually(async () => {
+      const [beat, [sec]] = await Promise.all([
+        client.zscore(`${first.prefix}:worker_heartbeats`, "cluster-worker"),
+        client.time(),
+      ]);
+      return beat !== null && Number(sec) * 1000 - Number(beat) < 2000;
+    }, 15_000).catch((err: Error) => {
+      throw new Error(`no fresh heartbeat on the new master: ${err.message}\n${worker.describe()}`);
+    });
     // The subscribers followed: both queues' wake-ups and the event hub are subscribed on live nodes
     // (a cluster broadcasts PUBLISH to every node, so any node will do).
     await eventually(async () => {
@@ -145,7 +172,18 @@ describe("Redis Cluster: slot master kill -9 under load", () => {
       expect(log.modes.at(-1)?.mode).toBe("redis");
     }
     await expectEachCompletedOnce(first.schema, load.submitted);
-    expect(new Set(load.claims.keys())).toEqual(load.submitted);
+    // The builds run by the worker process and by the in-process claimers are all the submitted
+    // ones, each started once; the worker ran builds after the failover too, and is still running.
+    const byWorker = worker.eventsOf("started").map((e) => e.id as string);
+    console.log(
+      `cluster failover: the worker process ran ${byWorker.length} builds, ${byWorker.length - startedBeforeKill} of them after the kill`,
+    );
+    expect(new Set([...load.claims.keys(), ...byWorker])).toEqual(load.submitted);
+    const workerRan = new Set(byWorker);
+    expect([...load.claims.keys()].filter((id) => workerRan.has(id))).toEqual([]);
+    expect(workerRan.size).toBe(byWorker.length);
+    expect(byWorker.length).toBeGreaterThan(startedBeforeKill);
+    expect(worker.running).toBe(true);
     // Everything is done: the index on the new master ends empty.
     await eventually(async () => (await indexDiff(client, first.prefix, first.schema)).length === 0);
   }, 120_000);

@@ -1,7 +1,8 @@
 /**
  * `oculus backup` and `oculus backup verify` against real redis-server processes and PostgreSQL:
  * a backup taken while a BGREWRITEAOF runs waits for it, is consistent and loads; the rewrite setting
- * is set back even when the backup is abandoned; retention; the snapshot over the connection; verify
+ * is set back even when the backup is abandoned; retention; the snapshot over the connection; a
+ * backup of a replica (files and snapshot); verify
  * on good and damaged backups; pg_dump; and the documented restore procedure (copy the backup into a
  * fresh data directory, start Redis, `oculus reconcile`), after which the index equals PostgreSQL.
  */
@@ -213,6 +214,36 @@ describe("oculus backup", () => {
     );
     const report = await verifyBackup({ dir: result.dir, prefix: "oculus" });
     expect(report).toMatchObject({ ok: true, load: { from: "rdb", queueLength: 2 } });
+  });
+
+  it("backs up a replica as well (the Sentinel profile's `backup` of a demoted master): files and --stream-rdb", async () => {
+    const replica = await RedisServer.start({
+      extraArgs: ["--replicaof", "127.0.0.1", String(f.server.port), "--repl-diskless-sync-delay", "0"],
+    });
+    cleanups.push(() => replica.destroy());
+    const client = replica.client();
+    cleanups.push(async () => client.disconnect());
+    const key = `${f.prefix}:build_queue`;
+    await eventually(async () => {
+      const info = await client.info("replication");
+      return /master_link_status:up/.test(info) && (await client.zcard(key)) === (await f.admin.zcard(key));
+    }, 30_000);
+    await expect(client.set("refused?", "1")).rejects.toThrow(/^READONLY/);
+    const queued = await queuedCount(f.schema);
+    const env = { REDIS_URL: replica.url, OCULUS_PREFIX: f.prefix };
+    for (const extra of [[], ["--stream-rdb"]]) {
+      const dest = tempDir("replica");
+      const res = await oculus(["backup", "--dest", dest, "--json", ...extra], env);
+      expect(res.code).toBe(0);
+      const result = JSON.parse(res.stdout) as BackupResult;
+      expect(result.method).toBe(extra.length ? "rdb-stream" : "files");
+      const report = await verifyBackup({ dir: result.dir, prefix: f.prefix });
+      expect(report.problems).toEqual([]);
+      expect(report.load).toMatchObject({ ok: true, indexMarker: true });
+      expect(report.load.queueLength + report.load.delayedLength).toBe(queued);
+    }
+    // The replica's rewrite setting is set back too.
+    expect(await rewritePercentage(client)).toBe("100");
   });
 
   it("--pg-dump adds a pg_dump of the queue's schema", async () => {

@@ -15,6 +15,8 @@ interface ComposeService {
   command?: string[];
   environment?: Record<string, string>;
   profiles?: string[];
+  volumes?: string[];
+  depends_on?: Record<string, unknown>;
 }
 
 const composeText = readFileSync("deploy/docker-compose.yml", "utf8");
@@ -77,6 +79,47 @@ describe("deploy/docker-compose.yml, profile sentinel", () => {
     for (const name of ["oculus", "worker"]) {
       const url = compose.services[name]?.environment?.REDIS_URL ?? "";
       expect(url).toMatch(/^\$\{OCULUS_REDIS_URL:-redis:\/\//);
+    }
+  });
+});
+
+describe("deploy/docker-compose.yml, backups of every profile", () => {
+  const services = Object.entries(compose.services);
+  /** Redis data nodes (not sentinels): every profile's. */
+  const dataNodes = services.filter(
+    ([, s]) => s.image?.startsWith("redis:") && !s.command?.join("\n").includes("--sentinel"),
+  );
+  const backups = ours.filter(([, s]) => s.command?.[0] === "backup");
+  const dataVolume = (s: ComposeService) =>
+    s.volumes?.find((v) => v.split(":")[1] === "/data")?.split(":")[0] as string;
+
+  it("backs up each data node over a plain redis:// URL of that node, with that node's volume at /data", () => {
+    expect(dataNodes.map(([name]) => name)).toEqual(["redis", "redis-replica"]);
+    for (const [node, service] of dataNodes) {
+      const backup = backups.find(
+        ([, b]) =>
+          parseRedisUrl((b.environment?.REDIS_URL ?? "").replace(/\$\{[^}]+\}/g, "pw")).nodes[0]?.host ===
+          node,
+      );
+      expect(backup, `a backup service for ${node}`).toBeDefined();
+      const [, b] = backup as [string, ComposeService];
+      // Never the Sentinel URL: the master it resolves moves, the mounted volume does not.
+      expect(b.environment?.REDIS_URL).toMatch(/^redis:\/\//);
+      expect(b.volumes).toContain(`${dataVolume(service)}:/data:ro`);
+      expect(b.profiles).toEqual(["ops"]);
+      expect(b.command).toContain("--pg-dump");
+    }
+    // Each writes its own backup directories (and their retention) apart from the others'.
+    const dests = backups.map(([, b]) => b.command?.[(b.command?.indexOf("--dest") ?? 0) + 1]);
+    expect(new Set(dests).size).toBe(backups.length);
+  });
+
+  it("an `ops` service depends on no service of another profile (that would make `--profile ops` invalid)", () => {
+    for (const [name, s] of services.filter(([, s]) => s.profiles?.includes("ops"))) {
+      for (const dependency of Object.keys(s.depends_on ?? {})) {
+        const profiles = compose.services[dependency]?.profiles;
+        expect(profiles === undefined || profiles.includes("ops"), `${name} -> ${dependency}`).toBe(true);
+      }
     }
   });
 });
