@@ -140,6 +140,9 @@ describe("Redis Sentinel: master kill -9 under load", () => {
       prefix: first.prefix,
       redisUrl: group.url,
       capacity: 2,
+      // Its lease fence (80 %) must outlast the PostgreSQL-only stretch on a loaded machine, when both
+      // queues' claims go to PostgreSQL too (1500 fenced a build now and then at load 15: the Cluster test).
+      deadAfterMs: 4000,
     });
     cleanups.push(async () => void (await worker.terminate().catch(() => undefined)));
 
