@@ -8,7 +8,7 @@
  * While Redis is down no request touches it. Returning is decided off the request path, by the
  * failover's own timer: a probe (PING, then a SET of the probe key, with a short timeout) that proves
  * Redis answers and takes writes starts the recovery, and only a certified reconcile resumes the fast
- * path. Failed probes back off (500 ms doubling to 30 s; a reconnection or a success resets it), and
+ * path. Failed probes back off (500 ms doubling to 5 s; a reconnection or a success resets it), and
  * repeated failures of one kind are logged once per 30 s with a count (src/core/log-throttle.ts).
  */
 
@@ -35,7 +35,8 @@ const PROBE_TIMEOUT_MS = 500;
 const PROBE_BACKOFF_INITIAL_MS = 500;
 /** The longest any operation through tryRedis may take (a little over ioredis's command timeout). */
 const REDIS_OPERATION_TIMEOUT_MS = 2500;
-const PROBE_BACKOFF_MAX_MS = 30_000;
+/** A Redis fixed while probes back off is back within this (a plain server turned master again). */
+const PROBE_BACKOFF_MAX_MS = 5000;
 
 /** How often the drift check found a difference (exposed for tests and load measurements). */
 export interface DriftStats {
