@@ -190,7 +190,11 @@ describe("finished builds, charts, keyboard", () => {
     await page.goto(`${await api.url()}/`);
     const rows = page.locator("#finished tr[data-build]");
     await eventually(async () => (await rows.count()) === 20);
-    const ids = async () => rows.evaluateAll((trs) => trs.map((tr) => (tr as HTMLElement).dataset.build));
+    // (Strings: the expressions run in the page, where the DOM's globals are.)
+    const ids = async () =>
+      (await page.evaluate(
+        '[...document.querySelectorAll("#finished tr[data-build]")].map((tr) => tr.dataset.build)',
+      )) as string[];
     expect(await ids()).toEqual(expected.slice(0, 20));
     await page.click("#finished-older");
     await page.locator("#finished-page", { hasText: "page 2" }).waitFor();
@@ -230,7 +234,7 @@ describe("finished builds, charts, keyboard", () => {
     const sum = async (key: string) => {
       const history = (await api.fetch("GET", "/v1/stats/history?minutes=60")).json;
       expect(history.minutes).toHaveLength(60);
-      return history.minutes.reduce((n: number, m: Record<string, number>) => n + m[key], 0);
+      return history.minutes.reduce((n: number, m: Record<string, number>) => n + (m[key] ?? 0), 0);
     };
     await eventually(async () => (await sum("completed")) === 15);
     expect(await sum("submitted")).toBe(25);
@@ -243,14 +247,13 @@ describe("finished builds, charts, keyboard", () => {
     // Keyboard: Tab from the top reaches the skip link, the form's fields and buttons, each with a
     // visible focus ring (outline).
     await page.keyboard.press("Escape");
-    await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
+    await page.evaluate("document.activeElement && document.activeElement.blur()");
     const reached: string[] = [];
     for (let i = 0; i < 12; i++) {
       await page.keyboard.press("Tab");
-      const focused = await page.evaluate(() => {
-        const el = document.activeElement as HTMLElement;
-        return { id: el.id || el.textContent || el.tagName, outline: getComputedStyle(el).outlineStyle };
-      });
+      const focused = (await page.evaluate(
+        "(() => { const el = document.activeElement; return { id: el.id || el.textContent || el.tagName, outline: getComputedStyle(el).outlineStyle }; })()",
+      )) as { id: string; outline: string };
       reached.push(focused.id);
       expect(focused.outline, focused.id).not.toBe("none");
     }
