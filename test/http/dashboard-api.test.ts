@@ -46,8 +46,10 @@ describe("GET /v1/builds?order=finished", () => {
       finished.unshift(id);
       if (i % 2) odd.add(id);
     }
-    const queued = (await api.queue.submit({ strategyId: "even" })).build.id;
-    await api.queue.submit({ strategyId: "even" });
+    const leftOver = [
+      (await api.queue.submit({ strategyId: "even" })).build.id,
+      (await api.queue.submit({ strategyId: "even" })).build.id,
+    ];
     await api.queue.claim("finisher", 1); // running
     expect((await ids("limit=100")).ids).toEqual(finished);
     // The failed one, retried and completed, moves to the front, listed once.
@@ -73,7 +75,8 @@ describe("GET /v1/builds?order=finished", () => {
       cursor = page.next;
     } while (cursor);
     expect(pages).toEqual(now);
-    await api.queue.stop(queued, { actor: "test" }); // the next test claims its own builds
+    // The next test claims its own builds.
+    for (const id of leftOver) await api.queue.stop(id, { actor: "test" });
   });
 
   it("a page walks a bounded number of events: an old finish of a rare strategy is reached through cursors", async () => {
