@@ -51,96 +51,106 @@ afterAll(async () => {
   await browser?.close();
 });
 
-describe("a build followed from submit to completed", () => {
-  let api: TestApi;
-  let worker: Worker;
-  let release: () => void = () => undefined;
-  const released = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-
-  beforeAll(async () => {
-    api = await openTestApi("dash_build_page", {
-      queue: { progressIntervalMs: 50 },
-      statsHistory: { sampleMs: 200 },
+describe.each(["postgres", "redis"] as const)(
+  "a build followed from submit to completed (%s mode)",
+  (mode) => {
+    let api: TestApi;
+    let redis: RedisServer | undefined;
+    let worker: Worker;
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
     });
-    worker = new Worker(api.queue, {
-      id: "log-worker",
-      capacity: 1,
-      // Prints a line and reports progress every 200 ms, then waits for the test before its last line.
-      handler: async (ctx) => {
-        for (let i = 1; i <= 5; i++) {
-          ctx.log(`training line ${i}`);
-          await ctx.progress({ phase: "training", percent: i * 15 });
-          await new Promise((r) => setTimeout(r, 200));
-        }
-        await released;
-        ctx.log("finishing line");
-        await ctx.progress({ phase: "done", percent: 100 });
-        return { image: "registry.oculus/momentum:42" };
-      },
+
+    beforeAll(async () => {
+      redis = mode === "redis" ? await RedisServer.start({ appendonly: false }) : undefined;
+      api = await openTestApi(`dash_build_page_${mode}`, {
+        queue: { progressIntervalMs: 50, ...(redis ? { redisUrl: redis.url } : {}) },
+        statsHistory: { sampleMs: 200 },
+      });
+      await eventually(async () => api.queue.mode === mode);
+      worker = new Worker(api.queue, {
+        id: "log-worker",
+        capacity: 1,
+        // Prints a line and reports progress every 200 ms, then waits for the test before its last line.
+        handler: async (ctx) => {
+          for (let i = 1; i <= 5; i++) {
+            ctx.log(`training line ${i}`);
+            await ctx.progress({ phase: "training", percent: i * 15 });
+            await new Promise((r) => setTimeout(r, 200));
+          }
+          await released;
+          ctx.log("finishing line");
+          await ctx.progress({ phase: "done", percent: 100 });
+          return { image: "registry.oculus/momentum:42" };
+        },
+      });
+      await worker.start();
     });
-    await worker.start();
-  });
-  afterAll(async () => {
-    release();
-    await worker?.stop();
-    await api?.cleanup();
-  });
+    afterAll(async () => {
+      release();
+      await worker?.stop();
+      await api?.cleanup();
+      await redis?.destroy();
+    });
 
-  it("shows its params, live log lines while it runs, then completed with its result and timeline", async () => {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
-    const errors = trackErrors(page);
-    const base = await api.url();
-    const { build } = await api.queue.submit({ strategyId: "momentum-v2", params: { lr: 0.01, epochs: 5 } });
-    await page.goto(`${base}/builds/${build.id}`);
-    await page.locator("#params", { hasText: '"epochs": 5' }).waitFor();
+    it("shows its params, live log lines while it runs, then completed with its result and timeline", async () => {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+      const errors = trackErrors(page);
+      const base = await api.url();
+      const { build } = await api.queue.submit({
+        strategyId: "momentum-v2",
+        params: { lr: 0.01, epochs: 5 },
+      });
+      await page.goto(`${base}/builds/${build.id}`);
+      await page.locator("#params", { hasText: '"epochs": 5' }).waitFor();
 
-    // Live: lines appear while the build is still running (its handler waits for the test to finish).
-    await page.locator("#log", { hasText: "training line 5" }).waitFor();
-    expect((await api.queue.get(build.id)).status).toBe("running");
-    await page.locator("#status", { hasText: "running" }).waitFor();
-    expect(await page.locator("#log").textContent()).toMatch(
-      /attempt 1.*\n(.|\n)*training line 1\n(.|\n)*training line 5/,
-    );
-    // Follow keeps the newest line in view: the log box is scrolled to its end.
-    await eventually(async () =>
-      page.locator("#log").evaluate((el) => el.scrollHeight <= el.clientHeight || el.scrollTop > 0),
-    );
-    // The progress chart has points (uPlot draws on a canvas) and the timeline the claim.
-    await page.locator("#progress-now", { hasText: /\d+%/ }).waitFor();
-    expect(await page.locator("#chart-progress canvas").count()).toBeGreaterThan(0);
-    await page.locator("#timeline tr", { hasText: "running" }).first().waitFor();
-    await screenshot(page, "build-running");
+      // Live: lines appear while the build is still running (its handler waits for the test to finish).
+      await page.locator("#log", { hasText: "training line 5" }).waitFor();
+      expect((await api.queue.get(build.id)).status).toBe("running");
+      await page.locator("#status", { hasText: "running" }).waitFor();
+      expect(await page.locator("#log").textContent()).toMatch(
+        /attempt 1.*\n(.|\n)*training line 1\n(.|\n)*training line 5/,
+      );
+      // Follow keeps the newest line in view: the log box is scrolled to its end.
+      await eventually(async () =>
+        page.locator("#log").evaluate((el) => el.scrollHeight <= el.clientHeight || el.scrollTop > 0),
+      );
+      // The progress chart has points (uPlot draws on a canvas) and the timeline the claim.
+      await page.locator("#progress-now", { hasText: /\d+%/ }).waitFor();
+      expect(await page.locator("#chart-progress canvas").count()).toBeGreaterThan(0);
+      await page.locator("#timeline tr", { hasText: "running" }).first().waitFor();
+      if (mode === "postgres") await screenshot(page, "build-running");
 
-    release();
-    await page.locator("#status", { hasText: "completed" }).waitFor();
-    await page.locator("#log", { hasText: "finishing line" }).waitFor();
-    await page.locator("#log-state", { hasText: "ended: completed" }).waitFor();
-    await page.locator("#result", { hasText: "registry.oculus/momentum:42" }).waitFor();
-    await page.locator("#timeline tr", { hasText: "completed" }).waitFor();
-    await page.locator("#progress-now", { hasText: "100%" }).waitFor();
-    expect(await page.locator("#last-error").textContent()).toBe("-");
-    // The timeline holds every event of the build, in order.
-    const types = await page.locator("#timeline tr td:nth-child(3)").allTextContents();
-    expect(types[0]).toBe("queued");
-    expect(types[1]).toBe("running");
-    expect(types.at(-1)).toBe("completed");
-    expect(types.filter((t) => t === "progress").length).toBeGreaterThanOrEqual(2);
-    await screenshot(page, "build-completed");
-    expect(errors).toEqual([]);
-    await page.close();
-  }, 60_000);
+      release();
+      await page.locator("#status", { hasText: "completed" }).waitFor();
+      await page.locator("#log", { hasText: "finishing line" }).waitFor();
+      await page.locator("#log-state", { hasText: "ended: completed" }).waitFor();
+      await page.locator("#result", { hasText: "registry.oculus/momentum:42" }).waitFor();
+      await page.locator("#timeline tr", { hasText: "completed" }).waitFor();
+      await page.locator("#progress-now", { hasText: "100%" }).waitFor();
+      expect(await page.locator("#last-error").textContent()).toBe("-");
+      // The timeline holds every event of the build, in order.
+      const types = await page.locator("#timeline tr td:nth-child(3)").allTextContents();
+      expect(types[0]).toBe("queued");
+      expect(types[1]).toBe("running");
+      expect(types.at(-1)).toBe("completed");
+      expect(types.filter((t) => t === "progress").length).toBeGreaterThanOrEqual(2);
+      if (mode === "postgres") await screenshot(page, "build-completed");
+      expect(errors).toEqual([]);
+      await page.close();
+    }, 60_000);
 
-  it("a bad build id answers 400; an unknown one shows the API's error", async () => {
-    const base = await api.url();
-    expect((await fetch(`${base}/builds/not-a-uuid`)).status).toBe(400);
-    const page = await browser.newPage();
-    await page.goto(`${base}/builds/00000000-0000-4000-8000-000000000000`);
-    await page.locator("#error", { hasText: "does not exist" }).waitFor();
-    await page.close();
-  });
-});
+    it("a bad build id answers 400; an unknown one shows the API's error", async () => {
+      const base = await api.url();
+      expect((await fetch(`${base}/builds/not-a-uuid`)).status).toBe(400);
+      const page = await browser.newPage();
+      await page.goto(`${base}/builds/00000000-0000-4000-8000-000000000000`);
+      await page.locator("#error", { hasText: "does not exist" }).waitFor();
+      await page.close();
+    });
+  },
+);
 
 describe("finished builds, charts, keyboard", () => {
   let api: TestApi;
@@ -190,6 +200,13 @@ describe("finished builds, charts, keyboard", () => {
     await page.goto(`${await api.url()}/`);
     const rows = page.locator("#finished tr[data-build]");
     await eventually(async () => (await rows.count()) === 20);
+    // The event log shows what happened before the page was opened (no event has happened since).
+    await page.locator("#log", { hasText: `${retriedId} completed by finisher` }).waitFor();
+    await page
+      .locator("#log", { hasText: `${expected[1]} ` })
+      .first()
+      .waitFor();
+    expect(await page.locator("#log", { hasText: `${retriedId} requeued by api` }).count()).toBe(1);
     // (Strings: the expressions run in the page, where the DOM's globals are.)
     const ids = async () =>
       (await page.evaluate(
