@@ -43,6 +43,38 @@ function trackErrors(page: Page): string[] {
   return errors;
 }
 
+/**
+ * Text whose contrast with its background is below WCAG AA (4.5:1; 3:1 for large text), as
+ * "text: ratio" strings. Runs in the page (a string: the DOM's globals are there): for each element
+ * with text of its own, its colour against the first opaque background among it and its ancestors.
+ */
+const LOW_CONTRAST = `(() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const out = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    const style = getComputedStyle(el);
+    if (!own || style.visibility === "hidden" || style.display === "none" || el.closest("[hidden], .skip")) continue;
+    const a = lum(rgb(style.color).slice(0, 3));
+    const b = lum(background(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const large = parseFloat(style.fontSize) >= 24 || (parseFloat(style.fontSize) >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) out.push(el.textContent.trim().slice(0, 40) + ": " + ratio.toFixed(2));
+  }
+  return out;
+})()`;
+
 let browser: Browser;
 beforeAll(async () => {
   browser = await launchBrowser();
@@ -137,6 +169,7 @@ describe.each(["postgres", "redis"] as const)(
       expect(types.at(-1)).toBe("completed");
       expect(types.filter((t) => t === "progress").length).toBeGreaterThanOrEqual(2);
       if (mode === "postgres") await screenshot(page, "build-completed");
+      expect(await page.evaluate(LOW_CONTRAST)).toEqual([]);
       expect(errors).toEqual([]);
       await page.close();
     }, 60_000);
@@ -260,6 +293,8 @@ describe("finished builds, charts, keyboard", () => {
     await page.reload();
     await page.locator("#stats-totals", { hasText: "25 submitted, 15 completed, 9 failed" }).waitFor();
     await screenshot(page, "overview");
+    // Readable: every text on the page meets WCAG AA contrast (badges of each status included).
+    expect(await page.evaluate(LOW_CONTRAST)).toEqual([]);
 
     // Keyboard: Tab from the top reaches the skip link, the form's fields and buttons, each with a
     // visible focus ring (outline).
