@@ -126,7 +126,12 @@
         width: Math.max(240, box.clientWidth || 360),
         height: 180,
         series: [{}].concat(
-          series.map((s) => ({ label: s.label, stroke: s.stroke, width: 2, points: { show: true, size: 4 } })),
+          series.map((s) => ({
+            label: s.label,
+            stroke: s.stroke,
+            width: 2,
+            points: { show: true, size: 4 },
+          })),
         ),
         axes: [{}, { size: 56 }],
         legend: { live: false },
