@@ -312,6 +312,17 @@ describe("finished builds, charts, keyboard", () => {
     expect(reached).toEqual(
       expect.arrayContaining(["strategy", "priority", "Submit build", "token", "finished-status"]),
     );
+    // A reload of the list does not take the focus away from a keyboard user: a build link keeps it
+    // while a new finish pushes the rows down.
+    const link = page.locator("#finished tr a").nth(2);
+    const href = await link.getAttribute("href");
+    await link.focus();
+    await api.queue.submit({ strategyId: "late" });
+    const [late] = await api.queue.claim("finisher", 1);
+    if (!late) throw new Error("nothing claimed");
+    await api.queue.complete(late.id, late.lease, {});
+    await page.locator("#finished tr", { hasText: "late" }).first().waitFor();
+    expect(await page.evaluate('document.activeElement.getAttribute("href")')).toBe(href);
     expect(errors).toEqual([]);
     await page.close();
   }, 90_000);

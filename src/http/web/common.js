@@ -82,8 +82,29 @@
     return td;
   }
 
-  /** Replaces a table body's rows; "none" in one cell spanning `columns` when there are none. */
+  /**
+   * A selector that finds `el` again among freshly rendered rows: its link target, or its data-*
+   * attributes (data-stop="ID"), or null when it has neither.
+   */
+  function identityOf(el) {
+    if (el.tagName === "A" && el.getAttribute("href"))
+      return `a[href="${CSS.escape(el.getAttribute("href"))}"]`;
+    const data = Object.entries(el.dataset);
+    if (data.length === 0) return null;
+    const attrs = data.map(
+      ([k, v]) => `[data-${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}="${CSS.escape(v)}"]`,
+    );
+    return el.tagName.toLowerCase() + attrs.join("");
+  }
+
+  /**
+   * Replaces a table body's rows; "none" in one cell spanning `columns` when there are none. A control
+   * that had the keyboard focus keeps it in the new rows (a reload must not throw a keyboard user
+   * back to the top of the page).
+   */
   function fill(tbody, rows, columns) {
+    const active = document.activeElement;
+    const focused = active && tbody.contains(active) ? identityOf(active) : null;
     tbody.replaceChildren();
     if (rows.length === 0) {
       const tr = document.createElement("tr");
@@ -94,6 +115,8 @@
       return;
     }
     for (const row of rows) tbody.appendChild(row);
+    const again = focused && tbody.querySelector(focused);
+    if (again) again.focus();
   }
 
   function age(iso) {
