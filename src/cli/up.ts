@@ -150,6 +150,8 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
     cors,
     trustProxy,
     ...hardening,
+    // The dashboard's charts (GET /v1/stats/history): the last hour, sampled by this process.
+    statsHistory: {},
   });
   let url: string;
   try {

@@ -15,6 +15,7 @@ import type { RouteAccess } from "./auth.js";
 import type { PersistenceProvider } from "./persistence.js";
 import { errorSchema } from "./schemas.js";
 import type { StreamRegistry } from "./sse.js";
+import type { ModeHistory, StatsHistory } from "./stats-history.js";
 
 /** The Fastify instance with zod schemas as its type provider. */
 export type ApiApp = FastifyInstance<
@@ -37,6 +38,8 @@ export interface RouteContext {
   sseHeartbeatMs: number;
   /** A resume replays at most this many events (stream-limits.ts); further back is 410. */
   maxResumeEvents: number;
+  /** The dashboard's history (stats-history.ts), once the queue is open; `history` only when sampling. */
+  stats: () => { history: StatsHistory | undefined; modes: ModeHistory | undefined };
 }
 
 /** Error responses for the OpenAPI document (and the response check), by status. */

@@ -236,6 +236,12 @@ export const queryInteger = (min: number, max: number, fallback: number) =>
 const limit = (max: number, fallback: number) => queryInteger(1, max, fallback);
 
 export const listQuery = z.strictObject({
+  order: z
+    .enum(["submitted", "finished"], { error: "must be submitted or finished" })
+    .optional()
+    .describe(
+      "submitted (default): newest submitted first; finished: finished builds only (completed, failed, stopped), the latest finish first (a page may hold fewer than `limit` builds while nextCursor is set: each page looks at a bounded number of events)",
+    ),
   status: z.enum(BUILD_STATUSES, { error: `must be one of ${BUILD_STATUSES.join(", ")}` }).optional(),
   strategyId: storableString(
     z

@@ -3,9 +3,10 @@
  *
  * - `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`, and no framing
  *   (`X-Frame-Options: DENY` and CSP `frame-ancestors 'none'`: no clickjacking of Stop or Retry);
- * - a Content-Security-Policy per kind of response: the dashboard may run exactly its own inline
- *   style and script (by their SHA-256 hashes, computed from the page at start-up) and talk to this
- *   origin; /docs (Swagger UI, served as files) may load from this origin; everything else (JSON,
+ * - a Content-Security-Policy per kind of response: a dashboard page (/ and /builds/:id) may run
+ *   exactly its own inline style and script (by their SHA-256 hashes, computed from the page at
+ *   start-up), the scripts and stylesheets of this origin (/assets/: the shared script and uPlot,
+ *   embedded at build time), and talk to this origin; /docs (Swagger UI, served as files) may load from this origin; everything else (JSON,
  *   event streams, metrics) may load nothing at all.
  *
  * Set in an onRequest hook, so that they are on errors too and on the hijacked event streams (which
@@ -25,12 +26,16 @@ export function inlineHashes(html: string, tag: "script" | "style"): string[] {
   );
 }
 
-/** The dashboard's policy: its own inline style and script, requests to this origin, nothing else. */
+/**
+ * A dashboard page's policy: its own inline style and script, the files of this origin (/assets/),
+ * requests to this origin, nothing else. No 'unsafe-inline': uPlot sets styles through the CSSOM
+ * (element.style), which a policy does not restrict.
+ */
 export function dashboardCsp(html: string): string {
   return [
     "default-src 'none'",
-    `script-src ${inlineHashes(html, "script").join(" ")}`,
-    `style-src ${inlineHashes(html, "style").join(" ")}`,
+    `script-src ${inlineHashes(html, "script").join(" ")} 'self'`,
+    `style-src ${inlineHashes(html, "style").join(" ")} 'self'`,
     "connect-src 'self'",
     "img-src 'self' data:",
     "base-uri 'none'",
@@ -58,16 +63,25 @@ export const DOCS_CSP = [
 /** Everything that is not a page: nothing may load, nothing may frame it. */
 export const API_CSP = "default-src 'none'; frame-ancestors 'none'";
 
-export function installSecurityHeaders(app: ApiApp, dashboardHtml: string, docsPrefix: string): void {
-  const dashboard = dashboardCsp(dashboardHtml);
+/** The dashboard's pages, by path: the overview at / and one build at /builds/:id. */
+export interface DashboardPages {
+  overview: string;
+  build: string;
+}
+
+export function installSecurityHeaders(app: ApiApp, pages: DashboardPages, docsPrefix: string): void {
+  const overview = dashboardCsp(pages.overview);
+  const build = dashboardCsp(pages.build);
   app.addHook("onRequest", async (request, reply) => {
     const path = request.url.split("?")[0] ?? "";
     const csp =
       path === "/"
-        ? dashboard
-        : path === docsPrefix || path.startsWith(`${docsPrefix}/`)
-          ? DOCS_CSP
-          : API_CSP;
+        ? overview
+        : /^\/builds\/[^/]+$/.test(path)
+          ? build
+          : path === docsPrefix || path.startsWith(`${docsPrefix}/`)
+            ? DOCS_CSP
+            : API_CSP;
     reply.headers({
       "content-security-policy": csp,
       "x-content-type-options": "nosniff",

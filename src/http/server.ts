@@ -49,9 +49,11 @@ import { healthRoutes } from "./routes/health.js";
 import { logRoutes } from "./routes/logs.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import { queueRoutes } from "./routes/queue.js";
+import { statsRoutes } from "./routes/stats.js";
 import { workerRoutes } from "./routes/workers.js";
 import { installSecurityHeaders } from "./security-headers.js";
 import { StreamRegistry } from "./sse.js";
+import { DEFAULT_SAMPLE_MS, ModeHistory, StatsHistory } from "./stats-history.js";
 import { DEFAULT_STREAM_LIMITS } from "./stream-limits.js";
 import {
   applyServerLimits,
@@ -115,6 +117,12 @@ export interface ServerOptions {
   authFailureLimit?: AuthFailureLimit | false;
   /** How long /metrics reuses its store counts, in ms (default 5000; 0: shared only while in progress). */
   metricsCacheMs?: number;
+  /**
+   * Sample the last hour for the dashboard's charts (GET /v1/stats/history, stats-history.ts): a
+   * subscription to the event stream and a queue count every `sampleMs` (default 5000). Off by
+   * default in the library; `oculus up` turns it on.
+   */
+  statsHistory?: { sampleMs?: number } | false;
 }
 
 export const DEFAULT_RATE_LIMIT: RateLimitOptions = { max: 1200, windowMs: 60_000 };
@@ -183,7 +191,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
   registerCors(app, options.cors);
   // Then, in this order: the security headers (so that every refusal below carries them), open
   // mode's Host and CSRF guards, and auth with its limit on failed attempts (docs/security.md).
-  installSecurityHeaders(app, web["dashboard.html"], DOCS_PREFIX);
+  installSecurityHeaders(app, { overview: web["dashboard.html"], build: web["build.html"] }, DOCS_PREFIX);
   installOpenModeGuards(app, options.auth, options.allowedHosts);
   const failureLimit = options.authFailureLimit ?? DEFAULT_AUTH_FAILURE_LIMIT;
   installAuth(app, options.auth, failureLimit ? new AuthFailureLimiter(failureLimit) : undefined);
@@ -198,6 +206,8 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
   );
   // The claim histograms listen to the queue: created once it is open.
   let metrics: ApiMetrics | undefined;
+  let history: StatsHistory | undefined;
+  let modes: ModeHistory | undefined;
   let closed = false;
   slot.whenFilled((open) => {
     if (!closed) {
@@ -207,6 +217,11 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
         options.logger,
         options.metricsCacheMs ?? DEFAULT_METRICS_CACHE_MS,
       );
+      modes = new ModeHistory(open);
+      if (options.statsHistory) {
+        history = new StatsHistory(open, options.logger, options.statsHistory.sampleMs ?? DEFAULT_SAMPLE_MS);
+        history.start();
+      }
     }
   });
   let deadline: NodeJS.Timeout | undefined;
@@ -220,6 +235,8 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     closed = true;
     clearTimeout(deadline);
     metrics?.close();
+    history?.close();
+    modes?.close();
   });
 
   registerDocs(app, currentAuth(options.auth));
@@ -231,6 +248,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     streams,
     sseHeartbeatMs: options.sseHeartbeatMs ?? 15_000,
     maxResumeEvents: options.maxResumeEvents ?? DEFAULT_STREAM_LIMITS.maxResumeEvents,
+    stats: () => ({ history, modes }),
   };
   // Registered as a plugin so that it loads after swagger and the rate limit, whose route hooks it needs.
   app.register(async (api) => {
@@ -240,6 +258,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     queueRoutes(typed, ctx);
     workerRoutes(typed, ctx);
     eventRoutes(typed, ctx);
+    statsRoutes(typed, ctx);
     dashboardRoutes(typed);
     healthRoutes(typed, ctx);
     metricsRoutes(typed, {

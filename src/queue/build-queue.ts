@@ -36,6 +36,7 @@ import { LABEL_KEY_PATTERN, satisfies } from "../core/pools.js";
 import { encodeScore } from "../core/score.js";
 import { type Db, openPglite, openPostgres } from "../postgres/db.js";
 import { EventStore } from "../postgres/event-store.js";
+import { listFinished } from "../postgres/finished-store.js";
 import { type LogChunkInput, type LogState, LogStore, type StoredLogChunk } from "../postgres/log-store.js";
 import { migrate } from "../postgres/migrate.js";
 import { ReconcileStore } from "../postgres/reconcile-store.js";
@@ -100,6 +101,11 @@ export interface EventStream {
 }
 
 export interface ListOptions {
+  /**
+   * "submitted" (default): newest submitted first. "finished": finished builds only (completed,
+   * failed, stopped), the latest finish first (a page may come back short: see list_finished.sql).
+   */
+  order?: "submitted" | "finished";
   status?: string;
   strategyId?: string;
   /** 1 to 1000 (default 50). */
@@ -618,11 +624,35 @@ export class BuildQueue extends EventEmitter {
   /** Builds newest first, optionally of one status and/or strategy, a page at a time. */
   async list(options: ListOptions = {}): Promise<BuildPage> {
     const filter = parseListOptions(options);
+    if (options.order === "finished") return this.listFinished(filter, options.cursor);
     const builds = await this.store.list(filter).catch((err) => {
       throw asStoreError(err);
     });
     const last = builds.at(-1);
     return { builds, nextCursor: builds.length === filter.limit && last ? encodeCursor(last.seq) : null };
+  }
+
+  /** Finished builds, the latest finish first (finished-store.ts); cursors name an event id. */
+  private async listFinished(
+    filter: ReturnType<typeof parseListOptions>,
+    cursor: string | undefined,
+  ): Promise<BuildPage> {
+    if (filter.status !== null && !FINISHED_STATUSES.includes(filter.status)) {
+      throw new ValidationError(
+        "status",
+        `with order=finished, must be one of ${FINISHED_STATUSES.join(", ")}`,
+      );
+    }
+    const page = await listFinished(this.store.db, {
+      status: filter.status,
+      strategyId: filter.strategyId,
+      beforeEventId: cursor === undefined ? null : decodeFinishedCursor(cursor),
+      limit: filter.limit,
+    }).catch((err) => {
+      throw asStoreError(err);
+    });
+    const next = page.nextBeforeEventId;
+    return { builds: page.builds, nextCursor: next === null ? null : encodeFinishedCursor(next) };
   }
 
   /** How many builds are in each status (a full count: for monitoring). */
@@ -941,7 +971,21 @@ function decodeCursor(cursor: string): number {
   return Number(match[1]);
 }
 
+const FINISHED_STATUSES: readonly BuildStatus[] = ["completed", "failed", "stopped"];
+const encodeFinishedCursor = (eventId: number) => Buffer.from(`fin:${eventId}`).toString("base64url");
+
+function decodeFinishedCursor(cursor: string): number {
+  const match = /^fin:(\d{1,16})$/.exec(Buffer.from(cursor, "base64url").toString());
+  if (!match?.[1])
+    throw new ValidationError("cursor", "is not a cursor returned by a previous page of this order");
+  return Number(match[1]);
+}
+
 function parseListOptions(options: ListOptions) {
+  const order = options.order ?? "submitted";
+  if (order !== "submitted" && order !== "finished") {
+    throw new ValidationError("order", "must be submitted or finished");
+  }
   const limit = options.limit ?? 50;
   if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
     throw new ValidationError("limit", "must be an integer from 1 to 1000");
@@ -958,6 +1002,7 @@ function parseListOptions(options: ListOptions) {
     throw new ValidationError("strategyId", "must be a non-empty string of at most 200 characters");
   }
   if (strategyId !== null) checkedString(strategyId, "strategyId");
-  const beforeSeq = options.cursor === undefined ? null : decodeCursor(options.cursor);
+  const beforeSeq =
+    options.cursor === undefined || order === "finished" ? null : decodeCursor(options.cursor);
   return { status: status as BuildStatus | null, strategyId, beforeSeq, limit };
 }

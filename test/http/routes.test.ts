@@ -243,6 +243,7 @@ describe("the overview routes", () => {
       "/v1/builds/{id}/stop",
       "/v1/events",
       "/v1/queue",
+      "/v1/stats/history",
       "/v1/workers",
     ]);
     const logs = doc.json.paths["/v1/builds/{id}/logs"].get;

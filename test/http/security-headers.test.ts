@@ -51,6 +51,23 @@ describe("security headers", () => {
     expect(markup).not.toMatch(/\sstyle=|\son[a-z]+=/i);
   });
 
+  it("GET /builds/:id: the same rules for the build page's own inline style and script", async () => {
+    const res = await api.inject("GET", "/builds/00000000-0000-4000-8000-000000000000");
+    expect(res.status).toBe(200);
+    expectCommonHeaders(res.headers);
+    const html = web["build.html"];
+    const script = /<script>([\s\S]*?)<\/script>/.exec(html)?.[1] ?? "";
+    const style = /<style>([\s\S]*?)<\/style>/.exec(html)?.[1] ?? "";
+    const csp = res.headers["content-security-policy"] ?? "";
+    expect(csp).toContain(`script-src ${sha256(script)} 'self'`);
+    expect(csp).toContain(`style-src ${sha256(style)} 'self'`);
+    expect(csp).not.toMatch(/unsafe-inline|unsafe-eval/);
+    const markup = html.replace(/<!--[\s\S]*?-->/g, "").replace(/<script>[\s\S]*?<\/script>/g, "");
+    expect(markup).not.toMatch(/\sstyle=|\son[a-z]+=/i);
+    // Assets load nothing themselves.
+    expect((await api.inject("GET", "/assets/uplot.js")).headers["content-security-policy"]).toBe(API_CSP);
+  });
+
   it("/docs: its own policy (files from this origin)", async () => {
     for (const path of ["/docs", "/docs/static/swagger-initializer.js"]) {
       const res = await api.inject("GET", path);
@@ -120,6 +137,13 @@ describe("the pages under their policies, in Chromium", () => {
     // (A string: the function runs in the page, where the DOM's globals are.)
     const margin = await page.evaluate('getComputedStyle(document.getElementById("token")).marginLeft');
     expect(margin).not.toBe("0px");
+    // uPlot (from /assets/) drew its charts: canvases exist, sized through the CSSOM.
+    await page.locator("#chart-throughput canvas").first().waitFor();
+    // A build's page: its script ran (the fields are filled) and its chart and styles loaded.
+    const { build } = await api.queue.submit({ strategyId: "csp-build-page" });
+    await page.goto(`${await api.url()}/builds/${build.id}`);
+    await page.locator("#details", { hasText: "csp-build-page" }).waitFor();
+    await page.locator("#chart-progress canvas").first().waitFor();
     await page.goto(`${await api.url()}/docs`);
     await page.locator(".swagger-ui .info .title", { hasText: "Oculus build queue" }).waitFor();
     expect(violations).toEqual([]);

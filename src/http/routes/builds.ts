@@ -71,15 +71,16 @@ export function buildRoutes(app: ApiApp, { queue }: RouteContext): void {
       config: { access: "read" },
       schema: {
         tags,
-        summary: "List builds, newest first, optionally by status and strategy (cursor pagination)",
+        summary:
+          "List builds, newest submitted first or (order=finished) latest finished first, optionally by status and strategy (cursor pagination)",
         ...accessDoc("read"),
         querystring: listQuery,
         response: { 200: buildListSchema, ...errorResponses(400, ...AUTH_ERRORS) },
       },
     },
     async (request) => {
-      const { status, strategyId, limit, cursor } = request.query;
-      const page = await queue.list({ status, strategyId, limit, cursor });
+      const { order, status, strategyId, limit, cursor } = request.query;
+      const page = await queue.list({ order, status, strategyId, limit, cursor });
       return { builds: page.builds.map(toApiBuild), nextCursor: page.nextCursor };
     },
   );
