@@ -14,7 +14,7 @@ import type { LogChunkInput, LogStream } from "../postgres/log-store.js";
 const FLUSH_MS = 500;
 const FLUSH_BYTES = 64 * 1024;
 const MAX_PENDING_BYTES = 4 * 1024 * 1024;
-/** How long the end of a run waits for its last lines to be written before the result report. */
+/** How long the end of a run retries its last lines while the store fails, before the result report. */
 export const CLOSE_WAIT_MS = 2000;
 /** Between attempts of that last write when the store failed. */
 const CLOSE_RETRY_MS = 200;
@@ -66,19 +66,23 @@ export class LogShipper {
   }
 
   /**
-   * Writes what is left, waiting at most `waitMs`: the run's log is complete before its result is
-   * reported. 0 for a run that lost its build (nothing it writes could count). Nothing is written
-   * after close.
+   * Writes what is left before the run's result is reported, so that the log is complete. Writes
+   * that succeed are always waited for, however slow the store (a busy machine must not cut a log's
+   * end); `waitMs` bounds only the retries while the store fails. 0 for a run that lost its build
+   * (nothing it writes could count). Nothing is written after close.
    */
   async close(waitMs = CLOSE_WAIT_MS): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     const deadline = Date.now() + waitMs;
-    const left = () => Math.max(0, deadline - Date.now());
-    while (!this.dead && (this.pending.length > 0 || this.writing) && left() > 0) {
+    while (waitMs > 0 && !this.dead && (this.pending.length > 0 || this.writing)) {
       this.writing ??= this.write();
-      await Promise.race([this.writing, sleep(left())]);
-      if (this.pending.length > 0 && !this.dead) await sleep(Math.min(CLOSE_RETRY_MS, left()));
+      // Ends when everything is written, the lease is stale (dead), or a write failed (lines back).
+      await this.writing;
+      if (this.pending.length === 0 || this.dead) continue;
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      await sleep(Math.min(CLOSE_RETRY_MS, left));
     }
     this.dead = true;
     if (this.timer) clearTimeout(this.timer);

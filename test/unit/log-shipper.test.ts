@@ -1,0 +1,58 @@
+/**
+ * The end of a run's log: close() writes every line left however slow the store answers, and gives
+ * up only on a store that keeps failing (after its wait). The sink here is an in-memory stand-in for
+ * BuildQueue.appendLog (whose PostgreSQL side test/integration/build-logs.test.ts covers).
+ */
+import { describe, expect, it } from "vitest";
+import type { LogChunkInput } from "../../src/postgres/log-store.js";
+import { LogShipper, type LogSink } from "../../src/worker/log-shipper.js";
+
+class SlowSink implements LogSink {
+  readonly written: string[] = [];
+  failing = false;
+  calls = 0;
+  constructor(private readonly delayMs: number) {}
+  async appendLog(_id: string, _lease: number, chunks: LogChunkInput[]): Promise<void> {
+    this.calls += 1;
+    await new Promise((r) => setTimeout(r, this.delayMs));
+    if (this.failing) throw Object.assign(new Error("connection refused"), { code: "store_unavailable" });
+    for (const c of chunks) this.written.push(c.text);
+  }
+}
+
+describe("LogShipper.close", () => {
+  it("waits for writes that succeed, however much longer than its wait they take", async () => {
+    const sink = new SlowSink(300);
+    const shipper = new LogShipper(sink, "b1", 1);
+    for (let i = 1; i <= 3; i++) shipper.line(`line ${i}`, "stdout");
+    // A write is in flight when close starts; more lines come after it (the run's last output).
+    await new Promise((r) => setTimeout(r, 600));
+    shipper.line("last line", "stdout");
+    await shipper.close(50);
+    expect(sink.written.join("")).toBe("line 1\nline 2\nline 3\nlast line\n");
+  });
+
+  it("gives up on a store that keeps failing once its wait is over, and writes nothing after", async () => {
+    const sink = new SlowSink(10);
+    sink.failing = true;
+    const shipper = new LogShipper(sink, "b2", 1);
+    shipper.line("never stored", "stdout");
+    const started = Date.now();
+    await shipper.close(300);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    expect(sink.calls).toBeGreaterThan(1); // retried within the wait
+    sink.failing = false;
+    shipper.line("after close", "stdout");
+    await new Promise((r) => setTimeout(r, 700));
+    expect(sink.written).toEqual([]);
+  });
+
+  it("writes nothing more for a run that lost its build (wait 0)", async () => {
+    const sink = new SlowSink(10);
+    const shipper = new LogShipper(sink, "b3", 1);
+    shipper.line("unflushed", "stdout");
+    await shipper.close(0);
+    await new Promise((r) => setTimeout(r, 700));
+    expect(sink.written).toEqual([]);
+  });
+});
