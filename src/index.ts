@@ -53,6 +53,16 @@ export {
 } from "./queue/build-queue.js";
 export type { ReconcileReport } from "./queue/reconciler.js";
 export type { PruneOptions, PruneReport } from "./queue/retention.js";
+export type { ScheduledTick, SchedulerOptions, Schedules } from "./queue/scheduler.js";
+export {
+  DEFAULT_TIMEZONE,
+  MAX_MISSED_COUNT,
+  SCHEDULE_NAME_PATTERN,
+  SCHEDULE_PARAMS_KEY,
+  type Schedule,
+  type ScheduleDefinitionInput,
+  type ScheduleInput,
+} from "./core/schedule.js";
 export type { HealthPolicy, ReapReport, WorkerStatus, WorkerView } from "./queue/workers.js";
 export { redisKeys } from "./redis/keys.js";
 export {
