@@ -41,7 +41,7 @@ export interface Schedule {
   params: Record<string, unknown>;
   priority: number;
   requires: Record<string, string>;
-  /** null: the submit default (3). */
+  /** Retries of each tick's build (default 3, as for a submit). */
   maxRetries: number | null;
   /** null: the worker's default. */
   timeoutSeconds: number | null;
@@ -74,7 +74,7 @@ export const scheduleDefinitionSchema = z.strictObject({
     .string({ error: "is required and must be a string" })
     .max(MAX_CRON_CHARS, `must be at most ${MAX_CRON_CHARS} characters`)
     .describe(
-      'cron expression: 5 fields (minute hour day-of-month month day-of-week), 6 with seconds first, or @hourly, @daily, ...',
+      "cron expression: 5 fields (minute hour day-of-month month day-of-week), 6 with seconds first, or @hourly, @daily, ...",
     ),
   timezone: z
     .string({ error: "must be a string" })
@@ -85,7 +85,7 @@ export const scheduleDefinitionSchema = z.strictObject({
   params: submitFields.params,
   priority: submitFields.priority,
   requires: submitFields.requires,
-  maxRetries: submitFields.maxRetries.optional(),
+  maxRetries: submitFields.maxRetries,
   timeoutSeconds: submitFields.timeoutSeconds,
   paused: z.boolean({ error: "must be true or false" }).default(false).describe("created paused"),
 });
@@ -214,12 +214,18 @@ export interface DueTick {
  * Kubernetes CronJob that catches up with one run, not a burst of them after downtime.
  */
 export function dueTick(cron: string, timezone: string, nextTickAt: Date, now: Date): DueTick {
-  const latest = expression(cron, timezone, new Date(now.getTime() + 1)).prev().toDate();
+  const latest = expression(cron, timezone, new Date(now.getTime() + 1))
+    .prev()
+    .toDate();
   const tick = latest.getTime() >= nextTickAt.getTime() ? latest : nextTickAt;
   let missed = 0;
   const walk = expression(cron, timezone, new Date(nextTickAt.getTime() - 1));
   while (missed < MAX_MISSED_COUNT && walk.next().toDate().getTime() < tick.getTime()) missed += 1;
-  return { tick, missed, next: nextTickAfter(cron, timezone, new Date(Math.max(tick.getTime(), now.getTime()))) };
+  return {
+    tick,
+    missed,
+    next: nextTickAfter(cron, timezone, new Date(Math.max(tick.getTime(), now.getTime()))),
+  };
 }
 
 /** The idempotency key of a tick's build: one build per schedule and tick, whoever submits it. */

@@ -88,7 +88,10 @@ export class ScheduleStore {
 
   /** Creates a schedule; undefined when the name is taken. */
   async insert(s: ScheduleRequest, nextTickAt: Date | null): Promise<Schedule | undefined> {
-    const res = await this.db.query<ScheduleRow>(queries.schedule_insert, definitionParams(s.name, s, nextTickAt));
+    const res = await this.db.query<ScheduleRow>(
+      queries.schedule_insert,
+      definitionParams(s.name, s, nextTickAt),
+    );
     return res.rows[0] ? toSchedule(res.rows[0]) : undefined;
   }
 
@@ -98,7 +101,10 @@ export class ScheduleStore {
     s: Omit<ScheduleRequest, "name">,
     nextTickAt: Date | null,
   ): Promise<Schedule | undefined> {
-    const res = await this.db.query<ScheduleRow>(queries.schedule_replace, definitionParams(name, s, nextTickAt));
+    const res = await this.db.query<ScheduleRow>(
+      queries.schedule_replace,
+      definitionParams(name, s, nextTickAt),
+    );
     return res.rows[0] ? toSchedule(res.rows[0]) : undefined;
   }
 

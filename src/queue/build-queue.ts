@@ -39,6 +39,7 @@ import { EventStore } from "../postgres/event-store.js";
 import { type LogChunkInput, type LogState, LogStore, type StoredLogChunk } from "../postgres/log-store.js";
 import { migrate } from "../postgres/migrate.js";
 import { ReconcileStore } from "../postgres/reconcile-store.js";
+import { ScheduleStore } from "../postgres/schedule-store.js";
 import {
   type BackoffPolicy,
   BuildStore,
@@ -46,7 +47,6 @@ import {
   type FailureInput,
   type InsertedBuild,
 } from "../postgres/store.js";
-import { ScheduleStore } from "../postgres/schedule-store.js";
 import { WorkerStore } from "../postgres/worker-store.js";
 import { connectRedis, RedisIndex } from "../redis/index-client.js";
 import { Batcher } from "./batcher.js";

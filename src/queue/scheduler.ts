@@ -178,7 +178,10 @@ export class Schedules {
       wake?.();
     };
     const unlisten = this.store.db.listen(this.channel, wakeNow).catch((err: Error) => {
-      this.logger.warn({ err: err.message }, "scheduler: no LISTEN for schedule changes; rereading every few seconds");
+      this.logger.warn(
+        { err: err.message },
+        "scheduler: no LISTEN for schedule changes; rereading every few seconds",
+      );
       return undefined;
     });
     const sleep = (ms: number) =>
@@ -230,8 +233,14 @@ export class Schedules {
   }
 
   private logTick(t: ScheduledTick): void {
-    const fields = { schedule: t.schedule, tick: t.tick.toISOString(), buildId: t.build.id, missed: t.missed };
-    if (t.missed > 0) this.logger.warn(fields, "schedule: submitted the latest due tick, skipped older missed ones");
+    const fields = {
+      schedule: t.schedule,
+      tick: t.tick.toISOString(),
+      buildId: t.build.id,
+      missed: t.missed,
+    };
+    if (t.missed > 0)
+      this.logger.warn(fields, "schedule: submitted the latest due tick, skipped older missed ones");
     else this.logger.info(fields, "schedule: submitted its tick's build");
   }
 
@@ -248,7 +257,10 @@ export class Schedules {
       } catch (err) {
         // Deterministic (the definition, not the store): pause it, or it would block every pass.
         const why = `its tick's build cannot be made: ${(err as Error).message}`;
-        this.logger.error({ schedule: schedule.name, err: (err as Error).message }, `schedule paused: ${why}`);
+        this.logger.error(
+          { schedule: schedule.name, err: (err as Error).message },
+          `schedule paused: ${why}`,
+        );
         await this.store.disable(tx, schedule.name, why);
         return "disabled" as const;
       }
@@ -269,7 +281,10 @@ export class Schedules {
       };
     });
     await afterCommit?.().catch((err: Error) =>
-      this.logger.warn({ err: err.message }, "scheduled build committed; indexing it failed (the reconciler will)"),
+      this.logger.warn(
+        { err: err.message },
+        "scheduled build committed; indexing it failed (the reconciler will)",
+      ),
     );
     return result;
   }
