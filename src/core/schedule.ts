@@ -232,3 +232,20 @@ export function dueTick(cron: string, timezone: string, nextTickAt: Date, now: D
 export function tickKey(name: string, tick: Date): string {
   return `schedule:${name}:${tick.toISOString()}`;
 }
+
+/** A time as a clock on the wall of `timezone` reads it: "2026-12-04 02:00:00 CET". */
+export function localTime(at: Date, timezone: string): string {
+  const parts = new Intl.DateTimeFormat("en-GB", {
+    timeZone: timezone,
+    year: "numeric",
+    month: "2-digit",
+    day: "2-digit",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+    hourCycle: "h23",
+    timeZoneName: "short",
+  }).formatToParts(at);
+  const part = (type: string) => parts.find((p) => p.type === type)?.value ?? "";
+  return `${part("year")}-${part("month")}-${part("day")} ${part("hour")}:${part("minute")}:${part("second")} ${part("timeZoneName")}`;
+}

@@ -49,6 +49,7 @@ import { healthRoutes } from "./routes/health.js";
 import { logRoutes } from "./routes/logs.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import { queueRoutes } from "./routes/queue.js";
+import { scheduleRoutes } from "./routes/schedules.js";
 import { workerRoutes } from "./routes/workers.js";
 import { installSecurityHeaders } from "./security-headers.js";
 import { StreamRegistry } from "./sse.js";
@@ -239,6 +240,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     logRoutes(typed, ctx);
     queueRoutes(typed, ctx);
     workerRoutes(typed, ctx);
+    scheduleRoutes(typed, ctx);
     eventRoutes(typed, ctx);
     dashboardRoutes(typed);
     healthRoutes(typed, ctx);
