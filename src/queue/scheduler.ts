@@ -70,6 +70,8 @@ const OVERDUE_RECHECK_MS = 250;
 /** Ticks one pass submits at most before it looks at the clock again. */
 const MAX_TICKS_PER_PASS = 100;
 const DEFAULT_MAX_SLEEP_MS = 5000;
+/** How long stopping waits for a pass in progress. */
+const STOP_WAIT_MS = 2000;
 
 export class Schedules {
   private readonly throttle: LogThrottle;
@@ -166,7 +168,7 @@ export class Schedules {
   /**
    * Runs the scheduler loop until the returned function is called. A failed pass (PostgreSQL away,
    * the connection terminated) logs a warning and is retried a second later; it never throws. The
-   * returned function's promise resolves once a pass in progress has ended.
+   * returned function's promise resolves once a pass in progress has ended (or after 2 s).
    */
   start(options: SchedulerOptions = {}): () => Promise<void> {
     const maxSleepMs = options.maxSleepMs ?? DEFAULT_MAX_SLEEP_MS;
@@ -205,7 +207,9 @@ export class Schedules {
     return async () => {
       stopped = true;
       wake?.();
-      await running;
+      // A pass stuck on an unreachable PostgreSQL must not hold a shutdown: wait a little, not for
+      // its timeout (an interrupted tick commits nothing; the next pass anywhere does it).
+      await Promise.race([running, new Promise((resolve) => setTimeout(resolve, STOP_WAIT_MS).unref())]);
       await unlisten.then((stop) => stop?.()).catch(() => undefined);
     };
   }
