@@ -119,6 +119,19 @@ describe("ticks", () => {
     expect(nextTickAfter("30 2 * * *", tz, at("2026-10-25T00:30:00Z")).toISOString()).toBe(
       "2026-10-26T01:30:00.000Z",
     );
+    // Every 30 minutes: no 02:xx on the spring day (01:30 CET, then 03:00 CEST); both passes of the
+    // repeated hour in autumn (02:00 and 02:30 CEST, then 02:00 and 02:30 CET).
+    const halfHours = (from: string, n: number) => {
+      const out: string[] = [];
+      let t = at(from);
+      for (let i = 0; i < n; i++) {
+        t = nextTickAfter("*/30 * * * *", tz, t);
+        out.push(t.toISOString().slice(11, 16));
+      }
+      return out;
+    };
+    expect(halfHours("2026-03-29T00:10:00Z", 3)).toEqual(["00:30", "01:00", "01:30"]);
+    expect(halfHours("2026-10-24T23:50:00Z", 5)).toEqual(["00:00", "00:30", "01:00", "01:30", "02:00"]);
     // Winter: 08:00 Berlin is 07:00Z; summer: 06:00Z.
     expect(nextTickAfter("0 8 * * *", tz, at("2026-01-10T00:00:00Z")).toISOString()).toBe(
       "2026-01-10T07:00:00.000Z",
