@@ -189,4 +189,64 @@ describe.each([
     const shown = await cli(urlB, "schedule", "show", "tick", "--json");
     expect(JSON.parse(shown.stdout).schedule).toMatchObject({ paused: true });
   }, 180_000);
+
+  it("a connection of the survivor terminated in the middle of a tick: it stays up, no tick twice", async () => {
+    const b = procs[1] as OculusProcess;
+    // Each scheduled insert takes 400 ms and marks its session, so the test finds it mid-tick.
+    await sql(
+      schema,
+      `CREATE FUNCTION slow_scheduled() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         PERFORM set_config('application_name', 'victim_${schema}', true);
+         PERFORM pg_sleep(0.4);
+         RETURN NEW;
+       END $$`,
+    );
+    await sql(
+      schema,
+      "CREATE TRIGGER slow_scheduled BEFORE INSERT ON builds FOR EACH ROW WHEN (NEW.idempotency_key LIKE 'schedule:%') EXECUTE FUNCTION slow_scheduled()",
+    );
+    const added = await cli(
+      urlB,
+      "schedule",
+      "add",
+      "fault",
+      "--cron",
+      "* * * * * *",
+      "--strategy",
+      "fault-s",
+    );
+    expect(added.code, added.stderr).toBe(0);
+    const pid = await eventually(async () => {
+      const found = await sql<{ pid: number }>(
+        schema,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+        [`victim_${schema}`],
+      );
+      return found[0]?.pid;
+    }, 30_000);
+    await sql(schema, "SELECT pg_terminate_backend($1)", [pid]);
+    const killedAt = Date.now();
+    const rows = () =>
+      sql<TickRow>(
+        schema,
+        "SELECT idempotency_key, params, created_at FROM builds WHERE strategy_id = 'fault-s'",
+      );
+    await eventually(
+      async () => (await rows()).filter((r) => r.created_at.getTime() > killedAt + 500).length >= 2,
+      60_000,
+    );
+    expect(b.child.exitCode).toBeNull();
+    expect((await cli(urlB, "schedule", "pause", "fault")).code).toBe(0);
+    const ticks = (await rows()).sort(
+      (x, y) => Date.parse(x.params.schedule.tick) - Date.parse(y.params.schedule.tick),
+    );
+    for (let i = 1; i < ticks.length; i++) {
+      const prev = ticks[i - 1] as TickRow;
+      const cur = ticks[i] as TickRow;
+      const gap = (Date.parse(cur.params.schedule.tick) - Date.parse(prev.params.schedule.tick)) / 1000;
+      expect(gap, JSON.stringify([prev.params, cur.params])).toBe(1 + cur.params.schedule.missed);
+    }
+    expect(b.output()).toContain("scheduler pass failed");
+  }, 120_000);
 });
