@@ -653,7 +653,9 @@ function registerScheduleCommands(program: Command, withClient: (command: Comman
     definitionFlags(
       schedule
         .command("update")
-        .description("replace a schedule's definition (flags not given take their defaults)")
+        .description(
+          "replace a schedule's definition (flags not given take their defaults; paused or not stays as it is without --paused)",
+        )
         .argument("<name>", "schedule name"),
     ),
   ).action(async (name: string, opts: ScheduleFlags) => {

@@ -90,15 +90,26 @@ export const scheduleDefinitionSchema = z.strictObject({
   paused: z.boolean({ error: "must be true or false" }).default(false).describe("created paused"),
 });
 
+/**
+ * PUT /v1/schedules/:name: the whole definition; `paused` omitted keeps the schedule's current state
+ * (an update does not resume a paused schedule, or pause a running one, unless it says so).
+ */
+export const scheduleUpdateSchema = scheduleDefinitionSchema.extend({
+  paused: z
+    .boolean({ error: "must be true or false" })
+    .optional()
+    .describe("pause or resume with the update (omitted: as it is)"),
+});
+
 /** POST /v1/schedules: the name and the definition. */
 export const scheduleInputSchema = z.strictObject({
   name: scheduleNameSchema,
   ...scheduleDefinitionSchema.shape,
 });
 
-export type ScheduleDefinitionInput = z.input<typeof scheduleDefinitionSchema>;
+export type ScheduleDefinitionInput = z.input<typeof scheduleUpdateSchema>;
 export type ScheduleInput = z.input<typeof scheduleInputSchema>;
-export type ScheduleDefinition = z.output<typeof scheduleDefinitionSchema>;
+export type ScheduleDefinition = z.output<typeof scheduleUpdateSchema>;
 export type ScheduleRequest = z.output<typeof scheduleInputSchema>;
 
 /** Validates a schedule name (ValidationError "name"). */
@@ -113,9 +124,9 @@ export function parseScheduleInput(input: unknown): ScheduleRequest {
   return checkDefinition(parseWith(scheduleInputSchema, input));
 }
 
-/** Validates a definition for an update (the name comes from the URL). */
+/** Validates a definition for an update (the name comes from the URL; `paused` may be left out). */
 export function parseScheduleDefinition(input: unknown): ScheduleDefinition {
-  return checkDefinition(parseWith(scheduleDefinitionSchema, input));
+  return checkDefinition(parseWith(scheduleUpdateSchema, input));
 }
 
 function parseWith<T extends z.ZodType>(schema: T, input: unknown): z.output<T> {

@@ -15,9 +15,9 @@ import {
 import {
   localTime,
   type Schedule,
-  scheduleDefinitionSchema,
   scheduleInputSchema,
   scheduleNameSchema,
+  scheduleUpdateSchema,
 } from "../core/schedule.js";
 import type { WorkerView } from "../queue/workers.js";
 
@@ -385,7 +385,7 @@ export const scheduleListSchema = z.object({ schedules: z.array(scheduleSchema) 
 export const scheduleNameParams = z.strictObject({ name: scheduleNameSchema });
 /** POST /v1/schedules: the library's own schema (the same fields, limits and messages). */
 export const scheduleCreateBody = scheduleInputSchema;
-/** PUT /v1/schedules/:name: the whole definition (omitted fields take their defaults). */
-export const scheduleUpdateBody = scheduleDefinitionSchema;
+/** PUT /v1/schedules/:name: the whole definition (omitted fields take their defaults; `paused`: as it is). */
+export const scheduleUpdateBody = scheduleUpdateSchema;
 /** POST /v1/schedules/:name/pause and /resume take no fields; an empty object or no body. */
 export const scheduleActionBody = z.strictObject({}).nullable();

@@ -61,7 +61,11 @@ const timed = (row: ScheduleRow): TimedSchedule => ({
   dbNow: row.db_now ?? new Date(),
 });
 
-function definitionParams(name: string, s: Omit<ScheduleRequest, "name">, nextTickAt: Date | null) {
+function definitionParams(
+  name: string,
+  s: Omit<ScheduleRequest, "name" | "paused"> & { paused?: boolean },
+  nextTickAt: Date | null,
+) {
   return [
     name,
     s.cron,
@@ -72,7 +76,7 @@ function definitionParams(name: string, s: Omit<ScheduleRequest, "name">, nextTi
     JSON.stringify(s.requires),
     s.maxRetries ?? null,
     s.timeoutSeconds ?? null,
-    s.paused,
+    s.paused ?? null,
     nextTickAt,
   ];
 }
@@ -95,11 +99,14 @@ export class ScheduleStore {
     return res.rows[0] ? toSchedule(res.rows[0]) : undefined;
   }
 
-  /** Replaces a schedule's definition; undefined when there is no such schedule. */
+  /**
+   * Replaces a schedule's definition; `paused` undefined keeps the current state (`nextTickAt` then
+   * applies only if it is not paused). Undefined when there is no such schedule.
+   */
   async replace(
     name: string,
-    s: Omit<ScheduleRequest, "name">,
-    nextTickAt: Date | null,
+    s: Omit<ScheduleRequest, "name" | "paused"> & { paused?: boolean },
+    nextTickAt: Date,
   ): Promise<Schedule | undefined> {
     const res = await this.db.query<ScheduleRow>(
       queries.schedule_replace,

@@ -97,13 +97,14 @@ export class Schedules {
   }
 
   /**
-   * Replaces a schedule's definition (every field; omitted ones take their defaults), keeping its
-   * tick history. The next tick is the first one of the new expression after now. ScheduleNotFoundError.
+   * Replaces a schedule's definition (every field; omitted ones take their defaults, but an omitted
+   * `paused` keeps the current state), keeping its tick history. The next tick is the first one of
+   * the new expression after now. ScheduleNotFoundError.
    */
   async update(name: string, definition: ScheduleDefinitionInput): Promise<Schedule> {
     parseScheduleName(name);
     const parsed = parseScheduleDefinition(definition);
-    const next = parsed.paused ? null : await this.firstTick(parsed.cron, parsed.timezone);
+    const next = await this.firstTick(parsed.cron, parsed.timezone);
     const updated = await this.store.replace(name, parsed, next).catch(rethrowStoreError);
     if (!updated) throw new ScheduleNotFoundError(name);
     await this.announce();

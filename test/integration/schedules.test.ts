@@ -201,15 +201,24 @@ describe.each(backends())("schedules on $name", (backend) => {
       requires: { gpu: "true" },
       timeoutSeconds: 60,
     });
+    // An update that does not say `paused` keeps it paused.
     expect(updated).toMatchObject({
-      paused: false,
+      paused: true,
+      nextTickAt: null,
       timezone: "Europe/Berlin",
       priority: 7,
       requires: { gpu: "true" },
     });
     expect(updated.lastBuildId).toBe(tick.build.id); // the history stays
+    const running = await queue.schedules.update("every-second", {
+      cron: "0 0 1 1 *",
+      timezone: "Europe/Berlin",
+      strategyId: "pause-s2",
+      paused: false,
+    });
+    expect(running.paused).toBe(false);
     // New Year in Berlin is 23:00 UTC on 31 December.
-    expect(updated.nextTickAt?.toISOString()).toMatch(/-12-31T23:00:00.000Z$/);
+    expect(running.nextTickAt?.toISOString()).toMatch(/-12-31T23:00:00.000Z$/);
 
     const removed = await queue.schedules.remove("every-second");
     expect(removed.name).toBe("every-second");
