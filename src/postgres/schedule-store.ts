@@ -136,8 +136,12 @@ export class ScheduleStore {
     return res.rows[0] ? toSchedule(res.rows[0]) : undefined;
   }
 
-  /** Locks one due schedule for the transaction `tx` (skipping those others hold); undefined: none due. */
-  async takeDue(tx: Queryable): Promise<TimedSchedule | undefined> {
+  /**
+   * Locks one due schedule for the transaction `tx` (skipping those others hold); undefined: none
+   * due. The transaction may then sit idle at most `maxIdleMs` (a frozen process loses the lock).
+   */
+  async takeDue(tx: Queryable, maxIdleMs: number): Promise<TimedSchedule | undefined> {
+    await tx.query(queries.schedule_tick_idle_timeout, [String(maxIdleMs)]);
     const res = await tx.query<ScheduleRow>(queries.schedule_take_due);
     return res.rows[0] ? timed(res.rows[0]) : undefined;
   }

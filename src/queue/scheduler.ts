@@ -70,6 +70,11 @@ const OVERDUE_RECHECK_MS = 250;
 /** Ticks one pass submits at most before it looks at the clock again. */
 const MAX_TICKS_PER_PASS = 100;
 const DEFAULT_MAX_SLEEP_MS = 5000;
+/**
+ * A tick's transaction may sit idle this long (between its statements: a process frozen mid-tick);
+ * then PostgreSQL ends the session, the row lock goes, and another process does the tick.
+ */
+const TICK_MAX_IDLE_MS = 5000;
 /** How long stopping waits for a pass in progress. */
 const STOP_WAIT_MS = 2000;
 
@@ -253,7 +258,7 @@ export class Schedules {
   private async tickOne(): Promise<ScheduledTick | "disabled" | undefined> {
     let afterCommit: (() => Promise<void>) | undefined;
     const result = await this.store.db.transaction(async (tx) => {
-      const due = await this.store.takeDue(tx);
+      const due = await this.store.takeDue(tx, TICK_MAX_IDLE_MS);
       if (!due?.schedule.nextTickAt) return undefined;
       const { schedule, dbNow } = due;
       let plan: { tick: Date; missed: number; next: Date; request: SubmitRequest };
