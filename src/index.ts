@@ -3,6 +3,15 @@ export { type Config, loadConfig } from "./core/config.js";
 export * from "./core/errors.js";
 export * from "./core/events.js";
 export { DEFAULT_POOL, MAX_REQUIRES, poolIdOf, type Requirements, satisfies } from "./core/pools.js";
+export {
+  DEFAULT_TIMEZONE,
+  MAX_MISSED_COUNT,
+  SCHEDULE_NAME_PATTERN,
+  SCHEDULE_PARAMS_KEY,
+  type Schedule,
+  type ScheduleDefinitionInput,
+  type ScheduleInput,
+} from "./core/schedule.js";
 export { decodeScore, encodeScore, PRIORITY_MAX, PRIORITY_MIN, SEQ_MAX } from "./core/score.js";
 export {
   type AuthConfig,
@@ -53,6 +62,7 @@ export {
 } from "./queue/build-queue.js";
 export type { ReconcileReport } from "./queue/reconciler.js";
 export type { PruneOptions, PruneReport } from "./queue/retention.js";
+export type { ScheduledTick, SchedulerOptions, Schedules } from "./queue/scheduler.js";
 export type { HealthPolicy, ReapReport, WorkerStatus, WorkerView } from "./queue/workers.js";
 export { redisKeys } from "./redis/keys.js";
 export {

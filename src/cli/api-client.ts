@@ -66,6 +66,15 @@ export class ApiClient {
     return this.request<T>("POST", path, body);
   }
 
+  put<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>("PUT", path, body);
+  }
+
+  /** A DELETE has no body: the client header tells an API without tokens it is no web page's form. */
+  delete<T>(path: string): Promise<T> {
+    return this.request<T>("DELETE", path, undefined, { "x-oculus-client": "oculus-cli" });
+  }
+
   private headers(extra: Record<string, string> = {}): Record<string, string> {
     const headers: Record<string, string> = { accept: "application/json", ...extra };
     if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
@@ -76,10 +85,18 @@ export class ApiClient {
     return new URL(path.replace(/^\//, ""), this.base.href.endsWith("/") ? this.base : `${this.base.href}/`);
   }
 
-  private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  private async request<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    extraHeaders: Record<string, string> = {},
+  ): Promise<T> {
     const response = await this.fetch(this.url(path), {
       method,
-      headers: this.headers(body === undefined ? {} : { "content-type": "application/json" }),
+      headers: this.headers({
+        ...extraHeaders,
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      }),
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     const text = await response.text();

@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { type Command, Option } from "commander";
 import { printable, printableLines } from "../core/printable.js";
-import { ApiClient, DEFAULT_API_URL, reconnectNote } from "./api-client.js";
+import { ApiClient, ApiError, DEFAULT_API_URL, reconnectNote } from "./api-client.js";
 import { parseLabels } from "./flags.js";
 
 interface ClientFlags {
@@ -70,6 +70,7 @@ export const CLIENT_COMMANDS = [
   "builds",
   "logs",
   "watch",
+  "schedule",
 ];
 
 export function registerClientCommands(program: Command): void {
@@ -114,6 +115,8 @@ export function registerClientCommands(program: Command): void {
       const eta = res.etaSeconds == null ? "" : `  eta ${etaText(res.etaSeconds)}`;
       say(`${res.build.id}  ${res.build.status}${res.position ? `  position ${res.position}` : ""}${eta}`);
     });
+
+  registerScheduleCommands(program, withClient);
 
   withClient(program.command("status").description("show a build").argument("<id>", "build id")).action(
     async (id: string, opts: ClientFlags) => {
@@ -586,6 +589,198 @@ function readParamsFile(file: string): string {
   } catch (err) {
     throw new UsageError(`--params: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? "error"})`);
   }
+}
+
+// ---------------------------------------------------------------- oculus schedule
+
+interface ApiSchedule {
+  name: string;
+  cron: string;
+  timezone: string;
+  strategyId: string;
+  priority: number;
+  requires: Record<string, string>;
+  paused: boolean;
+  nextTickAt: string | null;
+  nextTickLocal: string | null;
+  lastTickAt: string | null;
+  lastBuildId: string | null;
+  lastMissed: number;
+  lastError: string | null;
+}
+
+interface ScheduleFlags extends ClientFlags {
+  cron: string;
+  strategy: string;
+  timezone?: string;
+  params?: string;
+  priority?: number;
+  requires?: string[];
+  maxRetries?: number;
+  timeout?: number;
+  paused?: boolean;
+}
+
+/** `oculus schedule add|update|list|show|pause|resume|remove`: /v1/schedules. */
+function registerScheduleCommands(program: Command, withClient: (command: Command) => Command): void {
+  const schedule = program
+    .command("schedule")
+    .description("recurring schedules: each tick of a cron expression submits one build");
+  const definitionFlags = (command: Command) =>
+    command
+      .requiredOption("--cron <expr>", "cron expression: 5 fields, 6 with seconds first, or @daily, ...")
+      .requiredOption("--strategy <id>", "strategy id of each tick's build")
+      .option("--timezone <tz>", 'IANA time zone the expression is read in (default "UTC")')
+      .option("--params <json>", "build parameters: a JSON object, or @file.json")
+      .option("--priority <n>", "priority of each build, -1000..1000", intArg("--priority"))
+      .option("--requires <key=value...>", "a worker label each build needs (repeatable)")
+      .option("--max-retries <n>", "automatic retries of each build (default 3)", intArg("--max-retries"))
+      .option("--timeout <seconds>", "each build fails as timed out past this run time", intArg("--timeout"))
+      .option("--paused", "created paused (no builds until `oculus schedule resume`)");
+
+  withClient(
+    definitionFlags(
+      schedule.command("add").description("create a schedule").argument("<name>", "schedule name"),
+    ),
+  ).action(async (name: string, opts: ScheduleFlags) => {
+    const res = await scheduleCall(() =>
+      client(opts).post<{ schedule: ApiSchedule }>("/v1/schedules", { name, ...scheduleBody(opts) }),
+    );
+    printScheduleChange(res.schedule, "added", opts);
+  });
+
+  withClient(
+    definitionFlags(
+      schedule
+        .command("update")
+        .description(
+          "replace a schedule's definition (flags not given take their defaults; paused or not stays as it is without --paused)",
+        )
+        .argument("<name>", "schedule name"),
+    ),
+  ).action(async (name: string, opts: ScheduleFlags) => {
+    const res = await scheduleCall(() =>
+      client(opts).put<{ schedule: ApiSchedule }>(
+        `/v1/schedules/${encodeURIComponent(name)}`,
+        scheduleBody(opts),
+      ),
+    );
+    printScheduleChange(res.schedule, "updated", opts);
+  });
+
+  withClient(
+    schedule.command("list").description("the schedules, with their next tick (their zone and UTC)"),
+  ).action(async (opts: ClientFlags) => {
+    const res = await client(opts).get<{ schedules: ApiSchedule[] }>("/v1/schedules");
+    if (opts.json) {
+      printJson(res);
+      return;
+    }
+    printSchedules(res.schedules);
+  });
+
+  withClient(schedule.command("show").description("one schedule").argument("<name>", "schedule name")).action(
+    async (name: string, opts: ClientFlags) => {
+      const res = await scheduleCall(() =>
+        client(opts).get<{ schedule: ApiSchedule }>(`/v1/schedules/${encodeURIComponent(name)}`),
+      );
+      if (opts.json) printJson(res);
+      else printSchedules([res.schedule]);
+    },
+  );
+
+  for (const [action, what] of [
+    ["pause", "stop submitting builds until resumed (ticks meanwhile are skipped)"],
+    ["resume", "submit again, from the first tick after now"],
+    ["remove", "delete a schedule (its builds stay)"],
+  ] as const) {
+    withClient(schedule.command(action).description(what).argument("<name>", "schedule name")).action(
+      async (name: string, opts: ClientFlags) => {
+        const path = `/v1/schedules/${encodeURIComponent(name)}`;
+        const api = client(opts);
+        const res = await scheduleCall(() =>
+          action === "remove"
+            ? api.delete<{ schedule: ApiSchedule }>(path)
+            : api.post<{ schedule: ApiSchedule }>(`${path}/${action}`, {}),
+        );
+        if (opts.json) printJson(res);
+        else
+          say(
+            `schedule ${res.schedule.name} ${action === "remove" ? "removed" : `${action}d`}${nextTickText(res.schedule)}`,
+          );
+      },
+    );
+  }
+}
+
+function scheduleBody(opts: ScheduleFlags) {
+  return {
+    cron: opts.cron,
+    strategyId: opts.strategy,
+    ...(opts.timezone === undefined ? {} : { timezone: opts.timezone }),
+    ...(opts.params === undefined ? {} : { params: parseParams(opts.params) }),
+    ...(opts.priority === undefined ? {} : { priority: opts.priority }),
+    ...(opts.requires === undefined ? {} : { requires: parseLabels(opts.requires, "--requires") }),
+    ...(opts.maxRetries === undefined ? {} : { maxRetries: opts.maxRetries }),
+    ...(opts.timeout === undefined ? {} : { timeoutSeconds: opts.timeout }),
+    ...(opts.paused ? { paused: true } : {}),
+  };
+}
+
+/** A schedule the API refused as invalid (400: a bad expression, zone, name) is bad usage: exit 2. */
+async function scheduleCall<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 400) throw new UsageError(err.message);
+    throw err;
+  }
+}
+
+function nextTickText(s: ApiSchedule): string {
+  if (s.paused || !s.nextTickAt) return "; paused";
+  return `; next tick ${s.nextTickLocal ?? "-"} (${s.nextTickAt})`;
+}
+
+function printScheduleChange(s: ApiSchedule, verb: string, opts: ScheduleFlags): void {
+  if (opts.json) {
+    printJson({ schedule: s });
+    return;
+  }
+  const zone = opts.timezone === undefined ? `${s.timezone} (the default; --timezone to change)` : s.timezone;
+  say(`schedule ${s.name} ${verb}: "${s.cron}" in ${zone}, strategy ${s.strategyId}${nextTickText(s)}`);
+}
+
+function printSchedules(schedules: ApiSchedule[]): void {
+  if (schedules.length === 0) {
+    console.log("no schedules");
+    return;
+  }
+  printTable(
+    [
+      "NAME",
+      "CRON",
+      "TIMEZONE",
+      "STRATEGY",
+      "STATE",
+      "NEXT TICK (ZONE)",
+      "NEXT TICK (UTC)",
+      "LAST TICK (UTC)",
+      "LAST BUILD",
+    ],
+    schedules.map((s) => [
+      s.name,
+      s.cron,
+      s.timezone,
+      s.strategyId,
+      s.paused ? (s.lastError ? "paused (error)" : "paused") : "active",
+      s.nextTickLocal ?? "-",
+      s.nextTickAt ?? "-",
+      s.lastTickAt ? `${s.lastTickAt}${s.lastMissed > 0 ? ` (${s.lastMissed} missed)` : ""}` : "-",
+      s.lastBuildId ?? "-",
+    ]),
+  );
+  for (const s of schedules) if (s.lastError) say(`${s.name}: ${s.lastError}`);
 }
 
 /** Bad usage: exit code 2. */

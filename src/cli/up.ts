@@ -6,8 +6,8 @@
  *
  * Start-up order: the configuration checks, then the HTTP port (bound before the store is opened:
  * until the queue is open /health and the store routes answer 503), then the queue, waiting for
- * PostgreSQL for as long as it is unreachable (open-with-retry.ts), then the reaper, retention and the
- * local workers. A signal at any point shuts down what has started and exits 0.
+ * PostgreSQL for as long as it is unreachable (open-with-retry.ts), then the reaper, the scheduler
+ * (recurring schedules), retention and the local workers. A signal at any point shuts down what has started and exits 0.
  */
 
 import type { Config } from "../core/config.js";
@@ -197,6 +197,8 @@ export async function runUp(config: Config, opts: UpOptions): Promise<void> {
   }
   queue.on("mode", (mode: string) => console.log(`mode: ${mode}`));
   queue.startReaper();
+  // Every `oculus up` runs the scheduler: a tick is submitted once however many do (scheduler.ts).
+  queue.startScheduler();
   pending.fill(queue);
   printBanner(url, config, queue, auth);
   printNetwork(cors, trustProxy, authEnabled(auth) ? [] : hardening.allowedHosts);
@@ -286,6 +288,7 @@ function printBanner(url: string, config: Config, queue: BuildQueue, auth: AuthC
     : `embedded PostgreSQL (PGlite, ${config.dataDir})`;
   console.log(`oculus build queue up: API listening on ${url} (dashboard ${url}/, docs ${url}/docs)`);
   console.log(`stores: ${postgres}, Redis ${config.redisUrl ? "configured" : "none"}; mode ${queue.mode}`);
+  console.log("scheduler: on (recurring schedules: oculus schedule list)");
   console.log(
     authEnabled(auth)
       ? `auth: ${auth.tokens.length} token(s) configured`

@@ -6,6 +6,7 @@ export type ErrorCode =
   | "invalid_input"
   | "payload_too_large"
   | "not_found"
+  | "already_exists"
   | "invalid_state"
   | "stale_lease"
   | "config_invalid"
@@ -66,6 +67,24 @@ export class UnsupportedMediaTypeError extends OculusError {
 export class BuildNotFoundError extends OculusError {
   constructor(id: string) {
     super("not_found", 404, `build ${id} does not exist`, { id });
+  }
+}
+
+export class ScheduleNotFoundError extends OculusError {
+  constructor(name: string) {
+    super("not_found", 404, `schedule ${JSON.stringify(name)} does not exist`, { name });
+  }
+}
+
+/** A schedule of that name exists already (create refuses; update it instead). */
+export class ScheduleExistsError extends OculusError {
+  constructor(name: string) {
+    super(
+      "already_exists",
+      409,
+      `schedule ${JSON.stringify(name)} exists already: update it (PUT /v1/schedules/NAME, oculus schedule update) or remove it first`,
+      { name },
+    );
   }
 }
 

@@ -43,7 +43,7 @@ export function registerCors(app: ApiApp, options: CorsOptions | undefined): voi
   if (!options) return;
   app.register(cors, {
     origin: options.origins === "*" ? "*" : [...options.origins],
-    methods: ["GET", "POST", "OPTIONS"],
+    methods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
     allowedHeaders: CORS_ALLOWED_HEADERS,
     exposedHeaders: CORS_EXPOSED_HEADERS,
     maxAge: CORS_MAX_AGE_S,

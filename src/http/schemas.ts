@@ -12,6 +12,13 @@ import {
   storableString,
   submitSchema,
 } from "../core/build.js";
+import {
+  localTime,
+  type Schedule,
+  scheduleInputSchema,
+  scheduleNameSchema,
+  scheduleUpdateSchema,
+} from "../core/schedule.js";
 import type { WorkerView } from "../queue/workers.js";
 
 export const MAX_LIST_LIMIT = 1000;
@@ -320,3 +327,71 @@ export const logStreamResponse = {
     "(`data:` {status, size, truncated}) once the build has ended and its log is read; `: heartbeat` comments",
   content: { "text/event-stream": { schema: z.string() } },
 };
+
+// ---------------------------------------------------------------- schedules
+
+export const scheduleSchema = z
+  .object({
+    name: z.string(),
+    cron: z.string().describe("cron expression (5 fields, 6 with seconds first, or an @alias)"),
+    timezone: z.string().describe('IANA time zone the expression is read in ("UTC" unless given)'),
+    strategyId: z.string(),
+    params: z
+      .record(z.string(), z.unknown())
+      .describe("each tick's build gets these, plus `schedule: {name, tick, missed}`"),
+    priority: z.number().int(),
+    requires: z.record(z.string(), z.string()).describe("worker labels each tick's build needs"),
+    maxRetries: z.number().int().nullable(),
+    timeoutSeconds: z.number().int().nullable(),
+    paused: z.boolean(),
+    nextTickAt: nullableTime.describe("the next tick that submits a build (UTC); null while paused"),
+    nextTickLocal: z
+      .string()
+      .nullable()
+      .describe('the same tick on the clock of the schedule\'s zone, e.g. "2026-12-04 02:00:00 CET"'),
+    lastTickAt: nullableTime.describe("the last tick that submitted a build"),
+    lastBuildId: z.string().nullable().describe("the build of that tick"),
+    lastMissed: z
+      .number()
+      .int()
+      .describe(
+        "older due ticks skipped at that submit (no scheduler ran over them; only the latest gets a build)",
+      ),
+    lastError: z.string().nullable().describe("why the scheduler paused it, if it did"),
+    createdAt: time,
+    updatedAt: time,
+  })
+  .meta({ id: "Schedule" });
+
+export function toApiSchedule(s: Schedule): z.output<typeof scheduleSchema> {
+  return {
+    name: s.name,
+    cron: s.cron,
+    timezone: s.timezone,
+    strategyId: s.strategyId,
+    params: s.params,
+    priority: s.priority,
+    requires: s.requires,
+    maxRetries: s.maxRetries,
+    timeoutSeconds: s.timeoutSeconds,
+    paused: s.paused,
+    nextTickAt: iso(s.nextTickAt),
+    nextTickLocal: s.nextTickAt ? localTime(s.nextTickAt, s.timezone) : null,
+    lastTickAt: iso(s.lastTickAt),
+    lastBuildId: s.lastBuildId,
+    lastMissed: s.lastMissed,
+    lastError: s.lastError,
+    createdAt: s.createdAt.toISOString(),
+    updatedAt: s.updatedAt.toISOString(),
+  };
+}
+
+export const scheduleEnvelopeSchema = z.object({ schedule: scheduleSchema });
+export const scheduleListSchema = z.object({ schedules: z.array(scheduleSchema) });
+export const scheduleNameParams = z.strictObject({ name: scheduleNameSchema });
+/** POST /v1/schedules: the library's own schema (the same fields, limits and messages). */
+export const scheduleCreateBody = scheduleInputSchema;
+/** PUT /v1/schedules/:name: the whole definition (omitted fields take their defaults; `paused`: as it is). */
+export const scheduleUpdateBody = scheduleUpdateSchema;
+/** POST /v1/schedules/:name/pause and /resume take no fields; an empty object or no body. */
+export const scheduleActionBody = z.strictObject({}).nullable();

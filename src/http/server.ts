@@ -49,6 +49,7 @@ import { healthRoutes } from "./routes/health.js";
 import { logRoutes } from "./routes/logs.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import { queueRoutes } from "./routes/queue.js";
+import { scheduleRoutes } from "./routes/schedules.js";
 import { statsRoutes } from "./routes/stats.js";
 import { workerRoutes } from "./routes/workers.js";
 import { installSecurityHeaders } from "./security-headers.js";
@@ -257,6 +258,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     logRoutes(typed, ctx);
     queueRoutes(typed, ctx);
     workerRoutes(typed, ctx);
+    scheduleRoutes(typed, ctx);
     eventRoutes(typed, ctx);
     statsRoutes(typed, ctx);
     dashboardRoutes(typed);

@@ -132,11 +132,13 @@ export class BuildStore {
 
   /**
    * Inserts builds (one statement). Returns, in input order, each new or already-submitted build
-   * (idempotency key). Inputs whose key raced with another submit are read back by key.
+   * (idempotency key). Inputs whose key raced with another submit are read back by key. `q`: a
+   * transaction to insert in (the scheduler's, which advances the schedule in the same commit).
    */
   async insert(
     requests: (Omit<SubmitRequest, "requires"> & { requires?: Record<string, string> })[],
     actor: string,
+    q: Queryable = this.db,
   ): Promise<InsertedBuild[]> {
     const payload = requests.map((r) => ({
       strategyId: r.strategyId,
@@ -149,7 +151,7 @@ export class BuildStore {
       timeoutSeconds: r.timeoutSeconds ?? null,
       runAt: r.runAt ?? null,
     }));
-    const res = await this.db.query<BuildRow & { ord: number; created: boolean; delay_ms: number }>(
+    const res = await q.query<BuildRow & { ord: number; created: boolean; delay_ms: number }>(
       queries.insert_builds,
       [JSON.stringify(payload), actor],
     );
@@ -163,7 +165,10 @@ export class BuildStore {
     }
     const missing = requests.filter((_, i) => out[i] === undefined);
     if (missing.length > 0) {
-      const byKey = await this.selectByIdempotencyKeys(missing.map((r) => r.idempotencyKey ?? ""));
+      const byKey = await this.selectByIdempotencyKeys(
+        missing.map((r) => r.idempotencyKey ?? ""),
+        q,
+      );
       requests.forEach((r, i) => {
         if (out[i]) return;
         const build = byKey.get(r.idempotencyKey ?? "");
@@ -192,8 +197,8 @@ export class BuildStore {
       });
   }
 
-  private async selectByIdempotencyKeys(keys: string[]): Promise<Map<string, Build>> {
-    const res = await this.db.query<BuildRow>(queries.select_by_idempotency_keys, [JSON.stringify(keys)]);
+  private async selectByIdempotencyKeys(keys: string[], q: Queryable): Promise<Map<string, Build>> {
+    const res = await q.query<BuildRow>(queries.select_by_idempotency_keys, [JSON.stringify(keys)]);
     return new Map(res.rows.map((row) => [row.idempotency_key ?? "", toBuild(row)]));
   }
 

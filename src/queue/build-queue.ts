@@ -40,11 +40,13 @@ import { listFinished } from "../postgres/finished-store.js";
 import { type LogChunkInput, type LogState, LogStore, type StoredLogChunk } from "../postgres/log-store.js";
 import { migrate } from "../postgres/migrate.js";
 import { ReconcileStore } from "../postgres/reconcile-store.js";
+import { ScheduleStore } from "../postgres/schedule-store.js";
 import {
   type BackoffPolicy,
   BuildStore,
   type CompletionInput,
   type FailureInput,
+  type InsertedBuild,
 } from "../postgres/store.js";
 import { WorkerStore } from "../postgres/worker-store.js";
 import { connectRedis, RedisIndex } from "../redis/index-client.js";
@@ -56,6 +58,7 @@ import { type QueueMode, RedisFailover } from "./failover.js";
 import { ProgressThrottle } from "./progress-throttle.js";
 import type { ReconcileReport } from "./reconciler.js";
 import { type PruneOptions, type PruneReport, prune } from "./retention.js";
+import { type SchedulerOptions, Schedules, type TransactionalSubmit } from "./scheduler.js";
 import { StopSignals } from "./stop-signals.js";
 import { asStoreError } from "./store-errors.js";
 import { WakeSignal } from "./wake.js";
@@ -204,6 +207,12 @@ export class BuildQueue extends EventEmitter {
   private closed = false;
   private readonly workerStore: WorkerStore;
   private stopReaper: (() => void) | undefined;
+  private stopScheduler: (() => Promise<void>) | undefined;
+  /**
+   * Recurring schedules: add, update, get, list, pause, resume, remove, and `runDue()` (one scheduler
+   * pass). Builds are submitted only where the scheduler runs: startScheduler() (`oculus up` does).
+   */
+  readonly schedules: Schedules;
   /** Worker registration, heartbeats, the fleet's status and the reaper. */
   readonly workers: WorkerRegistry;
 
@@ -277,6 +286,12 @@ export class BuildQueue extends EventEmitter {
     this.completions = new Batcher((items) => this.flushCompletions(items));
     this.failures = new Batcher((items) => this.flushFailures(items));
     this.wake = new WakeSignal(logger);
+    this.schedules = new Schedules(
+      new ScheduleStore(store.db),
+      this.submitInTransaction,
+      logger,
+      `oculus_schedules_${config.schema}`,
+    );
   }
 
   /**
@@ -381,15 +396,30 @@ export class BuildQueue extends EventEmitter {
     const results = await this.store.insert(requests, actor).catch((err) => {
       throw asStoreError(err);
     });
+    await this.afterInsert(results);
+    return results.map(({ build, created }) => ({ build, created }));
+  }
+
+  /**
+   * A scheduled tick's submit (src/queue/scheduler.ts): the same insert, inside the scheduler's
+   * transaction (which advances the schedule in the same commit); `afterCommit` does what a submit
+   * does after its commit.
+   */
+  private readonly submitInTransaction: TransactionalSubmit = async (tx, request, actor) => {
+    const [result] = await this.store.insert([request], actor, tx);
+    if (!result) throw new Error("scheduled submit returned no build");
+    return { build: result.build, created: result.created, afterCommit: () => this.afterInsert([result]) };
+  };
+
+  /** After a submit's commit: index the new builds, wake claimers when they are due, announce them. */
+  private async afterInsert(results: InsertedBuild[]): Promise<void> {
     const fresh = results.filter((r) => r.created);
-    const created = fresh.map((r) => r.build);
     // A new build may run now, or at its runAt (then it waits in the delayed set, like a backoff).
     if (fresh.length > 0) {
       await this.indexBuilds(fresh.map((r) => ({ build: r.build, delayMs: r.delayMs ?? 0 })));
       this.wakeWhenDue(fresh.map((r) => r.delayMs ?? 0));
     }
-    this.announce(created);
-    return results;
+    this.announce(fresh.map((r) => r.build));
   }
 
   /**
@@ -901,6 +931,15 @@ export class BuildQueue extends EventEmitter {
   }
 
   /**
+   * Runs the scheduler loop in this process until close(): each due tick of every schedule submits
+   * one build (src/queue/scheduler.ts). Off unless called (`oculus up` calls it). Any number of
+   * processes may run it: a tick is submitted once however many do.
+   */
+  startScheduler(options: SchedulerOptions = {}): void {
+    this.stopScheduler ??= this.schedules.start(options);
+  }
+
+  /**
    * Resolves when work may be ready (a submit or requeue was announced on Redis or PostgreSQL), after
    * `timeoutMs`, or when `signal` aborts. Idle claimers call it between empty claims.
    */
@@ -920,6 +959,7 @@ export class BuildQueue extends EventEmitter {
     if (this.closed) return;
     this.closed = true;
     this.stopReaper?.();
+    await this.stopScheduler?.();
     await this.hub.close();
     await this.failover.close();
     await this.stops.stop();

@@ -99,6 +99,7 @@ describe("scopes on every route", () => {
     queued = (await api.queue.submit({ strategyId: "auth" })).build.id;
     stopped = (await api.queue.submit({ strategyId: "auth-stopped" })).build.id;
     await api.queue.stop(stopped);
+    await api.queue.schedules.add({ name: "auth-nightly", cron: "0 2 * * *", strategyId: "auth" });
   });
   afterAll(async () => {
     await api?.cleanup();
@@ -120,6 +121,13 @@ describe("scopes on every route", () => {
     // A 409 (stopping a stopped build, retrying a queued one) shows the request got past auth.
     ["POST", `/v1/builds/${stopped}/stop`, "admin"],
     ["POST", `/v1/builds/${queued}/retry`, "admin"],
+    ["GET", "/v1/schedules", "read"],
+    ["GET", "/v1/schedules/auth-nightly", "read"],
+    // 201 the first time the admin creates it, 409 after: past auth either way.
+    ["POST", "/v1/schedules", "admin", { name: "auth-new", cron: "0 3 * * *", strategyId: "auth" }],
+    ["PUT", "/v1/schedules/auth-nightly", "admin", { cron: "0 2 * * *", strategyId: "auth" }],
+    ["POST", "/v1/schedules/auth-nightly/pause", "admin", {}],
+    ["POST", "/v1/schedules/auth-nightly/resume", "admin", {}],
     ["GET", "/health", "public"],
     ["GET", "/openapi.json", "public"],
     ["GET", "/docs", "public"],

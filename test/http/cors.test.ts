@@ -71,7 +71,13 @@ describe("CORS with listed origins", () => {
         expect(res.status, label).toBe(204);
         expect(res.text, label).toBe("");
         expect(res.headers["access-control-allow-origin"], label).toBe(origin);
-        expect(names(res.headers["access-control-allow-methods"]), label).toEqual(["get", "post", "options"]);
+        expect(names(res.headers["access-control-allow-methods"]), label).toEqual([
+          "get",
+          "post",
+          "put",
+          "delete",
+          "options",
+        ]);
         expect(names(res.headers["access-control-allow-headers"]), label).toEqual([
           "authorization",
           "content-type",

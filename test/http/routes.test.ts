@@ -243,6 +243,10 @@ describe("the overview routes", () => {
       "/v1/builds/{id}/stop",
       "/v1/events",
       "/v1/queue",
+      "/v1/schedules",
+      "/v1/schedules/{name}",
+      "/v1/schedules/{name}/pause",
+      "/v1/schedules/{name}/resume",
       "/v1/stats/history",
       "/v1/workers",
     ]);
