@@ -23,6 +23,8 @@ export interface BuildRow {
   requires: Record<string, string> | null;
   pool: string | null;
   timeout_seconds: number | null;
+  concurrency_key: string | null;
+  held: boolean | null;
   last_error: string | null;
   result: unknown;
   created_at: Date;
@@ -55,6 +57,8 @@ export function toBuild(row: BuildRow): Build {
     requires: row.requires ?? {},
     pool: row.pool ?? DEFAULT_POOL,
     timeoutSeconds: row.timeout_seconds ?? null,
+    concurrencyKey: row.concurrency_key ?? null,
+    held: row.held ?? false,
     lastError: row.last_error,
     result: row.result ?? null,
     createdAt: row.created_at,
@@ -135,8 +139,9 @@ export class BuildStore {
    * (idempotency key). Inputs whose key raced with another submit are read back by key.
    */
   async insert(
-    requests: (Omit<SubmitRequest, "requires"> & { requires?: Record<string, string> })[],
+    requests: (Omit<SubmitRequest, "requires" | "supersede"> & { requires?: Record<string, string> })[],
     actor: string,
+    q: Queryable = this.db,
   ): Promise<InsertedBuild[]> {
     const payload = requests.map((r) => ({
       strategyId: r.strategyId,
@@ -148,8 +153,9 @@ export class BuildStore {
       pool: poolIdOf(r.requires ?? {}),
       timeoutSeconds: r.timeoutSeconds ?? null,
       runAt: r.runAt ?? null,
+      concurrencyKey: r.concurrencyKey ?? null,
     }));
-    const res = await this.db.query<BuildRow & { ord: number; created: boolean; delay_ms: number }>(
+    const res = await q.query<BuildRow & { ord: number; created: boolean; delay_ms: number }>(
       queries.insert_builds,
       [JSON.stringify(payload), actor],
     );
@@ -163,7 +169,10 @@ export class BuildStore {
     }
     const missing = requests.filter((_, i) => out[i] === undefined);
     if (missing.length > 0) {
-      const byKey = await this.selectByIdempotencyKeys(missing.map((r) => r.idempotencyKey ?? ""));
+      const byKey = await this.selectByIdempotencyKeys(
+        missing.map((r) => r.idempotencyKey ?? ""),
+        q,
+      );
       requests.forEach((r, i) => {
         if (out[i]) return;
         const build = byKey.get(r.idempotencyKey ?? "");
@@ -192,8 +201,18 @@ export class BuildStore {
       });
   }
 
-  private async selectByIdempotencyKeys(keys: string[]): Promise<Map<string, Build>> {
-    const res = await this.db.query<BuildRow>(queries.select_by_idempotency_keys, [JSON.stringify(keys)]);
+  /**
+   * "Latest wins": stops the queued builds of the strategies of `ids` submitted before the newest of
+   * them (supersede_builds.sql), in the caller's transaction (the submit's). Returns them.
+   */
+  async supersede(ids: string[], actor: string, q: Queryable): Promise<(Build & { supersededBy: string })[]> {
+    if (ids.length === 0) return [];
+    const res = await q.query<BuildRow & { superseded_by: string }>(queries.supersede_builds, [ids, actor]);
+    return res.rows.map((row) => ({ ...toBuild(row), supersededBy: row.superseded_by }));
+  }
+
+  private async selectByIdempotencyKeys(keys: string[], q: Queryable): Promise<Map<string, Build>> {
+    const res = await q.query<BuildRow>(queries.select_by_idempotency_keys, [JSON.stringify(keys)]);
     return new Map(res.rows.map((row) => [row.idempotency_key ?? "", toBuild(row)]));
   }
 
