@@ -62,6 +62,10 @@ export class ApiClient {
     return { status: response.status, headers: response.headers, body };
   }
 
+  put<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>("PUT", path, body);
+  }
+
   post<T>(path: string, body: unknown): Promise<T> {
     return this.request<T>("POST", path, body);
   }
