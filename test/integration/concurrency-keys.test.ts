@@ -217,6 +217,27 @@ describe.each(backends())("concurrency keys on $name", (backend) => {
     }
   }, 60_000);
 
+  it("admits no more than the limit when many admissions of one key run at once", async () => {
+    await drainAll(queue);
+    const key = freshKey("crowd");
+    await queue.setLimit(key, 2);
+    const holders = await queue.submitMany([
+      { strategyId: "crowd", concurrencyKey: key },
+      { strategyId: "crowd", concurrencyKey: key },
+    ]);
+    const running = await queue.claim("w1", 10);
+    expect(running.map((b) => b.id)).toEqual(holders.map((h) => h.build.id));
+    await queue.submitMany(Array.from({ length: 30 }, () => ({ strategyId: "crowd", concurrencyKey: key })));
+    // Both slots free at once (the admissions after these results run concurrently with the sweeps).
+    await queue.store.db.query("UPDATE builds SET status = 'completed' WHERE id = ANY ($1::uuid[])", [
+      running.map((b) => b.id),
+    ]);
+    await Promise.all(Array.from({ length: 12 }, () => queue.admitWaiting()));
+    expect(await queue.limit(key)).toMatchObject({ running: 0, admitted: 2, waiting: 28 });
+    expect(await queue.claim("w1", 10)).toHaveLength(2);
+    await drainAll(queue);
+  });
+
   it("supersede stops the still-queued builds of the strategy, leaves running ones, and frees their slots", async () => {
     await drainAll(queue);
     const strategy = freshKey("latest");
