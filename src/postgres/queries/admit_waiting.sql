@@ -7,6 +7,10 @@
 -- its limit (the limit was lowered) holds back its last admitted queued builds instead (the caller
 -- takes them out of Redis; claim_by_ids.sql refuses held builds, so a stale entry cannot run). Running
 -- builds are never touched. The two UPDATEs touch disjoint rows.
+-- Rows locked by another transaction are skipped, never waited for: a submit's supersede (or a stop)
+-- holds the rows it stops and then takes their keys' locks, so waiting here, with the key locked,
+-- could deadlock with it; a row it stops frees its slot anyway (its admission follows), and a row a
+-- claimer holds is an admitted build being claimed, which keeps its slot either way.
 -- $1 text[]: concurrency keys (their rows locked by this transaction)
 -- Returns the changed builds with `admitted` (true: now claimable; false: held back).
 WITH slots AS (
@@ -24,6 +28,7 @@ admit AS (
     WHERE b.concurrency_key = s.key AND b.status = 'queued' AND b.held AND b.run_at <= now()
     ORDER BY b.priority DESC, b.seq
     LIMIT greatest(s.free, 0)
+    FOR UPDATE SKIP LOCKED
   ) w
 ),
 excess AS (
@@ -33,6 +38,7 @@ excess AS (
     WHERE b.concurrency_key = s.key AND b.status = 'queued' AND NOT b.held
     ORDER BY b.priority ASC, b.seq DESC
     LIMIT greatest(-s.free, 0)
+    FOR UPDATE SKIP LOCKED
   ) w
 ),
 admitted AS (
