@@ -132,3 +132,33 @@ describe.each(["redis", "postgres"] as const)("concurrency limits over HTTP (%s 
     expect(bad.json.error.field).toBe("supersede");
   });
 });
+
+describe("concurrency limits: scopes", () => {
+  const READ = "limits-reader-token-0123456789";
+  const ADMIN = "limits-admin-token-0123456789";
+  let api: TestApi;
+
+  beforeAll(async () => {
+    api = await openTestApi("http_limits_scopes", {
+      tokens: [
+        { name: "reader", token: READ, scopes: ["read"] },
+        { name: "ops", token: ADMIN, scopes: ["admin"] },
+      ],
+    });
+  });
+  afterAll(async () => {
+    await api?.cleanup();
+  });
+
+  it("reading needs read, setting needs admin", async () => {
+    expect((await api.inject("GET", "/v1/limits", { token: READ })).status).toBe(200);
+    expect((await api.inject("GET", "/v1/limits/k", { token: READ })).status).toBe(200);
+    const refused = await api.inject("PUT", "/v1/limits/k", { token: READ, body: { limit: 5 } });
+    expect(refused.status).toBe(403);
+    expect((await api.inject("GET", "/v1/limits/k", { token: READ })).json.limit.limit).toBe(1);
+    expect((await api.inject("PUT", "/v1/limits/k", { body: { limit: 5 } })).status).toBe(401);
+    const set = await api.inject("PUT", "/v1/limits/k", { token: ADMIN, body: { limit: 5 } });
+    expect(set.status).toBe(200);
+    expect(set.json.limit.limit).toBe(5);
+  });
+});
