@@ -150,6 +150,21 @@ describe("concurrency limits: scopes", () => {
     await api?.cleanup();
   });
 
+  it("are in the OpenAPI document with their schemas", async () => {
+    const doc = (await api.inject("GET", "/openapi.json")).json;
+    const put = doc.paths["/v1/limits/{key}"].put;
+    expect(put.requestBody.content["application/json"].schema.required).toEqual(["limit"]);
+    expect(put.parameters.map((p: { name: string; in: string }) => [p.name, p.in])).toEqual([
+      ["key", "path"],
+    ]);
+    expect(put.security).toEqual([{ bearerAuth: [] }]);
+    expect(Object.keys(doc.paths["/v1/limits"].get.responses)).toEqual(
+      expect.arrayContaining(["200", "400"]),
+    );
+    const submit = doc.paths["/v1/builds"].post.requestBody.content["application/json"].schema.properties;
+    expect(Object.keys(submit)).toEqual(expect.arrayContaining(["concurrencyKey", "supersede"]));
+  });
+
   it("reading needs read, setting needs admin", async () => {
     expect((await api.inject("GET", "/v1/limits", { token: READ })).status).toBe(200);
     expect((await api.inject("GET", "/v1/limits/k", { token: READ })).status).toBe(200);
