@@ -111,6 +111,32 @@ describe.each(backends())("concurrency keys on $name", (backend) => {
     expect(order).toEqual(expected);
   });
 
+  it("gives a free slot back to a build that comes first in order, until the slot's build was claimed", async () => {
+    await drainAll(queue);
+    const key = freshKey("displace");
+    const low = await queue.submit({ strategyId: "displace", concurrencyKey: key, priority: 0 });
+    expect(low.build.held).toBe(false); // the key's slot was free
+    const high = await queue.submit({ strategyId: "displace", concurrencyKey: key, priority: 9 });
+    expect(high.build.held).toBe(false);
+    expect((await queue.get(low.build.id)).held).toBe(true);
+    expect(await queue.limit(key)).toMatchObject({ running: 0, admitted: 1, waiting: 1 });
+    const [first] = await queue.claim("w1", 10);
+    expect(first?.id).toBe(high.build.id);
+    // A claimed build keeps its slot: a later, higher build of the key waits behind it.
+    const higher = await queue.submit({ strategyId: "displace", concurrencyKey: key, priority: 20 });
+    expect(higher.build.held).toBe(true);
+    expect(await queue.claim("w1", 10)).toEqual([]);
+    await queue.complete(first?.id ?? "", first?.lease ?? 0);
+    const order: string[] = [];
+    for (;;) {
+      const [next] = await queue.claim("w1", 10);
+      if (!next) break;
+      order.push(next.id);
+      await queue.complete(next.id, next.lease);
+    }
+    expect(order).toEqual([higher.build.id, low.build.id]);
+  });
+
   it("runs up to the limit at once; raising it admits waiting builds at once, lowering holds back", async () => {
     await drainAll(queue);
     const key = freshKey("two");
