@@ -1,4 +1,5 @@
 export * from "./core/build.js";
+export * from "./core/concurrency.js";
 export { type Config, loadConfig } from "./core/config.js";
 export * from "./core/errors.js";
 export * from "./core/events.js";

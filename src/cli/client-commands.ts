@@ -34,6 +34,9 @@ interface ApiBuild {
   stopReason: string | null;
   /** Absent from servers older than routing. */
   requires?: Record<string, string>;
+  /** Absent from servers older than concurrency keys. */
+  concurrencyKey?: string | null;
+  held?: boolean;
   /** In `status` (GET /v1/builds/:id) only. */
   result?: unknown;
   logTail?: string | null;
@@ -71,7 +74,27 @@ export const CLIENT_COMMANDS = [
   "logs",
   "watch",
   "schedule",
+  "limits",
 ];
+
+/** A queued build held back by its concurrency key's limit (GET /v1/builds/:id, /v1/queue). */
+interface WaitingOn {
+  concurrencyKey: string;
+  running: number;
+  limit: number;
+}
+
+interface ApiLimit {
+  key: string;
+  limit: number;
+  running: number;
+  admitted: number;
+  waiting: number;
+  updatedAt: string | null;
+}
+
+const waitingText = (w: WaitingOn) =>
+  `waiting on concurrency key ${w.concurrencyKey} (${w.running} running, limit ${w.limit})`;
 
 export function registerClientCommands(program: Command): void {
   const withClient = (command: Command) =>
@@ -93,6 +116,11 @@ export function registerClientCommands(program: Command): void {
       "a worker label the build needs (repeatable): only such workers run it",
     )
     .option("--timeout <seconds>", "the build fails as timed out past this run time", intArg("--timeout"))
+    .option(
+      "--concurrency-key <key>",
+      "at most the key's limit (default 1: oculus limits set KEY N) of builds with this key run at once",
+    )
+    .option("--supersede", "latest wins: stop the still-queued builds of the same strategy")
     .action(async (opts: ClientFlags & SubmitFlags) => {
       const body = {
         strategyId: opts.strategy,
@@ -102,18 +130,26 @@ export function registerClientCommands(program: Command): void {
         ...(opts.idempotencyKey === undefined ? {} : { idempotencyKey: opts.idempotencyKey }),
         ...(opts.require === undefined ? {} : { requires: parseLabels(opts.require, "--require") }),
         ...(opts.timeout === undefined ? {} : { timeoutSeconds: opts.timeout }),
+        ...(opts.concurrencyKey === undefined ? {} : { concurrencyKey: opts.concurrencyKey }),
+        ...(opts.supersede ? { supersede: true } : {}),
       };
       const res = await client(opts).post<{
         build: ApiBuild;
         position: number | null;
         etaSeconds?: number | null;
+        waitingOn?: WaitingOn | null;
+        superseded?: string[];
       }>("/v1/builds", body);
       if (opts.json) {
         printJson(res);
         return;
       }
       const eta = res.etaSeconds == null ? "" : `  eta ${etaText(res.etaSeconds)}`;
-      say(`${res.build.id}  ${res.build.status}${res.position ? `  position ${res.position}` : ""}${eta}`);
+      const waiting = res.waitingOn ? `  ${waitingText(res.waitingOn)}` : "";
+      say(
+        `${res.build.id}  ${res.build.status}${res.position ? `  position ${res.position}` : ""}${eta}${waiting}`,
+      );
+      for (const id of res.superseded ?? []) say(`superseded ${id} (stopped)`);
     });
 
   registerScheduleCommands(program, withClient);
@@ -124,12 +160,13 @@ export function registerClientCommands(program: Command): void {
         build: ApiBuild;
         position: number | null;
         etaSeconds?: number | null;
+        waitingOn?: WaitingOn | null;
       }>(`/v1/builds/${encodeURIComponent(id)}`);
       if (opts.json) {
         printJson(res);
         return;
       }
-      printBuild(res.build, res.position, res.etaSeconds ?? null);
+      printBuild(res.build, res.position, res.etaSeconds ?? null, res.waitingOn ?? null);
     },
   );
 
@@ -220,6 +257,44 @@ export function registerClientCommands(program: Command): void {
     if (opts.follow) await followLog(api, id, offset, show);
   });
 
+  const limits = program
+    .command("limits")
+    .description("concurrency limits: at most N builds of a concurrency key run at once (default 1)");
+  withClient(limits.command("list").description("the concurrency keys: limit, running and waiting builds"))
+    .option("--limit <n>", "at most this many keys (1..1000, default 100)", intArg("--limit"))
+    .option("--after <key>", "the keys after this one (the last key of the previous page)")
+    .action(async (opts: ClientFlags & { limit?: number; after?: string }) => {
+      const query = new URLSearchParams({ limit: String(opts.limit ?? 100) });
+      if (opts.after !== undefined) query.set("after", opts.after);
+      const res = await client(opts).get<{ limits: ApiLimit[]; nextAfter: string | null }>(
+        `/v1/limits?${query.toString()}`,
+      );
+      if (opts.json) {
+        printJson(res);
+        return;
+      }
+      printLimits(res.limits);
+      if (res.nextAfter !== null) say(`more: oculus limits list --after ${JSON.stringify(res.nextAfter)}`);
+    });
+  withClient(
+    limits
+      .command("set")
+      .description("set how many builds of KEY may run at once (raising it starts waiting builds)")
+      .argument("<key>", "the concurrency key")
+      .argument("<n>", "the limit, a positive integer"),
+  ).action(async (key: string, n: string, opts: ClientFlags) => {
+    const limit = intArg("N")(n);
+    const res = await client(opts).put<{ limit: ApiLimit }>(`/v1/limits/${encodeURIComponent(key)}`, {
+      limit,
+    });
+    if (opts.json) {
+      printJson(res);
+      return;
+    }
+    const l = res.limit;
+    say(`${l.key}  limit ${l.limit}  (${l.running} running, ${l.admitted} admitted, ${l.waiting} waiting)`);
+  });
+
   withClient(
     program
       .command("watch")
@@ -239,6 +314,19 @@ interface SubmitFlags {
   idempotencyKey?: string;
   require?: string[];
   timeout?: number;
+  concurrencyKey?: string;
+  supersede?: boolean;
+}
+
+function printLimits(limits: ApiLimit[]): void {
+  if (limits.length === 0) {
+    console.log("no concurrency keys");
+    return;
+  }
+  printTable(
+    ["KEY", "LIMIT", "RUNNING", "ADMITTED", "WAITING"],
+    limits.map((l) => [l.key, String(l.limit), String(l.running), String(l.admitted), String(l.waiting)]),
+  );
 }
 
 function client(opts: ClientFlags): ApiClient {
@@ -383,7 +471,7 @@ interface ApiWorker {
 interface QueueOverview {
   mode: string;
   length: number;
-  queued: { build: ApiBuild; position: number | null }[] | ApiBuild[];
+  queued: { build: ApiBuild; position: number | null; waitingOn?: WaitingOn | null }[] | ApiBuild[];
   active: ApiBuild[];
   workers: ApiWorker[];
   [key: string]: unknown;
@@ -392,19 +480,24 @@ interface QueueOverview {
 function printQueue(q: QueueOverview): void {
   say(`mode ${q.mode}, ${q.length} queued`);
   const queued = (q.queued ?? []).map((entry) =>
-    "build" in entry ? { ...entry.build, position: entry.position } : { ...entry, position: null },
+    "build" in entry
+      ? { ...entry.build, position: entry.position, waitingOn: entry.waitingOn ?? null }
+      : { ...entry, position: null, waitingOn: null },
   );
+  const keyed = queued.some((b) => b.concurrencyKey);
   if (queued.length > 0) {
     console.log("");
     console.log("queued");
+    // KEY only when a build shown has a concurrency key ("held": waiting on the key's limit).
     printTable(
-      ["POS", "ID", "STRATEGY", "PRIORITY", "WAITING"],
+      ["POS", "ID", "STRATEGY", "PRIORITY", "WAITING", ...(keyed ? ["KEY"] : [])],
       queued.map((b) => [
         String(b.position ?? "-"),
         b.id,
         b.strategyId,
         String(b.priority),
         age(b.createdAt),
+        ...(keyed ? [b.concurrencyKey ? `${b.concurrencyKey}${b.waitingOn ? " (held)" : ""}` : "-"] : []),
       ]),
     );
   }
@@ -495,10 +588,17 @@ function etaText(seconds: number): string {
   return seconds < 7200 ? `${Math.round(seconds / 60)} min` : `${(seconds / 3600).toFixed(1)} h`;
 }
 
-function printBuild(b: ApiBuild, position: number | null, etaSeconds: number | null = null): void {
+function printBuild(
+  b: ApiBuild,
+  position: number | null,
+  etaSeconds: number | null = null,
+  waitingOn: WaitingOn | null = null,
+): void {
   const where = position
     ? ` (position ${position}${etaSeconds === null ? "" : `, eta ${etaText(etaSeconds)}`})`
-    : "";
+    : waitingOn
+      ? ` (${waitingText(waitingOn)})`
+      : "";
   const rows: [string, string][] = [
     ["id", b.id],
     ["strategy", b.strategyId],
@@ -514,6 +614,7 @@ function printBuild(b: ApiBuild, position: number | null, etaSeconds: number | n
           ] as [string, string],
         ]
       : []),
+    ...(b.concurrencyKey ? [["concurrency key", b.concurrencyKey] as [string, string]] : []),
     ["phase", b.phase ?? "-"],
     ["progress", b.progress ? progressText(b.progress) : "-"],
     ["worker", b.workerId ?? "-"],

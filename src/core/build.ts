@@ -3,6 +3,7 @@
  * callers submit. Storage-free: both stores and every interface (library, CLI, HTTP) share it.
  */
 import { z } from "zod";
+import { concurrencyKeySchema } from "./concurrency.js";
 import { PayloadTooLargeError, ValidationError } from "./errors.js";
 import { LABEL_KEY_PATTERN, MAX_LABEL_VALUE_CHARS, MAX_REQUIRES, type Requirements } from "./pools.js";
 import { PRIORITY_MAX, PRIORITY_MIN } from "./score.js";
@@ -46,6 +47,10 @@ export interface Build {
   pool: string;
   /** How long a run may take, in seconds (null: the worker's default). */
   timeoutSeconds: number | null;
+  /** At most the key's limit of builds with this key run at once (src/core/concurrency.ts); null: none. */
+  concurrencyKey: string | null;
+  /** Queued and waiting for a slot of its concurrency key (not claimable until admitted). */
+  held: boolean;
   lastError: string | null;
   result: unknown;
   createdAt: Date;
@@ -176,6 +181,17 @@ export const submitSchema = z.strictObject({
     )
     .optional()
     .describe("the build is not run before this time (a time already past: at once)"),
+  concurrencyKey: concurrencyKeySchema
+    .optional()
+    .describe(
+      "at most the key's limit (default 1, PUT /v1/limits/:key) of the builds with this key run at once; the others wait in order",
+    ),
+  supersede: z
+    .boolean({ error: "must be true or false" })
+    .default(false)
+    .describe(
+      "latest wins: the still-queued builds of the same strategy are stopped (event 'superseded'); running ones are untouched",
+    ),
 });
 
 export type SubmitInput = z.input<typeof submitSchema>;

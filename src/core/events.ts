@@ -25,7 +25,7 @@ export interface BuildEvent {
   id: string;
   buildId: string;
   type: StreamEventType;
-  /** The stored event name (submitted, claimed, retry_scheduled, released, removed, ...). */
+  /** The stored event name (submitted, claimed, retry_scheduled, released, removed, superseded, ...). */
   event: string;
   /** The build's status after the event. */
   status: BuildStatus | null;
@@ -65,6 +65,7 @@ export function streamTypeOf(event: string, toStatus: string | null): StreamEven
     case "stop_requested":
       return "stopping";
     case "removed":
+    case "superseded":
       return "stopped";
     case "retry_scheduled":
     case "requeued":

@@ -131,6 +131,16 @@ export function createMetrics(
     }),
   });
 
+  const readWaitingOnLimit = sharedRead(() => queue.countWaitingOnLimit(), cacheMs);
+  const waitingOnLimit = new Gauge({
+    name: "oculus_builds_waiting_on_concurrency_limit",
+    help: "Queued builds waiting for a slot of their concurrency key (not in oculus_queue_length)",
+    registers: [registry],
+    collect: guarded("oculus_builds_waiting_on_concurrency_limit", async () => {
+      waitingOnLimit.set(await readWaitingOnLimit());
+    }),
+  });
+
   const mode = new Gauge({
     name: "oculus_queue_mode",
     help: "1 for the mode the queue runs in: redis (fast path) or postgres (fallback)",

@@ -12,6 +12,7 @@ import {
   storableString,
   submitSchema,
 } from "../core/build.js";
+import { type ConcurrencyLimit, concurrencyKeySchema, concurrencyLimitSchema } from "../core/concurrency.js";
 import {
   localTime,
   type Schedule,
@@ -63,6 +64,17 @@ const buildFields = {
     .int()
     .nullable()
     .describe("how long a run may take (null: the worker's default)"),
+  concurrencyKey: z
+    .string()
+    .nullable()
+    .describe(
+      "at most the key's limit of builds with this key run at once (GET /v1/limits/:key); null: none",
+    ),
+  held: z
+    .boolean()
+    .describe(
+      "queued and waiting for a slot of its concurrency key (see waitingOn); not claimable until admitted",
+    ),
   createdAt: time,
   updatedAt: time,
   runAt: time.describe("when a queued build becomes claimable (later than now during a retry backoff)"),
@@ -105,6 +117,8 @@ export function toApiBuild(build: Build): ApiBuild {
     requires: build.requires,
     pool: build.pool,
     timeoutSeconds: build.timeoutSeconds,
+    concurrencyKey: build.concurrencyKey,
+    held: build.held,
     createdAt: build.createdAt.toISOString(),
     updatedAt: build.updatedAt.toISOString(),
     runAt: build.runAt.toISOString(),
@@ -136,8 +150,32 @@ export const etaSeconds = z
     "estimated seconds until a queued build starts: recent run times of its strategy (or of all builds), its position in its pool and the pool's live capacity; null when not queued, when no live worker can run it, or before any build completed",
   );
 
-export const buildWithPositionSchema = z.object({ build: buildSchema, position, etaSeconds });
-export const buildDetailWithPositionSchema = z.object({ build: buildDetailSchema, position, etaSeconds });
+export const waitingOnSchema = z
+  .object({
+    concurrencyKey: z.string(),
+    running: z.number().int().describe("builds of the key running (or stopping) now"),
+    limit: z.number().int().describe("at most this many of them run at once"),
+  })
+  .meta({ id: "WaitingOn" })
+  .nullable()
+  .describe("a queued build held back by its concurrency key's limit: what it waits on; null otherwise");
+
+export const buildWithPositionSchema = z.object({
+  build: buildSchema,
+  position,
+  etaSeconds,
+  waitingOn: waitingOnSchema,
+  superseded: z
+    .array(z.string())
+    .optional()
+    .describe("submit with supersede: true: the ids of the queued builds of the strategy this one stopped"),
+});
+export const buildDetailWithPositionSchema = z.object({
+  build: buildDetailSchema,
+  position,
+  etaSeconds,
+  waitingOn: waitingOnSchema,
+});
 export const buildEnvelopeSchema = z.object({ build: buildSchema });
 
 export const buildListSchema = z.object({
@@ -288,6 +326,43 @@ export const eventsQuery = z.strictObject({
     .regex(EVENT_ID_PATTERN, "must be an event id (digits)")
     .optional()
     .describe("resume after this event (for clients that cannot send the Last-Event-ID header)"),
+});
+
+// ---------------------------------------------------------------- concurrency limits
+
+export const concurrencyLimitViewSchema = z
+  .object({
+    key: z.string(),
+    limit: z.number().int().describe("at most this many builds of the key run at once (default 1)"),
+    running: z.number().int().describe("builds of the key running or stopping"),
+    admitted: z
+      .number()
+      .int()
+      .describe("queued builds of the key holding a slot (claimable now, or in a retry backoff)"),
+    waiting: z.number().int().describe("queued builds of the key waiting for a slot"),
+    updatedAt: nullableTime.describe("when the limit was set or the key first used; null: never seen"),
+  })
+  .meta({ id: "ConcurrencyLimit" });
+
+export function toApiLimit(limit: ConcurrencyLimit): z.output<typeof concurrencyLimitViewSchema> {
+  return { ...limit, updatedAt: iso(limit.updatedAt) };
+}
+
+export const limitKeyParams = z.strictObject({
+  key: concurrencyKeySchema.describe("the concurrency key (URL-encoded)"),
+});
+
+export const setLimitBody = z.strictObject({
+  limit: concurrencyLimitSchema.describe(
+    "at most this many builds of the key run at once (raising it admits waiting builds at once)",
+  ),
+});
+
+export const limitsQuery = z.strictObject({
+  after: concurrencyKeySchema
+    .optional()
+    .describe("list the keys after this one (the last key of the previous page)"),
+  limit: limit(1000, 100).describe("page size (1..1000, default 100; decimal digits)"),
 });
 
 // ---------------------------------------------------------------- build logs

@@ -46,6 +46,7 @@ import { buildRoutes } from "./routes/builds.js";
 import { dashboardRoutes } from "./routes/dashboard.js";
 import { eventRoutes } from "./routes/events.js";
 import { healthRoutes } from "./routes/health.js";
+import { limitRoutes } from "./routes/limits.js";
 import { logRoutes } from "./routes/logs.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import { queueRoutes } from "./routes/queue.js";
@@ -147,6 +148,10 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     loggerInstance: withRequestRedaction(options.logger),
     ...fastifyTransportOptions(limits),
     bodyLimit,
+    // A path parameter may be this long (encoded): a concurrency key (PUT /v1/limits/:key) is up to
+    // 200 characters, each up to 9 once percent-encoded as UTF-8 (Fastify's default, 100, refused
+    // keys over 100 ASCII characters with 414 although a submit accepts them).
+    maxParamLength: 2400,
     genReqId: requestIdOf,
     requestIdHeader: false,
     // Requests during shutdown get 503 with the error shape from installClosingAnswer instead.
@@ -259,6 +264,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     queueRoutes(typed, ctx);
     workerRoutes(typed, ctx);
     scheduleRoutes(typed, ctx);
+    limitRoutes(typed, ctx);
     eventRoutes(typed, ctx);
     statsRoutes(typed, ctx);
     dashboardRoutes(typed);

@@ -23,6 +23,8 @@ export interface BuildRow {
   requires: Record<string, string> | null;
   pool: string | null;
   timeout_seconds: number | null;
+  concurrency_key: string | null;
+  held: boolean | null;
   last_error: string | null;
   result: unknown;
   created_at: Date;
@@ -55,6 +57,8 @@ export function toBuild(row: BuildRow): Build {
     requires: row.requires ?? {},
     pool: row.pool ?? DEFAULT_POOL,
     timeoutSeconds: row.timeout_seconds ?? null,
+    concurrencyKey: row.concurrency_key ?? null,
+    held: row.held ?? false,
     lastError: row.last_error,
     result: row.result ?? null,
     createdAt: row.created_at,
@@ -136,7 +140,7 @@ export class BuildStore {
    * transaction to insert in (the scheduler's, which advances the schedule in the same commit).
    */
   async insert(
-    requests: (Omit<SubmitRequest, "requires"> & { requires?: Record<string, string> })[],
+    requests: (Omit<SubmitRequest, "requires" | "supersede"> & { requires?: Record<string, string> })[],
     actor: string,
     q: Queryable = this.db,
   ): Promise<InsertedBuild[]> {
@@ -150,6 +154,7 @@ export class BuildStore {
       pool: poolIdOf(r.requires ?? {}),
       timeoutSeconds: r.timeoutSeconds ?? null,
       runAt: r.runAt ?? null,
+      concurrencyKey: r.concurrencyKey ?? null,
     }));
     const res = await q.query<BuildRow & { ord: number; created: boolean; delay_ms: number }>(
       queries.insert_builds,
@@ -195,6 +200,16 @@ export class BuildStore {
       .finally(() => {
         this.analyzing = false;
       });
+  }
+
+  /**
+   * "Latest wins": stops the queued builds of the strategies of `ids` submitted before the newest of
+   * them (supersede_builds.sql), in the caller's transaction (the submit's). Returns them.
+   */
+  async supersede(ids: string[], actor: string, q: Queryable): Promise<(Build & { supersededBy: string })[]> {
+    if (ids.length === 0) return [];
+    const res = await q.query<BuildRow & { superseded_by: string }>(queries.supersede_builds, [ids, actor]);
+    return res.rows.map((row) => ({ ...toBuild(row), supersededBy: row.superseded_by }));
   }
 
   private async selectByIdempotencyKeys(keys: string[], q: Queryable): Promise<Map<string, Build>> {

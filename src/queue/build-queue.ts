@@ -28,12 +28,19 @@ import {
   type SubmitInput,
   storableText,
 } from "../core/build.js";
+import {
+  type ConcurrencyLimit,
+  parseConcurrencyKey,
+  parseConcurrencyLimit,
+  type WaitingOn,
+} from "../core/concurrency.js";
 import { type Config, configInput, loadConfig, postgresSettingsOf, redactUrl } from "../core/config.js";
 import { BuildNotFoundError, InvalidStateError, StaleLeaseError, ValidationError } from "../core/errors.js";
 import type { StreamItem, SubscribeOptions } from "../core/events.js";
 import { type Logger, silentLogger } from "../core/logger.js";
 import { LABEL_KEY_PATTERN, satisfies } from "../core/pools.js";
 import { encodeScore } from "../core/score.js";
+import { type Admission, ConcurrencyStore, keysOf } from "../postgres/concurrency-store.js";
 import { type Db, openPglite, openPostgres } from "../postgres/db.js";
 import { EventStore } from "../postgres/event-store.js";
 import { listFinished } from "../postgres/finished-store.js";
@@ -153,6 +160,8 @@ export interface SubmitResult {
   build: Build;
   /** false when the idempotency key was seen before and this is the earlier build. */
   created: boolean;
+  /** Builds this submit stopped (`supersede: true`): the still-queued builds of its strategy. */
+  superseded?: string[];
 }
 
 export interface SubmitOneResult extends SubmitResult {
@@ -189,6 +198,9 @@ const ETA_MIN_RUNS = 3;
 
 const MAX_TIMER_MS = 2 ** 31 - 100;
 
+/** The admission sweep looks at most at this many keys a pass. */
+const ADMISSION_SWEEP_KEYS = 500;
+
 const DEFAULT_BACKOFF: BackoffPolicy = { baseDelayMs: 1000, maxDelayMs: 300_000 };
 const MAX_CLAIM = 1000;
 
@@ -206,6 +218,7 @@ export class BuildQueue extends EventEmitter {
   private readonly progressThrottle: ProgressThrottle;
   private closed = false;
   private readonly workerStore: WorkerStore;
+  private readonly concurrency: ConcurrencyStore;
   private stopReaper: (() => void) | undefined;
   private stopScheduler: (() => Promise<void>) | undefined;
   /**
@@ -213,6 +226,7 @@ export class BuildQueue extends EventEmitter {
    * pass). Builds are submitted only where the scheduler runs: startScheduler() (`oculus up` does).
    */
   readonly schedules: Schedules;
+  private stopAdmissionSweep: (() => void) | undefined;
   /** Worker registration, heartbeats, the fleet's status and the reaper. */
   readonly workers: WorkerRegistry;
 
@@ -235,6 +249,7 @@ export class BuildQueue extends EventEmitter {
     this.workerStore = new WorkerStore(store.db);
     this.eventStore = new EventStore(store.db);
     this.logStore = new LogStore(store.db);
+    this.concurrency = new ConcurrencyStore(store.db);
     this.workers = new WorkerRegistry(
       this.workerStore,
       (op) => this.failover.tryRedis(op),
@@ -242,6 +257,7 @@ export class BuildQueue extends EventEmitter {
       logger,
       health,
       (ids) => this.notices.announce(ids),
+      (builds) => this.admitAfter(builds),
     );
     const eventsPgChannel = `oculus_events_${config.schema}`;
     const eventsRedisChannel = index?.keys.eventsChannel ?? "";
@@ -393,11 +409,20 @@ export class BuildQueue extends EventEmitter {
     requests: ReturnType<typeof parseSubmit>[],
     actor: string,
   ): Promise<SubmitResult[]> {
-    const results = await this.store.insert(requests, actor).catch((err) => {
+    const controlled = requests.some((r) => r.concurrencyKey !== undefined || r.supersede);
+    const { results, superseded, admission } = await (controlled
+      ? this.insertControlled(requests, actor)
+      : this.store
+          .insert(requests, actor)
+          .then((results) => ({ results, superseded: [], admission: undefined }))
+    ).catch((err) => {
       throw asStoreError(err);
     });
-    await this.afterInsert(results);
-    return results.map(({ build, created }) => ({ build, created }));
+    await this.afterInsert(results, superseded, admission);
+    return results.map(({ build, created }) => {
+      const stopped = superseded.filter((s) => s.supersededBy === build.id).map((s) => s.id);
+      return stopped.length > 0 ? { build, created, superseded: stopped } : { build, created };
+    });
   }
 
   /**
@@ -411,15 +436,159 @@ export class BuildQueue extends EventEmitter {
     return { build: result.build, created: result.created, afterCommit: () => this.afterInsert([result]) };
   };
 
-  /** After a submit's commit: index the new builds, wake claimers when they are due, announce them. */
-  private async afterInsert(results: InsertedBuild[]): Promise<void> {
+  /**
+   * After a submit's commit: index the new builds that may run (those with a concurrency key once
+   * admitted), take the superseded ones out, wake claimers when they are due, announce them all.
+   */
+  private async afterInsert(
+    results: InsertedBuild[],
+    superseded: Build[] = [],
+    admission?: Admission,
+  ): Promise<void> {
     const fresh = results.filter((r) => r.created);
-    // A new build may run now, or at its runAt (then it waits in the delayed set, like a backoff).
-    if (fresh.length > 0) {
-      await this.indexBuilds(fresh.map((r) => ({ build: r.build, delayMs: r.delayMs ?? 0 })));
-      this.wakeWhenDue(fresh.map((r) => r.delayMs ?? 0));
+    const created = fresh.map((r) => r.build);
+    // A new build may run now, or at its runAt (then it waits in the delayed set, like a backoff). A
+    // build with a concurrency key is indexed only once admitted (applyAdmission, below).
+    const ready = fresh.filter((r) => !r.build.held && r.build.concurrencyKey === null);
+    if (ready.length > 0) {
+      await this.indexBuilds(ready.map((r) => ({ build: r.build, delayMs: r.delayMs ?? 0 })));
+      this.wakeWhenDue(ready.map((r) => r.delayMs ?? 0));
     }
-    this.announce(fresh.map((r) => r.build));
+    if (superseded.length > 0) await this.unindex(superseded);
+    if (admission) await this.applyAdmission(admission);
+    this.announce([...created, ...superseded]);
+  }
+
+  /**
+   * A submit with concurrency keys or `supersede`, in one transaction: the insert, the supersede of
+   * the strategies' older queued builds (supersede_builds.sql), and the admission of the keys' builds
+   * (the new ones, and the next ones of keys whose superseded builds held a slot). The returned
+   * builds carry their state after the admission.
+   */
+  private async insertControlled(requests: ReturnType<typeof parseSubmit>[], actor: string) {
+    return this.store.db.transaction(async (tx) => {
+      const inserted = await this.store.insert(requests, actor, tx);
+      const superseding = inserted
+        .filter((r, i) => r.created && requests[i]?.supersede)
+        .map((r) => r.build.id);
+      const superseded = await this.store.supersede(superseding, actor, tx);
+      const fresh = inserted.filter((r) => r.created).map((r) => r.build);
+      const admission = await this.concurrency.admit(keysOf([...fresh, ...superseded]), tx);
+      const admitted = new Map(admission.admitted.map((b) => [b.id, b]));
+      const results = inserted.map((r) => {
+        const now = admitted.get(r.build.id);
+        return now ? { ...r, build: now, delayMs: 0 } : r;
+      });
+      return { results, superseded, admission };
+    });
+  }
+
+  /**
+   * After a commit that admitted or held back builds of concurrency keys: the admitted ones go into
+   * the index (or a NOTIFY wakes PostgreSQL-path claimers), the held-back ones leave it.
+   */
+  private async applyAdmission(admission: Admission): Promise<void> {
+    if (admission.admitted.length > 0) {
+      await this.indexBuilds(admission.admitted.map((build) => ({ build, delayMs: 0 })));
+    }
+    if (admission.heldBack.length > 0) await this.unindex(admission.heldBack);
+  }
+
+  /** Takes builds out of the Redis index (best effort: claim_by_ids.sql refuses them anyway). */
+  private async unindex(builds: Build[]): Promise<void> {
+    const byPool = new Map<string, string[]>();
+    for (const b of builds) byPool.set(b.pool, [...(byPool.get(b.pool) ?? []), b.id]);
+    for (const [pool, ids] of byPool) await this.failover.tryRedis((index) => index.remove(ids, pool), true);
+  }
+
+  /**
+   * After builds left a slot of their concurrency key (completed, failed, stopped, removed, reaped)
+   * or came back needing one (an operator's retry): admits the next waiting builds of those keys.
+   * Never throws: the change itself has committed, and the admission sweep (startReaper) admits
+   * what a failure here left waiting.
+   */
+  private async admitAfter(builds: Iterable<{ concurrencyKey: string | null }>): Promise<void> {
+    const keys = keysOf(builds);
+    if (keys.length === 0) return;
+    try {
+      const admission = await this.concurrency.admit(keys);
+      await this.applyAdmission(admission);
+      this.announce([...admission.admitted, ...admission.heldBack]);
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message, keys }, "admission after a build ended failed");
+    }
+  }
+
+  /**
+   * Admits waiting builds of keys with a free slot that no admission took (a build submitted with a
+   * future runAt that is now due, or an admission lost with a process that died after its commit).
+   */
+  async admitWaiting(): Promise<number> {
+    const keys = await this.concurrency.keysDue(ADMISSION_SWEEP_KEYS).catch((err) => {
+      throw asStoreError(err);
+    });
+    if (keys.length === 0) return 0;
+    const admission = await this.concurrency.admit(keys).catch((err) => {
+      throw asStoreError(err);
+    });
+    await this.applyAdmission(admission);
+    this.announce([...admission.admitted, ...admission.heldBack]);
+    return admission.admitted.length;
+  }
+
+  // ---------------------------------------------------------------- concurrency limits
+
+  /** A concurrency key's limit and how its builds stand (the default limit, 1, for a key never seen). */
+  async limit(key: string): Promise<ConcurrencyLimit> {
+    const checked = parseConcurrencyKey(key, "key");
+    return this.concurrency.limit(checked).catch((err) => {
+      throw asStoreError(err);
+    });
+  }
+
+  /** Concurrency keys in key order (those used by a build or given a limit), after `after`. */
+  async limits(options: { after?: string; limit?: number } = {}): Promise<ConcurrencyLimit[]> {
+    const count = options.limit ?? 100;
+    if (!Number.isInteger(count) || count < 1 || count > 1000) {
+      throw new ValidationError("limit", "must be an integer from 1 to 1000");
+    }
+    const after = options.after === undefined ? "" : parseConcurrencyKey(options.after, "after");
+    return this.concurrency.limits(after, count).catch((err) => {
+      throw asStoreError(err);
+    });
+  }
+
+  /**
+   * Sets how many builds of `key` may run at once (1 to MAX_CONCURRENCY_LIMIT). Raising it admits
+   * waiting builds at once; lowering it holds back builds admitted but not started (running builds
+   * are never stopped: the key drains to the new limit as they end).
+   */
+  async setLimit(key: string, limit: number): Promise<ConcurrencyLimit> {
+    const checkedKey = parseConcurrencyKey(key, "key");
+    const checkedLimit = parseConcurrencyLimit(limit, "limit");
+    const admission = await this.concurrency.setLimit(checkedKey, checkedLimit).catch((err) => {
+      throw asStoreError(err);
+    });
+    await this.applyAdmission(admission);
+    this.announce([...admission.admitted, ...admission.heldBack]);
+    return this.limit(checkedKey);
+  }
+
+  /**
+   * What a queued build waits on when its concurrency key's limit holds it back: the key, its running
+   * builds and its limit; null for any other build.
+   */
+  async waitingOn(build: Build): Promise<WaitingOn | null> {
+    if (build.status !== "queued" || !build.held || build.concurrencyKey === null) return null;
+    const state = await this.limit(build.concurrencyKey);
+    return { concurrencyKey: build.concurrencyKey, running: state.running, limit: state.limit };
+  }
+
+  /** Queued builds held back by their concurrency key's limit. */
+  async countWaitingOnLimit(): Promise<number> {
+    return this.concurrency.countHeld().catch((err) => {
+      throw asStoreError(err);
+    });
   }
 
   /**
@@ -460,6 +629,7 @@ export class BuildQueue extends EventEmitter {
 
   /** position() of a build the caller has just read (its pool is known; on the PostgreSQL path it is not read again). */
   async positionOf(build: Build): Promise<number | null> {
+    if (build.held) return null; // waiting on its concurrency key's limit: in no dispatch set (waitingOn)
     const fromRedis = await this.failover.tryRedis((index) => index.position(build.id, build.pool));
     if (fromRedis.ok && fromRedis.value.position !== null) return fromRedis.value.position;
     if (build.status !== "queued") return null;
@@ -518,7 +688,7 @@ export class BuildQueue extends EventEmitter {
    * `max(0, position - freeSlots) * average / capacity`, and at least its retry backoff.
    */
   async etaSeconds(build: Build, position: number | null, pools?: PoolView[]): Promise<number | null> {
-    if (build.status !== "queued") return null;
+    if (build.status !== "queued" || build.held) return null;
     const pool = (pools ?? (await this.cachedPools())).find((p) => p.pool === build.pool);
     if (!pool || pool.capacity === 0) return null;
     const average = await this.averageRunSeconds(build.strategyId);
@@ -630,6 +800,7 @@ export class BuildQueue extends EventEmitter {
     }
     await this.failover.tryRedis((index) => index.remove([id], removed.pool), true);
     this.announce([removed]);
+    await this.admitAfter([removed]);
     return removed;
   }
 
@@ -646,9 +817,14 @@ export class BuildQueue extends EventEmitter {
       const build = await this.get(id);
       throw new InvalidStateError(id, build.status, "retry", ["failed", "stopped"]);
     }
-    await this.indexBuilds([{ build: retried, delayMs: 0 }]);
     this.announce([retried]);
-    return retried;
+    // A build with a concurrency key comes back held (retry_build.sql) and runs once admitted.
+    if (retried.concurrencyKey === null) {
+      await this.indexBuilds([{ build: retried, delayMs: 0 }]);
+      return retried;
+    }
+    await this.admitAfter([retried]);
+    return this.get(id);
   }
 
   /** Builds newest first, optionally of one status and/or strategy, a page at a time. */
@@ -804,6 +980,7 @@ export class BuildQueue extends EventEmitter {
   private async flushCompletions(items: CompletionInput[]): Promise<(Build | undefined)[]> {
     const done = new Map((await this.store.complete(items)).map((b) => [b.id, b]));
     this.announce(done.values());
+    await this.admitAfter(done.values());
     return items.map((i) => {
       const build = done.get(i.id);
       return build?.lease === i.lease ? build : undefined;
@@ -816,6 +993,8 @@ export class BuildQueue extends EventEmitter {
     const requeued = recorded.filter((r) => r.build.status === "queued");
     if (requeued.length > 0) await this.indexBuilds(requeued);
     this.wakeWhenDue(requeued.map((r) => r.delayMs));
+    // A requeued build keeps its slot; a failed or stopped one frees it.
+    await this.admitAfter(recorded.filter((r) => r.build.status !== "queued").map((r) => r.build));
     const byId = new Map(recorded.map((r) => [r.build.id, r.build]));
     return items.map((i) => {
       const build = byId.get(i.id);
@@ -928,6 +1107,23 @@ export class BuildQueue extends EventEmitter {
    */
   startReaper(intervalMs = 1000): void {
     this.stopReaper ??= this.workers.startReaper(intervalMs);
+    this.stopAdmissionSweep ??= this.startAdmissionSweep(intervalMs);
+  }
+
+  /** admitWaiting() every `intervalMs` (with the reaper), one pass at a time, until close(). */
+  private startAdmissionSweep(intervalMs: number): () => void {
+    let running = false;
+    const timer = setInterval(() => {
+      if (running) return;
+      running = true;
+      this.admitWaiting()
+        .catch((err: Error) => this.logger.warn({ err: err.message }, "admission sweep failed"))
+        .finally(() => {
+          running = false;
+        });
+    }, intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
   }
 
   /**
@@ -960,6 +1156,7 @@ export class BuildQueue extends EventEmitter {
     this.closed = true;
     this.stopReaper?.();
     await this.stopScheduler?.();
+    this.stopAdmissionSweep?.();
     await this.hub.close();
     await this.failover.close();
     await this.stops.stop();

@@ -137,15 +137,19 @@ export class Claims {
   }
 
   /**
-   * Popped ids that PostgreSQL refused: stale entries (no longer queued) stay dropped; a build still
-   * queued is waiting out its retry backoff (its id had reappeared in the ready index) and goes back
+   * Popped ids that PostgreSQL refused: stale entries (no longer queued, or held back by their
+   * concurrency key's limit) stay dropped; a build still queued is waiting out its retry backoff (its id had reappeared in the ready index) and goes back
    * into the index with its run time. Best effort: the claim has committed, so this never throws.
    */
   private async reindexRefused(popped: { id: string }[], claimed: Build[]): Promise<void> {
     const taken = new Set(claimed.map((b) => b.id));
     const refused = popped.filter((p) => !taken.has(p.id)).map((p) => p.id);
     try {
-      const waiting = [...(await this.store.getMany(refused)).values()].filter((b) => b.status === "queued");
+      // A held build (its concurrency key's limit was lowered after it entered the index) stays out:
+      // admission puts it back when it gets a slot.
+      const waiting = [...(await this.store.getMany(refused)).values()].filter(
+        (b) => b.status === "queued" && !b.held,
+      );
       // PostgreSQL refused them as early, so wait at least a moment, whatever this process's clock
       // says (a skew with PostgreSQL's would otherwise make every claim pop them again).
       const entries = waiting.map((build) => ({

@@ -56,6 +56,11 @@ export class WorkerRegistry {
     readonly health: HealthPolicy,
     /** Builds whose status changed here (their events go out on the stream). */
     private readonly onChanged: (buildIds: string[]) => void = () => undefined,
+    /**
+     * After builds were taken back or handed back (committed): their concurrency keys' slots may have
+     * freed (BuildQueue admits the next builds of those keys). Never throws.
+     */
+    private readonly afterTakenBack: (builds: Build[]) => Promise<void> = async () => undefined,
   ) {}
 
   async register(info: WorkerInfo): Promise<void> {
@@ -89,6 +94,7 @@ export class WorkerRegistry {
     const released = await this.store.release(builds, workerId);
     if (released.length > 0) await this.onRequeued(released);
     this.onChanged(released.map((b) => b.id));
+    if (released.length > 0) await this.afterTakenBack(released);
     return released;
   }
 
@@ -157,6 +163,7 @@ export class WorkerRegistry {
     const requeued = report.reaped.filter((b) => b.status === "queued");
     if (requeued.length > 0) await this.onRequeued(requeued);
     if (report.reaped.length > 0) this.onChanged(report.reaped.map((b) => b.id));
+    if (report.reaped.length > 0) await this.afterTakenBack(report.reaped);
     return report;
   }
 

@@ -242,6 +242,8 @@ describe("the overview routes", () => {
       "/v1/builds/{id}/retry",
       "/v1/builds/{id}/stop",
       "/v1/events",
+      "/v1/limits",
+      "/v1/limits/{key}",
       "/v1/queue",
       "/v1/schedules",
       "/v1/schedules/{name}",

@@ -30,6 +30,7 @@ describe("submit validation", () => {
       params: {},
       maxRetries: 3,
       requires: {},
+      supersede: false,
     });
   });
 
@@ -46,6 +47,12 @@ describe("submit validation", () => {
     [{ strategyId: "s", maxRetries: -1 }, "maxRetries"],
     [{ strategyId: "s", idempotencyKey: "" }, "idempotencyKey"],
     [{ strategyId: "s", colour: "red" }, "colour"],
+    [{ strategyId: "s", concurrencyKey: "" }, "concurrencyKey"],
+    [{ strategyId: "s", concurrencyKey: " padded" }, "concurrencyKey"],
+    [{ strategyId: "s", concurrencyKey: "tab\there" }, "concurrencyKey"],
+    [{ strategyId: "s", concurrencyKey: "bidi\u202e" }, "concurrencyKey"],
+    [{ strategyId: "s", concurrencyKey: "k".repeat(201) }, "concurrencyKey"],
+    [{ strategyId: "s", supersede: 1 }, "supersede"],
     [null, "(body)"],
   ])("names the field of a bad request %j", (input, field) => {
     expect(fieldOf(() => parseSubmit(input))).toBe(field);

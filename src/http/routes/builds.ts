@@ -38,10 +38,17 @@ export function buildRoutes(app: ApiApp, { queue }: RouteContext): void {
       },
     },
     async (request, reply) => {
-      const { build, created, position, etaSeconds } = await queue.submit(request.body, {
+      const { build, created, position, etaSeconds, superseded } = await queue.submit(request.body, {
         actor: actorOf(request),
       });
-      return reply.status(created ? 201 : 200).send({ build: toApiBuild(build), position, etaSeconds });
+      const waitingOn = await queue.waitingOn(build);
+      return reply.status(created ? 201 : 200).send({
+        build: toApiBuild(build),
+        position,
+        etaSeconds,
+        waitingOn,
+        ...(superseded ? { superseded } : {}),
+      });
     },
   );
 
@@ -61,7 +68,8 @@ export function buildRoutes(app: ApiApp, { queue }: RouteContext): void {
       const build = await queue.get(request.params.id);
       const position = build.status === "queued" ? await queue.positionOf(build) : null;
       const etaSeconds = await queue.etaSeconds(build, position);
-      return { build: toApiBuildDetail(build), position, etaSeconds };
+      const waitingOn = await queue.waitingOn(build);
+      return { build: toApiBuildDetail(build), position, etaSeconds, waitingOn };
     },
   );
 

@@ -7,12 +7,24 @@ import { z } from "zod";
 import type { Build } from "../../core/build.js";
 import type { PoolView } from "../../queue/build-queue.js";
 import { type ApiApp, AUTH_ERRORS, accessDoc, errorResponses, type RouteContext } from "../context.js";
-import { buildSchema, etaSeconds, queueQuery, toApiBuild, toApiWorker, workerSchema } from "../schemas.js";
+import {
+  buildSchema,
+  etaSeconds,
+  queueQuery,
+  toApiBuild,
+  toApiWorker,
+  waitingOnSchema,
+  workerSchema,
+} from "../schemas.js";
 
 const overviewSchema = z.object({
   mode: z.enum(["redis", "postgres"]).describe("redis: fast path; postgres: fallback (or no Redis)"),
   length: z.number().int().describe("queued builds ready to dispatch"),
   delayed: z.number().int().describe("queued builds waiting out a retry backoff"),
+  waitingOnLimit: z
+    .number()
+    .int()
+    .describe("queued builds waiting for a slot of their concurrency key (not in length or delayed)"),
   unrunnable: z
     .number()
     .int()
@@ -24,6 +36,7 @@ const overviewSchema = z.object({
         position: z.number().int().nullable().describe("1-based place in its pool"),
         unrunnable: z.boolean().describe("no live worker's labels include this build's requires"),
         etaSeconds: etaSeconds,
+        waitingOn: waitingOnSchema,
       }),
     )
     .describe("the first queued builds in dispatch order (ready first, then delayed: position null)"),
@@ -63,25 +76,36 @@ export function queueRoutes(app: ApiApp, { queue }: RouteContext): void {
     },
     async (request) => {
       const { limit } = request.query;
-      const [counts, queued, running, stopping, fleet] = await Promise.all([
+      const [counts, waitingOnLimit, queued, running, stopping, fleet] = await Promise.all([
         queue.counts(),
+        queue.countWaitingOnLimit(),
         queue.listQueued({ limit }),
         queue.list({ status: "running", limit }),
         queue.list({ status: "stopping", limit }),
         queue.workers.list(),
       ]);
       const pools = await queue.pools(fleet);
+      // One read per concurrency key shown, however many of its builds wait.
+      const waits = new Map<string, ReturnType<typeof queue.waitingOn>>();
+      const waitingOn = (build: Build) => {
+        const key = build.held ? build.concurrencyKey : null;
+        if (key === null) return Promise.resolve(null);
+        if (!waits.has(key)) waits.set(key, queue.waitingOn(build));
+        return waits.get(key) ?? Promise.resolve(null);
+      };
       const unrunnablePools = new Set(pools.filter((p) => p.unrunnable).map((p) => p.pool));
       return {
         mode: queue.mode,
         length: counts.ready,
         delayed: counts.delayed,
+        waitingOnLimit,
         unrunnable: pools.filter((p) => p.unrunnable).reduce((n, p) => n + p.queued, 0),
         queued: await Promise.all(
           (await withPositions(queued, (build) => queue.positionOf(build))).map(async (entry, i) => ({
             ...entry,
             unrunnable: unrunnablePools.has(entry.build.pool),
             etaSeconds: await queue.etaSeconds(queued[i] as Build, entry.position, pools),
+            waitingOn: await waitingOn(queued[i] as Build),
           })),
         ),
         pools: pools.map((p: PoolView) => ({ ...p })),

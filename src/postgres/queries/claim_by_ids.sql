@@ -2,6 +2,8 @@
 -- PostgreSQL arbitrates: only rows still 'queued' are taken, so an id that reappears in Redis (an AOF
 -- replay, a reconcile race) or that was claimed on the PostgreSQL path is never run twice, and a
 -- build waiting out its retry backoff is not run before its time (build-queue.ts re-indexes it).
+-- A build held back by its concurrency key's limit (migration 0011; an entry left in Redis after a
+-- limit was lowered) is refused like a stale entry and dropped from the index.
 -- Each claim bumps the lease (the fencing token) and records a "claimed" event.
 -- `id = ANY(uuid[])` gives the planner the ids, so it looks them up by primary key; `id IN (SELECT
 -- jsonb_array_elements_text(...))` made it hash-join against every queued row, even with fresh
@@ -15,7 +17,7 @@ WITH claimed AS (
   SET status = 'running', lease = lease + 1, worker_id = $2, phase = NULL,
       started_at = now(), updated_at = now(), progress = NULL,
       lease_expires_at = now() + make_interval(secs => $3::float8 / 1000)
-  WHERE id = ANY ($1::uuid[]) AND status = 'queued' AND run_at <= now()
+  WHERE id = ANY ($1::uuid[]) AND status = 'queued' AND NOT held AND run_at <= now()
   RETURNING *
 ),
 events AS (

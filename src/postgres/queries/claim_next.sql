@@ -11,6 +11,8 @@
 -- the due ones this claim does not take become ready (delayed = false) in the same statement. So a
 -- due build is never passed over by this claim, and the next claims find it in the dispatch index.
 -- The two UPDATEs touch disjoint rows (a row updated twice by one statement would keep one change).
+-- Builds held back by their concurrency key's limit (migration 0011) are in no dispatch index and are
+-- never taken: only admitted builds are claimable, and admission keeps every key within its limit.
 -- $1 integer: how many builds at most
 -- $2 text:    worker id
 -- $3 integer: lease duration, ms (the worker's heartbeats extend it; the reaper requeues past it)
@@ -20,7 +22,7 @@ WITH pools AS (
 ),
 due AS (
   SELECT id, priority, seq FROM builds
-  WHERE status = 'queued' AND delayed AND run_at <= now() AND pool IN (SELECT id FROM pools)
+  WHERE status = 'queued' AND delayed AND NOT held AND run_at <= now() AND pool IN (SELECT id FROM pools)
   FOR UPDATE SKIP LOCKED
 ),
 ready AS (
@@ -28,7 +30,7 @@ ready AS (
   FROM pools p
   CROSS JOIN LATERAL (
     SELECT id, priority, seq FROM builds
-    WHERE status = 'queued' AND NOT delayed AND pool = p.id
+    WHERE status = 'queued' AND NOT delayed AND NOT held AND pool = p.id
     ORDER BY priority DESC, seq
     LIMIT $1
     FOR UPDATE SKIP LOCKED

@@ -1,6 +1,6 @@
 -- insert_builds: submit many builds in one statement, with their "submitted" events.
 -- $1 jsonb: array of {strategyId, priority, params, maxRetries, idempotencyKey|null, requires, pool,
---          timeoutSeconds|null, runAt|null}, in submit order (pool: the canonical id of requires,
+--          timeoutSeconds|null, runAt|null, concurrencyKey|null}, in submit order (pool: the canonical id of requires,
 --          core/pools.ts; runAt: an ISO time, a build that may not run before then)
 -- $2 text:  actor
 -- Returns one row per new build (created = true) plus, for an idempotency key seen before, the
@@ -11,13 +11,16 @@
 -- time is registered in build_pools (where claims look up the pools a worker's labels satisfy).
 -- A build with a future runAt is queued delayed (migration 0008: out of the dispatch index until
 -- due, like a retry's backoff); delay_ms says how long, by PostgreSQL's clock, for the Redis index.
+-- A build with a concurrency key is inserted held (migration 0011: in no dispatch index, not delayed);
+-- the caller admits it in the same transaction (admit_waiting.sql) when its key has a free slot.
 WITH input AS (
   SELECT e.ord, r."strategyId", r.priority, r.params, r."maxRetries", r."idempotencyKey",
-         r.requires, r.pool, r."timeoutSeconds", r."runAt"
+         r.requires, r.pool, r."timeoutSeconds", r."runAt", r."concurrencyKey"
   FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(doc, ord),
        jsonb_to_record(e.doc) AS r("strategyId" text, priority integer, params jsonb,
                                    "maxRetries" integer, "idempotencyKey" text, requires jsonb,
-                                   pool text, "timeoutSeconds" integer, "runAt" timestamptz)
+                                   pool text, "timeoutSeconds" integer, "runAt" timestamptz,
+                                   "concurrencyKey" text)
   ORDER BY e.ord
 ),
 numbered AS (
@@ -30,10 +33,12 @@ pools AS (
 ),
 inserted AS (
   INSERT INTO builds (strategy_id, params, priority, seq, status, max_retries, idempotency_key,
-                      requires, pool, timeout_seconds, run_at, delayed)
+                      requires, pool, timeout_seconds, run_at, delayed,
+                      concurrency_key, held)
   SELECT "strategyId", params, priority, seq, 'queued', "maxRetries", "idempotencyKey",
          requires, pool, "timeoutSeconds", greatest(coalesce("runAt", now()), now()),
-         coalesce("runAt" > now(), false)
+         "concurrencyKey" IS NULL AND coalesce("runAt" > now(), false),
+         "concurrencyKey", "concurrencyKey" IS NOT NULL
   FROM numbered ORDER BY ord
   ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING *

@@ -4,9 +4,10 @@
 -- a concurrent requeue (running -> queued, an UPDATE of the row) waits for that commit, so its re-add
 -- to the index comes after the removal, never before. A row that became queued before the lock was
 -- taken is re-checked after the wait (status <> 'queued' is evaluated on the newest version) and kept.
+-- Builds held back by their concurrency key's limit (migration 0011) are removable too.
 -- $1 uuid[]: build ids
 WITH not_queued AS (
-  SELECT id FROM builds WHERE id = ANY ($1::uuid[]) AND status <> 'queued'
+  SELECT id FROM builds WHERE id = ANY ($1::uuid[]) AND (status <> 'queued' OR held)
   FOR SHARE
 )
 SELECT id::text AS id FROM not_queued

@@ -1,6 +1,7 @@
 -- retry_build: an operator runs a failed or stopped build again. It returns to 'queued' with its
 -- sequence number (front of its priority, like automatic retries), a fresh set of retries, a new
 -- lease (anything still running for it can write nothing), and its outcome cleared.
+-- A build with a concurrency key comes back held (migration 0011): admission gives it a slot.
 -- $1 uuid: build id
 -- $2 text: who asks
 WITH old AS (
@@ -10,7 +11,7 @@ WITH old AS (
 ),
 retried AS (
   UPDATE builds b
-  SET status = 'queued', delayed = false, retry_count = 0, lease = b.lease + 1, worker_id = NULL, run_at = now(),
+  SET status = 'queued', delayed = false, held = b.concurrency_key IS NOT NULL, retry_count = 0, lease = b.lease + 1, worker_id = NULL, run_at = now(),
       started_at = NULL, finished_at = NULL, lease_expires_at = NULL, result = NULL, last_error = NULL,
       progress = NULL, phase = NULL, log_tail = NULL, stop_requested_at = NULL, stopped_by = NULL,
       stop_reason = NULL, updated_at = now()

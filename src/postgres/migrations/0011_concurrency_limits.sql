@@ -1,3 +1,0 @@
--- 0011: PLACEHOLDER on the `sched` branch only. Another change owns migration 0011 and is being
--- written at the same time; scripts/embed-assets.mjs refuses a gap before 0012 (schedules), so this
--- empty file holds the number. At merge, the real 0011 replaces this file (it changes nothing here).
