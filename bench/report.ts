@@ -91,6 +91,8 @@ export interface Results {
   http: HttpPart | null;
   /** 1-minute load average when each part started and when the run ended (other work on the machine). */
   loadAverage: Record<string, number>;
+  /** False when the run started above the quiet load average (--allow-busy): not comparable. */
+  quiet: boolean;
   targets: Target[];
   referenceNote: string;
 }
@@ -216,6 +218,8 @@ export function renderText(r: Results): string {
   out.push(`         redis-server ${m.redisServer} (private, no persistence); PostgreSQL ${m.postgres}`);
   const loads = Object.entries(r.loadAverage).map(([k, v]) => `${k} ${v.toFixed(2)}`);
   out.push(`         1-min load average: ${loads.join(", ")}`);
+  if (!r.quiet)
+    out.push("         NOT QUIET: started above the quiet load average (--allow-busy); not comparable");
   const t = r.throughput;
   if (t) renderThroughput(out, t);
   if (r.latency) renderLatency(out, r.latency);

@@ -4,7 +4,7 @@
  *   [--skip-stop] [--stop-tries N] [--skip-fanout] [--fanout-seconds N] [--only PART[,PART...]]
  *   [--persistence-builds N] [--persistence-tries N] [--skip-http] [--http-seconds N]
  *   [--http-connections N,N...] [--http-read-queue N] [--http-sse-connections N] [--http-sse-clients N]
- *   [--http-sse-seconds N] [--http-sse-rate N[,N...]] [--http-parts submit,read,sse]`
+ *   [--http-sse-seconds N] [--http-sse-rate N[,N...]] [--http-parts submit,read,sse] [--allow-busy]`
  *
  * Our queue (Redis mode and PostgreSQL-only mode) and BullMQ side by side, on one private
  * redis-server and one PostgreSQL: throughput, dispatch latency, behaviour at scale (in this
@@ -69,6 +69,7 @@ const { values: args } = parseArgs({
     "persistence-builds": { type: "string", default: "10000" },
     "persistence-tries": { type: "string", default: "4" },
     only: { type: "string" },
+    "allow-busy": { type: "boolean", default: false },
   },
 });
 
@@ -197,6 +198,27 @@ async function latencyPart(redis: PrivateRedis, count: number, warmup: number) {
   };
 }
 
+/**
+ * Above this 1-minute load average at the start the machine is not quiet: figures taken on it say
+ * more about the other work than about the systems compared, so the benchmark refuses to run unless
+ * --allow-busy is given, and then marks its results as not quiet (text and JSON).
+ */
+const MAX_QUIET_LOAD = 1.5;
+
+class NotQuietError extends Error {}
+
+function checkQuiet(load: number): boolean {
+  if (load <= MAX_QUIET_LOAD) return true;
+  const why = `the 1-minute load average is ${load.toFixed(2)}, above ${MAX_QUIET_LOAD}: the machine is not quiet`;
+  if (!args["allow-busy"]) {
+    throw new NotQuietError(
+      `${why}. Stop the other work (tests, builds) and run again, or pass --allow-busy`,
+    );
+  }
+  log(`warning: ${why}; running anyway (--allow-busy): these figures are not comparable`);
+  return false;
+}
+
 async function main(): Promise<void> {
   const started = performance.now();
   const runs = positiveInt("runs", args.runs);
@@ -229,6 +251,7 @@ async function main(): Promise<void> {
   });
   const parts = selectedParts();
   const loadAverage: Record<string, number> = { start: os.loadavg()[0] ?? 0 };
+  const quiet = checkQuiet(loadAverage.start ?? 0);
   const redis = await PrivateRedis.start();
   const cleanup = async () => {
     await stopRecoveryWorkers();
@@ -368,6 +391,7 @@ async function main(): Promise<void> {
       persistence,
       http,
       loadAverage,
+      quiet,
       referenceNote: `reference figures are ${REFERENCE.note}`,
     };
     const results: Results = { ...partial, targets: evaluateTargets(partial) };
@@ -382,6 +406,10 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (err: unknown) => {
+    if (err instanceof NotQuietError) {
+      log(`benchmark refused: ${err.message}`);
+      process.exit(2);
+    }
     log(`benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     process.exit(1);
   },
