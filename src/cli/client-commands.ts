@@ -701,6 +701,7 @@ interface ApiSchedule {
   strategyId: string;
   priority: number;
   requires: Record<string, string>;
+  concurrencyKey: string | null;
   paused: boolean;
   nextTickAt: string | null;
   nextTickLocal: string | null;
@@ -719,6 +720,7 @@ interface ScheduleFlags extends ClientFlags {
   requires?: string[];
   maxRetries?: number;
   timeout?: number;
+  concurrencyKey?: string;
   paused?: boolean;
 }
 
@@ -737,6 +739,10 @@ function registerScheduleCommands(program: Command, withClient: (command: Comman
       .option("--requires <key=value...>", "a worker label each build needs (repeatable)")
       .option("--max-retries <n>", "automatic retries of each build (default 3)", intArg("--max-retries"))
       .option("--timeout <seconds>", "each build fails as timed out past this run time", intArg("--timeout"))
+      .option(
+        "--concurrency-key <key>",
+        "each build's concurrency key: a tick waits while the key is at its limit (oculus limits set)",
+      )
       .option("--paused", "created paused (no builds until `oculus schedule resume`)");
 
   withClient(
@@ -824,6 +830,7 @@ function scheduleBody(opts: ScheduleFlags) {
     ...(opts.requires === undefined ? {} : { requires: parseLabels(opts.requires, "--requires") }),
     ...(opts.maxRetries === undefined ? {} : { maxRetries: opts.maxRetries }),
     ...(opts.timeout === undefined ? {} : { timeoutSeconds: opts.timeout }),
+    ...(opts.concurrencyKey === undefined ? {} : { concurrencyKey: opts.concurrencyKey }),
     ...(opts.paused ? { paused: true } : {}),
   };
 }
@@ -874,7 +881,8 @@ function printSchedules(schedules: ApiSchedule[]): void {
       s.cron,
       s.timezone,
       s.strategyId,
-      s.paused ? (s.lastError ? "paused (error)" : "paused") : "active",
+      (s.paused ? (s.lastError ? "paused (error)" : "paused") : "active") +
+        (s.concurrencyKey ? `, key ${s.concurrencyKey}` : ""),
       s.nextTickLocal ?? "-",
       s.nextTickAt ?? "-",
       s.lastTickAt ? `${s.lastTickAt}${s.lastMissed > 0 ? ` (${s.lastMissed} missed)` : ""}` : "-",

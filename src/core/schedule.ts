@@ -45,6 +45,8 @@ export interface Schedule {
   maxRetries: number | null;
   /** null: the worker's default. */
   timeoutSeconds: number | null;
+  /** Each tick's build gets this concurrency key (a tick waits while the key is at its limit). */
+  concurrencyKey: string | null;
   paused: boolean;
   /** The next tick that will submit a build; null while paused. */
   nextTickAt: Date | null;
@@ -87,6 +89,7 @@ export const scheduleDefinitionSchema = z.strictObject({
   requires: submitFields.requires,
   maxRetries: submitFields.maxRetries,
   timeoutSeconds: submitFields.timeoutSeconds,
+  concurrencyKey: submitFields.concurrencyKey,
   paused: z.boolean({ error: "must be true or false" }).default(false).describe("created paused"),
 });
 

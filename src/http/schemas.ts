@@ -418,6 +418,10 @@ export const scheduleSchema = z
     requires: z.record(z.string(), z.string()).describe("worker labels each tick's build needs"),
     maxRetries: z.number().int().nullable(),
     timeoutSeconds: z.number().int().nullable(),
+    concurrencyKey: z
+      .string()
+      .nullable()
+      .describe("each tick's build gets this concurrency key (it waits while the key is at its limit)"),
     paused: z.boolean(),
     nextTickAt: nullableTime.describe("the next tick that submits a build (UTC); null while paused"),
     nextTickLocal: z
@@ -449,6 +453,7 @@ export function toApiSchedule(s: Schedule): z.output<typeof scheduleSchema> {
     requires: s.requires,
     maxRetries: s.maxRetries,
     timeoutSeconds: s.timeoutSeconds,
+    concurrencyKey: s.concurrencyKey,
     paused: s.paused,
     nextTickAt: iso(s.nextTickAt),
     nextTickLocal: s.nextTickAt ? localTime(s.nextTickAt, s.timezone) : null,

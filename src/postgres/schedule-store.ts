@@ -17,6 +17,7 @@ interface ScheduleRow {
   requires: Record<string, string>;
   max_retries: number | null;
   timeout_seconds: number | null;
+  concurrency_key: string | null;
   paused: boolean;
   next_tick_at: Date | null;
   last_tick_at: Date | null;
@@ -45,6 +46,7 @@ function toSchedule(row: ScheduleRow): Schedule {
     requires: row.requires ?? {},
     maxRetries: row.max_retries,
     timeoutSeconds: row.timeout_seconds,
+    concurrencyKey: row.concurrency_key,
     paused: row.paused,
     nextTickAt: row.next_tick_at,
     lastTickAt: row.last_tick_at,
@@ -78,6 +80,7 @@ function definitionParams(
     s.timeoutSeconds ?? null,
     s.paused ?? null,
     nextTickAt,
+    s.concurrencyKey ?? null,
   ];
 }
 

@@ -431,9 +431,20 @@ export class BuildQueue extends EventEmitter {
    * does after its commit.
    */
   private readonly submitInTransaction: TransactionalSubmit = async (tx, request, actor) => {
-    const [result] = await this.store.insert([request], actor, tx);
-    if (!result) throw new Error("scheduled submit returned no build");
-    return { build: result.build, created: result.created, afterCommit: () => this.afterInsert([result]) };
+    const [inserted] = await this.store.insert([request], actor, tx);
+    if (!inserted) throw new Error("scheduled submit returned no build");
+    // A schedule with a concurrency key: the tick's build is admitted (or held) in the same commit.
+    const admission =
+      inserted.created && inserted.build.concurrencyKey !== null
+        ? await this.concurrency.admit(keysOf([inserted.build]), tx)
+        : undefined;
+    const admitted = admission?.admitted.find((b) => b.id === inserted.build.id);
+    const result = admitted ? { ...inserted, build: admitted, delayMs: 0 } : inserted;
+    return {
+      build: result.build,
+      created: result.created,
+      afterCommit: () => this.afterInsert([result], [], admission),
+    };
   };
 
   /**

@@ -324,6 +324,7 @@ function planTick(schedule: Schedule, now: Date) {
     requires: schedule.requires,
     ...(schedule.maxRetries === null ? {} : { maxRetries: schedule.maxRetries }),
     ...(schedule.timeoutSeconds === null ? {} : { timeoutSeconds: schedule.timeoutSeconds }),
+    ...(schedule.concurrencyKey === null ? {} : { concurrencyKey: schedule.concurrencyKey }),
     idempotencyKey: tickKey(schedule.name, tick),
   });
   return { tick, missed, next, request };

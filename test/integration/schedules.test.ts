@@ -236,6 +236,52 @@ describe.each(backends())("schedules on $name", (backend) => {
     expect((await queue.get(tick.build.id)).id).toBe(tick.build.id);
   });
 
+  it("a schedule with a concurrency key: a tick's build waits while the previous one runs", async () => {
+    const key = `sched-key-${backend.name}`;
+    const added = await queue.schedules.add({
+      name: "keyed",
+      cron: "* * * * * *",
+      strategyId: "keyed-s",
+      concurrencyKey: key,
+    });
+    expect(added.concurrencyKey).toBe(key);
+    const nextBuild = async (seen: Set<string>) =>
+      eventually(async () => {
+        const ticks = (await queue.schedules.runDue()).filter((t) => t.schedule === "keyed" && t.created);
+        return ticks.find((t) => !seen.has(t.build.id))?.build;
+      }, 10_000);
+    const seen = new Set<string>();
+    // The first tick's build takes the key's only slot, and runs.
+    const first = await nextBuild(seen);
+    seen.add(first.id);
+    expect(first).toMatchObject({ concurrencyKey: key, held: false });
+    const [running] = await eventually(async () => {
+      const got = await queue.claim("keyed-worker", 10);
+      return got.length > 0 ? got : undefined;
+    });
+    expect(running?.id).toBe(first.id);
+    // A later tick's build is held while the first runs: nothing to claim.
+    const second = await nextBuild(seen);
+    expect(second).toMatchObject({ concurrencyKey: key, held: true });
+    expect(await queue.waitingOn(second)).toEqual({ concurrencyKey: key, running: 1, limit: 1 });
+    await queue.schedules.pause("keyed");
+    expect(await queue.claim("keyed-worker", 10)).toEqual([]);
+    // The first ends: the next tick's build is admitted and claimable.
+    await queue.complete(first.id, running?.lease ?? 0);
+    const [next] = await eventually(async () => {
+      const got = await queue.claim("keyed-worker", 10);
+      return got.length > 0 ? got : undefined;
+    });
+    expect(next?.id).toBe(second.id);
+    await queue.complete(second.id, next?.lease ?? 0);
+    // Bad keys are refused naming the field.
+    const err = await validationOf(
+      queue.schedules.add({ name: "bad-key", cron: "* * * * *", strategyId: "x", concurrencyKey: "" }),
+    );
+    expect(err.field).toBe("concurrencyKey");
+    await queue.schedules.remove("keyed");
+  });
+
   it("runs the loop with startScheduler: builds arrive tick by tick and are claimable", async () => {
     queue.startScheduler();
     await queue.schedules.add({ name: "loop", cron: "* * * * * *", strategyId: "loop-s", priority: 3 });

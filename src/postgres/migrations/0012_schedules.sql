@@ -15,6 +15,9 @@ CREATE TABLE schedules (
   requires         jsonb       NOT NULL DEFAULT '{}'::jsonb,
   max_retries      integer     CHECK (max_retries >= 0),
   timeout_seconds  integer     CHECK (timeout_seconds > 0),
+  -- Each tick's build gets this concurrency key (migration 0011): at most the key's limit of them run
+  -- at once, so a tick whose previous build still runs waits for it (null: none).
+  concurrency_key  text,
   paused           boolean     NOT NULL DEFAULT false,
   -- The first tick not submitted yet (null while paused).
   next_tick_at     timestamptz,
