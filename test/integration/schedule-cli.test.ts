@@ -86,7 +86,11 @@ describe.each([
       /schedule nightly added: "0 2 \* \* \*" in Europe\/Berlin, strategy momentum; next tick \d{4}-\d\d-\d\d 02:00:00 \S+ \(\d{4}-\d\d-\d\dT0[01]:00:00.000Z\)/,
     );
 
-    const utc = await cli(urlB, "schedule", "add", "hourly", "--cron", "0 * * * *", "--strategy", "s");
+    const utc = await cli(
+      urlB,
+      ...["schedule", "add", "hourly", "--cron", "0 * * * *", "--strategy", "s"],
+      ...["--concurrency-key", "hourly-runs"],
+    );
     expect(utc.code, utc.stderr).toBe(0);
     expect(utc.stdout).toContain("in UTC (the default; --timezone to change)");
 
@@ -98,12 +102,16 @@ describe.each([
     expect(list.stdout).toMatch(
       /nightly\s+0 2 \* \* \*\s+Europe\/Berlin\s+momentum\s+active\s+\S+ 02:00:00 \S+\s+\S+T0[01]:00:00.000Z/,
     );
-    expect(list.stdout).toMatch(/hourly\s+0 \* \* \* \*\s+UTC\s+s\s+active/);
+    expect(list.stdout).toMatch(/hourly\s+0 \* \* \* \*\s+UTC\s+s\s+active, key hourly-runs/);
     const json = JSON.parse((await cli(urlA, "schedule", "list", "--json")).stdout);
     expect(json.schedules.find((s: { name: string }) => s.name === "nightly")).toMatchObject({
       priority: 3,
       requires: { gpu: "true" },
       params: { lr: 0.1 },
+      concurrencyKey: null,
+    });
+    expect(json.schedules.find((s: { name: string }) => s.name === "hourly")).toMatchObject({
+      concurrencyKey: "hourly-runs",
     });
 
     for (const [args, message] of [
