@@ -151,7 +151,7 @@ export function buildServer(queue: BuildQueue | PendingQueue, options: ServerOpt
     // A path parameter may be this long (encoded): a concurrency key (PUT /v1/limits/:key) is up to
     // 200 characters, each up to 9 once percent-encoded as UTF-8 (Fastify's default, 100, refused
     // keys over 100 ASCII characters with 414 although a submit accepts them).
-    maxParamLength: 2400,
+    routerOptions: { maxParamLength: 2400 },
     genReqId: requestIdOf,
     requestIdHeader: false,
     // Requests during shutdown get 503 with the error shape from installClosingAnswer instead.
