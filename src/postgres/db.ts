@@ -274,10 +274,30 @@ export async function openPostgres(
     engine: "postgres",
     schema,
     async query<T>(text: string, params?: unknown[], options?: QueryOptions) {
-      const res = await withClient(options?.timeoutMs, (client, remaining) =>
-        run(client, text, params, remaining()),
-      );
-      return { rows: res.rows as T[], rowCount: res.rowCount ?? 0 };
+      const deadline = options?.timeoutMs === undefined ? undefined : Date.now() + options.timeoutMs;
+      for (let attempt = 1; ; attempt++) {
+        const left = deadline === undefined ? undefined : deadline - Date.now();
+        try {
+          const res = await withClient(
+            left === undefined ? undefined : Math.max(1, left),
+            (client, remaining) => run(client, text, params, remaining()),
+            async (err) => isConflict(err),
+          );
+          return { rows: res.rows as T[], rowCount: res.rowCount ?? 0 };
+        } catch (err) {
+          // A statement of its own transaction that the server aborted for a deadlock or a
+          // serialization failure changed nothing: running it again is safe, and the caller would
+          // only have to (a claim would hand its ids back and report an error for nothing).
+          const pause = CONFLICT_RETRY_BASE_MS * attempt * (0.5 + Math.random());
+          const timeLeft = deadline === undefined || deadline - Date.now() > pause;
+          if (!isConflict(err) || attempt >= CONFLICT_ATTEMPTS || !timeLeft) throw err;
+          logger.debug(
+            { err: (err as Error).message, attempt },
+            "statement aborted by a conflict, running it again",
+          );
+          await new Promise((resolve) => setTimeout(resolve, pause));
+        }
+      }
     },
     async exec(text) {
       await withClient(undefined, (client) => clock.timed(() => client.query(text)));
@@ -339,6 +359,16 @@ const toError = (err: unknown): Error => (err instanceof Error ? err : new Error
 function isConnectionClass(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === "string" && (code.startsWith("08") || code.startsWith("57P"));
+}
+
+/** How often a statement of its own is run when the server aborts it for a conflict (see query). */
+const CONFLICT_ATTEMPTS = 3;
+const CONFLICT_RETRY_BASE_MS = 5;
+
+/** 40P01 deadlock_detected, 40001 serialization_failure: the server rolled the transaction back. */
+function isConflict(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "40P01" || code === "40001";
 }
 
 /** 25006 read_only_sql_transaction: the server behind the address is a standby or a demoted primary. */

@@ -5,6 +5,11 @@
 -- A build held back by its concurrency key's limit (migration 0011; an entry left in Redis after a
 -- limit was lowered) is refused like a stale entry and dropped from the index.
 -- Each claim bumps the lease (the fencing token) and records a "claimed" event.
+-- A row another transaction has locked is skipped, never waited for: it is being claimed, finished
+-- or changed by someone else right now (after a Redis failover two claimers can pop the same ids, a
+-- replica's copy of the index lagging behind the old master's pops). Waiting there deadlocked two
+-- claims that locked overlapping ids in different orders (one plan walks the primary key, another
+-- the heap). A skipped build that is still queued afterwards goes back into the index (claims.ts).
 -- `id = ANY(uuid[])` gives the planner the ids, so it looks them up by primary key; `id IN (SELECT
 -- jsonb_array_elements_text(...))` made it hash-join against every queued row, even with fresh
 -- statistics (a full scan per claim on a queue of 10^4 builds). With stale statistics (just after a
@@ -12,12 +17,17 @@
 -- $1 uuid[]: build ids
 -- $2 text:  worker id
 -- $3 integer: lease duration, ms (the worker's heartbeats extend it; the reaper requeues past it)
-WITH claimed AS (
+WITH takeable AS (
+  SELECT id FROM builds
+  WHERE id = ANY ($1::uuid[]) AND status = 'queued' AND NOT held AND run_at <= now()
+  FOR UPDATE SKIP LOCKED
+),
+claimed AS (
   UPDATE builds
   SET status = 'running', lease = lease + 1, worker_id = $2, phase = NULL,
       started_at = now(), updated_at = now(), progress = NULL,
       lease_expires_at = now() + make_interval(secs => $3::float8 / 1000)
-  WHERE id = ANY ($1::uuid[]) AND status = 'queued' AND NOT held AND run_at <= now()
+  WHERE id = ANY (ARRAY(SELECT id FROM takeable))
   RETURNING *
 ),
 events AS (
