@@ -12,7 +12,54 @@ export interface MigrationReport {
 
 const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`;
 
+/**
+ * Brings the schema up to date. A schema already at the newest migration is only read, so a runtime
+ * role with no privilege beyond reading and writing rows (docs/operations.md, "PostgreSQL
+ * privileges") can open the queue; applying migrations needs a role that may create in the schema.
+ */
 export async function migrate(db: Db): Promise<MigrationReport> {
+  const known = migrations.length;
+  const current = await currentVersion(db);
+  if (current !== undefined) {
+    refuseNewer(db.schema, current, known);
+    if (current === known) return { applied: [], current };
+  }
+  try {
+    return await applyPending(db);
+  } catch (err) {
+    throw explainPrivileges(err, db.schema, current ?? 0, known);
+  }
+}
+
+/**
+ * The newest applied migration, read without a lock and without DDL; 0 when the schema or its
+ * migrations table does not exist yet; undefined when it cannot be read here (a role without SELECT
+ * on it: applyPending then says what is missing).
+ */
+async function currentVersion(db: Db): Promise<number | undefined> {
+  try {
+    const res = await db.query<{ version: number | null }>(
+      `SELECT max(version) AS version FROM ${quoteIdent(db.schema)}.schema_migrations`,
+    );
+    return Number(res.rows[0]?.version ?? 0);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    // 3F000 invalid_schema_name, 42P01 undefined_table: a new database.
+    if (code === "3F000" || code === "42P01") return 0;
+    if (code === "42501") return undefined;
+    throw err;
+  }
+}
+
+function refuseNewer(schema: string, current: number, known: number): void {
+  if (current > known) {
+    throw new Error(
+      `database schema ${schema} is at migration ${current}, newer than this version knows (${known}); upgrade oculus`,
+    );
+  }
+}
+
+async function applyPending(db: Db): Promise<MigrationReport> {
   const schema = quoteIdent(db.schema);
   return db.transaction(async (tx) => {
     // Transaction-scoped: released by COMMIT or ROLLBACK, even if this process dies.
@@ -26,12 +73,7 @@ export async function migrate(db: Db): Promise<MigrationReport> {
     const done = await tx.query<{ version: number }>("SELECT version FROM schema_migrations");
     const have = new Set(done.rows.map((r) => Number(r.version)));
     const newest = Math.max(0, ...have);
-    const known = migrations.length;
-    if (newest > known) {
-      throw new Error(
-        `database schema ${db.schema} is at migration ${newest}, newer than this version knows (${known}); upgrade oculus`,
-      );
-    }
+    refuseNewer(db.schema, newest, migrations.length);
     const applied: MigrationReport["applied"] = [];
     for (const m of migrations) {
       if (have.has(m.version)) continue;
@@ -41,6 +83,22 @@ export async function migrate(db: Db): Promise<MigrationReport> {
     }
     return { applied, current: Math.max(newest, ...applied.map((a) => a.version)) };
   });
+}
+
+/**
+ * A permission error while migrating, said in the operator's terms: which migrations are missing
+ * and which role may apply them. Keeps SQLSTATE 42501, so start-up reports it as a configuration
+ * error (exit 2) instead of waiting for it to pass.
+ */
+function explainPrivileges(err: unknown, schema: string, current: number, known: number): unknown {
+  if ((err as { code?: unknown } | null)?.code !== "42501") return err;
+  const pending =
+    current < known ? `is at migration ${current} and this version needs ${known}` : "needs migrating";
+  // No `cause`: the start-up report quotes the innermost error that has a code, and this one says more.
+  const explained = new Error(
+    `schema ${schema} ${pending}, and this role may not apply migrations (${(err as Error).message}): run "oculus migrate" as a role that may create in the database and the schema, then start again (docs/operations.md, "PostgreSQL privileges")`,
+  );
+  return Object.assign(explained, { code: "42501" });
 }
 
 /**
