@@ -166,20 +166,4 @@ export class WorkerRegistry {
     if (report.reaped.length > 0) await this.afterTakenBack(report.reaped);
     return report;
   }
-
-  /** Runs the reaper every `intervalMs` until the returned function is called. */
-  startReaper(intervalMs = 1000): () => void {
-    let running = false;
-    const timer = setInterval(() => {
-      if (running) return;
-      running = true;
-      this.reapOnce()
-        .catch((err: Error) => this.logger.warn({ err: err.message }, "reaper pass failed"))
-        .finally(() => {
-          running = false;
-        });
-    }, intervalMs);
-    timer.unref();
-    return () => clearInterval(timer);
-  }
 }

@@ -283,6 +283,14 @@ export class RedisIndex {
   }
 
   /**
+   * The fleet-wide turn for a housekeeping pass (reaper, admission sweep): true for at most one
+   * caller per `everyMs` (SET NX PX). A write: a Redis that refuses writes throws here.
+   */
+  async takeHousekeepingTurn(everyMs: number): Promise<boolean> {
+    return (await this.redis.set(this.keys.housekeepingGate, "1", "PX", everyMs, "NX")) === "OK";
+  }
+
+  /**
    * Ready ids, delayed ids, and ids popped for a claim less than `claimWindowMs` ago, read at one
    * instant (the drift check).
    */

@@ -23,6 +23,9 @@ export interface RedisKeys {
   /** String (expiry ~1 s): set by the claimer that, after an empty pop, also claims on PostgreSQL, so
    * that the fleet as a whole looks there about once a second (lost ids found, idle cost bounded). */
   claimFallbackGate: string;
+  /** String (expiry just under the reaper interval): set by the process making this interval's
+   * housekeeping pass (reaper, admission sweep), so that the fleet makes one, not one per process. */
+  housekeepingGate: string;
   /** Sorted set: worker id -> last heartbeat (epoch ms, Redis clock). */
   workerHeartbeats: string;
   /** Hash: pool id -> its requirements (JSON): every pool that has had a build in the index. Claimers
@@ -49,6 +52,7 @@ export function redisKeys(prefix: string): RedisKeys {
     reconcileWalks: `${prefix}:reconcile_walks`,
     writeProbe: `${prefix}:write_probe`,
     claimFallbackGate: `${prefix}:claim_fallback_gate`,
+    housekeepingGate: `${prefix}:housekeeping_gate`,
     workerHeartbeats: `${prefix}:worker_heartbeats`,
     pools: `${prefix}:pools`,
     stopChannel: `${prefix}:stop`,
