@@ -2,6 +2,7 @@
 import { FANOUT_SYSTEMS, type FanoutPart, type FanoutSystem } from "./fanout.js";
 import type { HttpPart } from "./http.js";
 import { httpTargets, renderHttp } from "./http-report.js";
+import type { IdlePart } from "./idle.js";
 import type { PersistencePart } from "./persistence.js";
 import { persistenceTargets, renderPersistence } from "./persistence-report.js";
 import type { RecoveryPart, RecoveryResult } from "./recovery.js";
@@ -89,6 +90,8 @@ export interface Results {
   persistence: PersistencePart | null;
   /** The HTTP API in a server process: submit, read, SSE fan-out (bench/http.ts); null when not run. */
   http: HttpPart | null;
+  /** The idle cost of a fleet, ours and BullMQ's (bench/idle.ts); null when not run. */
+  idle: IdlePart | null;
   /** 1-minute load average when each part started and when the run ended (other work on the machine). */
   loadAverage: Record<string, number>;
   /** False when the run started above the quiet load average (--allow-busy): not comparable. */
@@ -192,6 +195,23 @@ export function evaluateTargets(r: Omit<Results, "targets">): Target[] {
   }
   if (r.persistence) targets.push(...persistenceTargets(r.persistence));
   if (r.http) targets.push(...httpTargets(r.http));
+  const ours = r.idle?.fleets.find((f) => f.system !== "BullMQ");
+  if (ours) {
+    const statements = ours.postgresStatementsPerSecond ?? 0;
+    const maxCpu = Math.max(...ours.cpu.map((c) => c.percent));
+    targets.push(
+      {
+        target: `idle fleet (1 oculus up + ${r.idle?.workers} oculus worker): PostgreSQL statements/s < 20 in total`,
+        measured: `${fmt(statements, 1)}/s`,
+        met: statements < 20,
+      },
+      {
+        target: "idle fleet: CPU < 1 % of a core per process",
+        measured: `max ${fmt(maxCpu, 2)} % (${ours.cpu.map((c) => `${c.role} ${fmt(c.percent, 2)}`).join(", ")})`,
+        met: maxCpu < 1,
+      },
+    );
+  }
   return targets;
 }
 
@@ -229,6 +249,7 @@ export function renderText(r: Results): string {
   if (r.fanout) renderFanout(out, r.fanout);
   if (r.persistence) renderPersistence(out, r.persistence);
   if (r.http) renderHttp(out, r.http);
+  if (r.idle) renderIdle(out, r.idle);
   out.push("", "Targets");
   out.push(
     table(
@@ -443,5 +464,42 @@ function renderFanout(out: string[], f: FanoutPart): void {
         `   ${FANOUT_LABELS[s]}: ${x.subscriptionErrors.length} subscription errors ${x.subscriptionErrors.slice(0, 3).join("; ")}; producer errors ${x.producer.errors} ${x.producer.firstError ?? ""}`,
       );
     }
+  }
+}
+
+function renderIdle(out: string[], idle: IdlePart): void {
+  out.push(
+    "",
+    `Idle cost: an idle fleet of 1 API process and ${idle.workers} worker processes, over ${idle.windowSeconds} s after ${idle.settleSeconds} s settling (ours: oculus up + oculus worker --command true on a private PostgreSQL with pg_stat_statements; BullMQ: a Queue process and Worker processes, concurrency 1)`,
+  );
+  out.push(
+    table(
+      [
+        "system",
+        "PostgreSQL statements/s",
+        "Redis commands/s",
+        "API CPU %",
+        "worker CPU % mean",
+        "worker CPU % max",
+      ],
+      idle.fleets.map((f) => {
+        const workers = f.cpu.filter((c) => c.role === "worker").map((c) => c.percent);
+        const api = f.cpu.find((c) => c.role === "api")?.percent ?? 0;
+        const mean = workers.reduce((a, b) => a + b, 0) / Math.max(1, workers.length);
+        return [
+          f.system,
+          f.postgresStatementsPerSecond === null ? "-" : fmt(f.postgresStatementsPerSecond, 1),
+          fmt(f.redisCommandsPerSecond, 1),
+          fmt(api, 2),
+          fmt(mean, 2),
+          fmt(Math.max(0, ...workers), 2),
+        ];
+      }),
+    ),
+  );
+  const ours = idle.fleets.find((f) => f.topStatements.length > 0);
+  if (ours) {
+    out.push("   ours, statements by kind (per second):");
+    for (const s of ours.topStatements) out.push(`   ${fmt(s.perSecond, 2).padStart(7)}  ${s.statement}`);
   }
 }

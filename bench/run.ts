@@ -4,7 +4,8 @@
  *   [--skip-stop] [--stop-tries N] [--skip-fanout] [--fanout-seconds N] [--only PART[,PART...]]
  *   [--persistence-builds N] [--persistence-tries N] [--skip-http] [--http-seconds N]
  *   [--http-connections N,N...] [--http-read-queue N] [--http-sse-connections N] [--http-sse-clients N]
- *   [--http-sse-seconds N] [--http-sse-rate N[,N...]] [--http-parts submit,read,sse] [--allow-busy]`
+ *   [--http-sse-seconds N] [--http-sse-rate N[,N...]] [--http-parts submit,read,sse]
+ *   [--idle-workers N] [--idle-seconds N] [--allow-busy]`
  *
  * Our queue (Redis mode and PostgreSQL-only mode) and BullMQ side by side, on one private
  * redis-server and one PostgreSQL: throughput, dispatch latency, behaviour at scale (in this
@@ -14,7 +15,9 @@
  * read rates with autocannon against the library calls, SSE fan-out to 1,000 streams (bench/http.ts).
  * Readable tables on stdout; with --json, one JSON object on stdout and progress on stderr.
  * --only runs just the parts named (throughput, latency, scale, recovery, stop, fanout, http,
- * persistence).
+ * persistence, idle).
+ * idle (bench/idle.ts): the idle cost of a fleet, ours (the CLI) and BullMQ's: PostgreSQL
+ * statements/s, Redis commands/s, CPU per process.
  * persistence (bench/persistence.ts: Redis fsync settings, kill -9 under disk load) runs only when named.
  */
 import os from "node:os";
@@ -22,6 +25,7 @@ import { parseArgs } from "node:util";
 import { bullmqLatency, bullmqThroughput } from "./bullmq.js";
 import { FANOUT_SYSTEMS, runFanout, stopFanoutProducers } from "./fanout.js";
 import { HTTP_MODES, HTTP_SECTIONS, type HttpSection, runHttp, stopHttpChildren } from "./http.js";
+import { runIdle, stopIdleFleets } from "./idle.js";
 import { ourLatency } from "./latency.js";
 import { runPersistence } from "./persistence.js";
 import { DATABASE_URL, dropAllSchemas, postgresVersion } from "./postgres.js";
@@ -68,6 +72,8 @@ const { values: args } = parseArgs({
     "http-sse-rate": { type: "string", default: "100,50,20" },
     "persistence-builds": { type: "string", default: "10000" },
     "persistence-tries": { type: "string", default: "4" },
+    "idle-workers": { type: "string", default: "10" },
+    "idle-seconds": { type: "string", default: "30" },
     only: { type: "string" },
     "allow-busy": { type: "boolean", default: false },
   },
@@ -82,6 +88,7 @@ const PARTS = [
   "fanout",
   "http",
   "persistence",
+  "idle",
 ] as const;
 type Part = (typeof PARTS)[number];
 
@@ -258,6 +265,7 @@ async function main(): Promise<void> {
     await stopStopWorkers();
     await stopFanoutProducers();
     await stopHttpChildren();
+    await stopIdleFleets();
     await redis.stop();
     await dropAllSchemas().catch((err: Error) => log(`could not drop the benchmark schemas: ${err.message}`));
   };
@@ -372,6 +380,16 @@ async function main(): Promise<void> {
         log,
       });
     }
+    let idle: Results["idle"] = null;
+    if (parts.has("idle")) {
+      loadAverage.idle = os.loadavg()[0] ?? 0;
+      idle = await runIdle(redis, {
+        workers: positiveInt("idle-workers", args["idle-workers"]),
+        settleSeconds: 10,
+        windowSeconds: positiveInt("idle-seconds", args["idle-seconds"]),
+        log,
+      });
+    }
     loadAverage.end = os.loadavg()[0] ?? 0;
 
     const partial: Omit<Results, "targets"> = {
@@ -390,6 +408,7 @@ async function main(): Promise<void> {
       fanout,
       persistence,
       http,
+      idle,
       loadAverage,
       quiet,
       referenceNote: `reference figures are ${REFERENCE.note}`,

@@ -19,33 +19,34 @@ const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`;
  */
 export async function migrate(db: Db): Promise<MigrationReport> {
   const known = migrations.length;
-  const current = await currentVersion(db);
-  if (current !== undefined) {
-    refuseNewer(db.schema, current, known);
-    if (current === known) return { applied: [], current };
+  const applied = await appliedMigrations(db);
+  if (applied !== undefined) {
+    refuseNewer(db.schema, applied.newest, known);
+    // Versions are 1..known: all of them there is the only current state.
+    if (applied.count === known && applied.newest === known) return { applied: [], current: known };
   }
   try {
     return await applyPending(db);
   } catch (err) {
-    throw explainPrivileges(err, db.schema, current ?? 0, known);
+    throw explainPrivileges(err, db.schema, applied?.newest ?? 0, known);
   }
 }
 
 /**
- * The newest applied migration, read without a lock and without DDL; 0 when the schema or its
- * migrations table does not exist yet; undefined when it cannot be read here (a role without SELECT
- * on it: applyPending then says what is missing).
+ * How many migrations are applied and the newest of them, read without a lock and without DDL;
+ * none when the schema or its migrations table does not exist yet; undefined when it cannot be read
+ * here (a role without SELECT on it: applyPending then says what is missing).
  */
-async function currentVersion(db: Db): Promise<number | undefined> {
+async function appliedMigrations(db: Db): Promise<{ count: number; newest: number } | undefined> {
   try {
-    const res = await db.query<{ version: number | null }>(
-      `SELECT max(version) AS version FROM ${quoteIdent(db.schema)}.schema_migrations`,
+    const res = await db.query<{ count: number; newest: number }>(
+      `SELECT count(*)::int AS count, coalesce(max(version), 0)::int AS newest FROM ${quoteIdent(db.schema)}.schema_migrations`,
     );
-    return Number(res.rows[0]?.version ?? 0);
+    return { count: Number(res.rows[0]?.count ?? 0), newest: Number(res.rows[0]?.newest ?? 0) };
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     // 3F000 invalid_schema_name, 42P01 undefined_table: a new database.
-    if (code === "3F000" || code === "42P01") return 0;
+    if (code === "3F000" || code === "42P01") return { count: 0, newest: 0 };
     if (code === "42501") return undefined;
     throw err;
   }
