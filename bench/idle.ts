@@ -30,6 +30,8 @@ export interface IdleFleet {
   /** The most frequent statements (first line of each), per second. */
   topStatements: { statement: string; perSecond: number }[];
   redisCommandsPerSecond: number;
+  /** The most frequent Redis commands, per second. */
+  topRedisCommands: { command: string; perSecond: number }[];
   cpu: IdleProcessCpu[];
 }
 
@@ -173,9 +175,10 @@ async function measureWindow(
   redis: PrivateRedis,
   fleet: { role: IdleProcessCpu["role"]; child: ChildProcess }[],
   seconds: number,
-): Promise<Pick<IdleFleet, "redisCommandsPerSecond" | "cpu">> {
+): Promise<Pick<IdleFleet, "redisCommandsPerSecond" | "topRedisCommands" | "cpu">> {
   const client = redis.client();
   try {
+    const byCommandBefore = await commandCalls(client);
     const commandsBefore = await totalCommands(client);
     const cpuBefore = fleet.map(({ child }) => cpuTicks(child));
     const started = performance.now();
@@ -184,9 +187,19 @@ async function measureWindow(
     const cpuAfter = fleet.map(({ child }) => cpuTicks(child));
     // Less the INFO that read the count before.
     const commands = (await totalCommands(client)) - commandsBefore - 1;
+    const byCommandAfter = await commandCalls(client);
+    const topRedisCommands = [...byCommandAfter]
+      .map(([command, calls]) => ({
+        command,
+        perSecond: (calls - (byCommandBefore.get(command) ?? 0) - (command === "info" ? 3 : 0)) / elapsedS,
+      }))
+      .filter((c) => c.perSecond > 0)
+      .sort((a, b) => b.perSecond - a.perSecond)
+      .slice(0, 8);
     const ticksPerSecond = clockTicks();
     return {
       redisCommandsPerSecond: commands / elapsedS,
+      topRedisCommands,
       cpu: fleet.map(({ role }, i) => ({
         role,
         percent: (100 * ((cpuAfter[i] ?? 0) - (cpuBefore[i] ?? 0))) / ticksPerSecond / elapsedS,
@@ -195,6 +208,14 @@ async function measureWindow(
   } finally {
     client.disconnect();
   }
+}
+
+/** Calls so far per command (INFO commandstats). */
+async function commandCalls(client: ReturnType<PrivateRedis["client"]>): Promise<Map<string, number>> {
+  const info = await client.info("commandstats");
+  const calls = new Map<string, number>();
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls.set(m[1] ?? "", Number(m[2]));
+  return calls;
 }
 
 async function totalCommands(client: ReturnType<PrivateRedis["client"]>): Promise<number> {

@@ -499,7 +499,12 @@ function renderIdle(out: string[], idle: IdlePart): void {
   );
   const ours = idle.fleets.find((f) => f.topStatements.length > 0);
   if (ours) {
-    out.push("   ours, statements by kind (per second):");
+    out.push("   ours, PostgreSQL statements by kind (per second):");
     for (const s of ours.topStatements) out.push(`   ${fmt(s.perSecond, 2).padStart(7)}  ${s.statement}`);
+  }
+  for (const f of idle.fleets) {
+    out.push(
+      `   ${f.system}, Redis commands (per second): ${f.topRedisCommands.map((c) => `${c.command} ${fmt(c.perSecond, 1)}`).join(", ")}`,
+    );
   }
 }

@@ -12,6 +12,7 @@ import { collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { Build } from "../core/build.js";
 import { BUILD_STATUSES } from "../core/build.js";
 import type { Logger } from "../core/logger.js";
+import { EVENT_LOOP_SAMPLE_MS } from "../core/process-metrics.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import type { PersistenceProvider } from "./persistence.js";
 import { statusLevel } from "./persistence.js";
@@ -65,7 +66,7 @@ export function createMetrics(
   cacheMs: number = DEFAULT_METRICS_CACHE_MS,
 ): ApiMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   // A failed read leaves the gauge empty for this scrape rather than failing the whole scrape.
   const guarded = (name: string, read: () => Promise<void>) => async () => {
     try {

@@ -11,6 +11,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { EVENT_LOOP_SAMPLE_MS } from "../core/process-metrics.js";
 import { applyServerLimits, nodeServerOptions, type TransportLimits } from "../http/transport.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import type { BuildEndedEvent, RunOutcome, Worker } from "./worker.js";
@@ -24,7 +25,7 @@ export function createWorkerMetrics(
 ): { registry: Registry; close(): void } {
   const registry = new Registry();
   registry.setDefaultLabels({ worker: worker.id });
-  collectDefaultMetrics({ register: registry });
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   new Gauge({
     name: "oculus_worker_capacity",
     help: "Builds this worker runs at once at most",
