@@ -20,6 +20,7 @@
  * statements/s, Redis commands/s, CPU per process.
  * persistence (bench/persistence.ts: Redis fsync settings, kill -9 under disk load) runs only when named.
  */
+import { rmSync } from "node:fs";
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { bullmqLatency, bullmqThroughput } from "./bullmq.js";
@@ -28,11 +29,14 @@ import { HTTP_MODES, HTTP_SECTIONS, type HttpSection, runHttp, stopHttpChildren 
 import { runIdle, stopIdleFleets } from "./idle.js";
 import { ourLatency } from "./latency.js";
 import { runPersistence } from "./persistence.js";
+import { PersistentRedis } from "./persistent-redis.js";
+import { graphileThroughput, pgBossThroughput } from "./pg-queues.js";
 import { DATABASE_URL, dropAllSchemas, postgresVersion } from "./postgres.js";
 import { runRecovery, stopRecoveryWorkers } from "./recovery.js";
 import { PrivateRedis } from "./redis-server.js";
 import {
   evaluateTargets,
+  type RatiosToBullmq,
   REFERENCE,
   type Results,
   renderText,
@@ -137,52 +141,81 @@ function scaleSizes(max: number): number[] {
 
 async function throughputPart(redis: PrivateRedis, tp: ThroughputOptions, runs: number) {
   log(`throughput: ${tp.builds} builds x ${runs} runs per system`);
-  const samples: Record<ThroughputSystem, ThroughputSample[]> = {
-    bullmq: [],
-    redis: [],
-    postgres: [],
-    redisAnalyzed: [],
-    postgresAnalyzed: [],
-  };
-  // Interleaved, so that a disturbance on the machine spreads over every system.
-  for (let run = 1; run <= runs; run++) {
-    for (const system of THROUGHPUT_SYSTEMS) {
-      await redis.flushAll();
-      const sample =
-        system === "bullmq"
-          ? await bullmqThroughput(redis.port, tp)
-          : await ourThroughput(
-              system.startsWith("redis") ? "redis" : "postgres",
-              redis.url,
-              tp,
-              system.endsWith("Analyzed"),
-            );
-      samples[system].push(sample);
-      const submit = Math.round(sample.submitPerSec);
-      log(`  run ${run} ${system}: submit ${submit}/s, processed ${Math.round(sample.processedPerSec)}/s`);
+  const samples = Object.fromEntries(THROUGHPUT_SYSTEMS.map((s) => [s, []])) as unknown as Record<
+    ThroughputSystem,
+    ThroughputSample[]
+  >;
+  // BullMQ at the platform guide's durability (everysec) and at its durable set-up (always), each on
+  // a Redis of its own with an AOF on disk.
+  const everysec = await PersistentRedis.start("everysec");
+  const always = await PersistentRedis.start("always");
+  try {
+    // Interleaved, so that a disturbance on the machine spreads over every system.
+    for (let run = 1; run <= runs; run++) {
+      for (const system of THROUGHPUT_SYSTEMS) {
+        await redis.flushAll();
+        const sample = await throughputOf(system, redis, { everysec, always }, tp);
+        samples[system].push(sample);
+        const submit = Math.round(sample.submitPerSec);
+        log(`  run ${run} ${system}: submit ${submit}/s, processed ${Math.round(sample.processedPerSec)}/s`);
+      }
     }
+  } finally {
+    await everysec.stop(5000);
+    await always.stop(5000);
+    rmSync(everysec.dir, { recursive: true, force: true });
+    rmSync(always.dir, { recursive: true, force: true });
   }
   const series = Object.fromEntries(THROUGHPUT_SYSTEMS.map((s) => [s, toSeries(samples[s])])) as Record<
     ThroughputSystem,
     ThroughputSeries
   >;
-  const ratio = (s: ThroughputSystem) => ({
-    submit: series[s].submitPerSec / series.bullmq.submitPerSec,
-    processed: series[s].processedPerSec / series.bullmq.processedPerSec,
-  });
+  const ratios = Object.fromEntries(
+    THROUGHPUT_SYSTEMS.filter((s) => s !== "bullmq").map((s) => [
+      s,
+      {
+        submit: series[s].submitPerSec / series.bullmq.submitPerSec,
+        processed: series[s].processedPerSec / series.bullmq.processedPerSec,
+      },
+    ]),
+  ) as RatiosToBullmq;
   return {
     builds: tp.builds,
     chunk: tp.chunk,
     concurrency: tp.concurrency,
     series,
-    ratioToBullmq: {
-      redis: ratio("redis"),
-      postgres: ratio("postgres"),
-      redisAnalyzed: ratio("redisAnalyzed"),
-      postgresAnalyzed: ratio("postgresAnalyzed"),
-    },
+    ratioToBullmq: ratios,
     reference: REFERENCE.processedPerSec,
   };
+}
+
+async function throughputOf(
+  system: ThroughputSystem,
+  redis: PrivateRedis,
+  aof: { everysec: PersistentRedis; always: PersistentRedis },
+  tp: ThroughputOptions,
+): Promise<ThroughputSample> {
+  switch (system) {
+    case "bullmq":
+      return bullmqThroughput(redis.port, tp);
+    case "bullmqEverysec":
+      await aof.everysec.flushAll();
+      return bullmqThroughput(aof.everysec.port, tp);
+    case "bullmqAlways":
+      await aof.always.flushAll();
+      return bullmqThroughput(aof.always.port, tp);
+    case "pgboss":
+      return pgBossThroughput(tp);
+    case "graphile":
+      return graphileThroughput(tp);
+    default:
+      return ourThroughput(
+        system.startsWith("redis") ? "redis" : "postgres",
+        redis.url,
+        tp,
+        system.endsWith("Analyzed"),
+      );
+  }
 }
 
 async function latencyPart(redis: PrivateRedis, count: number, warmup: number) {

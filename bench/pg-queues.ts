@@ -1,0 +1,122 @@
+/**
+ * The PostgreSQL job queues ours is compared with in PostgreSQL-only mode, the newest versions that
+ * run on Node.js 20 (issue 15): pg-boss 10 (11 wants Node 22) and graphile-worker 0.17 (0.18 wants
+ * Node 22.18), each in a schema of its own on the benchmark's PostgreSQL, driven as their
+ * documentation shows. Same shape as the other throughput runs: `builds` no-op jobs inserted in
+ * chunks (submit rate), then processed with `concurrency` jobs in flight (processed rate).
+ */
+import { makeWorkerUtils, run } from "graphile-worker";
+import PgBoss from "pg-boss";
+import { DATABASE_URL, dropSchema, newSchema } from "./postgres.js";
+import { within } from "./stats.js";
+import type { ThroughputOptions, ThroughputSample } from "./throughput.js";
+
+const jobData = { strategyId: "bench-noop", params: {} };
+
+/**
+ * pg-boss 10: `insert` in chunks, then `work` handlers. A pg-boss worker fetches a batch, runs the
+ * handler, completes the batch and fetches again at once while it finds jobs; `concurrency` jobs in
+ * flight are ten workers with batches of `concurrency / 10` (pg-boss 10 has no per-worker
+ * concurrency: more work() calls are its way to it).
+ */
+export async function pgBossThroughput(options: ThroughputOptions): Promise<ThroughputSample> {
+  const schema = newSchema("pgboss");
+  const boss = new PgBoss({
+    connectionString: DATABASE_URL,
+    schema,
+    max: 10,
+    supervise: false,
+    schedule: false,
+  });
+  boss.on("error", () => undefined);
+  try {
+    await boss.start();
+    const name = "bench_noop";
+    await boss.createQueue(name);
+    const submitStart = performance.now();
+    for (let done = 0; done < options.builds; done += options.chunk) {
+      const size = Math.min(options.chunk, options.builds - done);
+      await boss.insert(Array.from({ length: size }, () => ({ name, data: jobData })));
+    }
+    const submitMs = performance.now() - submitStart;
+
+    const workers = Math.min(10, options.concurrency);
+    const batchSize = Math.max(1, Math.floor(options.concurrency / workers));
+    let completed = 0;
+    let allDone: () => void = () => undefined;
+    const finished = new Promise<void>((resolve) => {
+      allDone = resolve;
+    });
+    const processStart = performance.now();
+    for (let i = 0; i < workers; i++) {
+      await boss.work(name, { batchSize, pollingIntervalSeconds: 0.5 }, async (jobs) => {
+        completed += jobs.length;
+        if (completed >= options.builds) allDone();
+      });
+    }
+    await within(finished, 600_000, "pg-boss processing");
+    const processMs = performance.now() - processStart;
+    return {
+      submitMs,
+      processMs,
+      submitPerSec: (options.builds / submitMs) * 1000,
+      processedPerSec: (options.builds / processMs) * 1000,
+    };
+  } finally {
+    await boss.stop({ graceful: false, wait: true, timeout: 5000 }).catch(() => undefined);
+    await dropSchema(schema);
+  }
+}
+
+/**
+ * graphile-worker 0.17: `addJobs` in chunks through WorkerUtils, then a runner with `concurrency`
+ * (its own setting for jobs in flight; new jobs are announced with LISTEN/NOTIFY).
+ */
+export async function graphileThroughput(options: ThroughputOptions): Promise<ThroughputSample> {
+  const schema = newSchema("graphile");
+  const utils = await makeWorkerUtils({ connectionString: DATABASE_URL, schema });
+  try {
+    await utils.migrate();
+    const submitStart = performance.now();
+    for (let done = 0; done < options.builds; done += options.chunk) {
+      const size = Math.min(options.chunk, options.builds - done);
+      await utils.addJobs(Array.from({ length: size }, () => ({ identifier: "noop", payload: jobData })));
+    }
+    const submitMs = performance.now() - submitStart;
+
+    let completed = 0;
+    let allDone: () => void = () => undefined;
+    const finished = new Promise<void>((resolve) => {
+      allDone = resolve;
+    });
+    const processStart = performance.now();
+    const runner = await run({
+      connectionString: DATABASE_URL,
+      schema,
+      concurrency: options.concurrency,
+      noHandleSignals: true,
+      pollInterval: 1000,
+      taskList: {
+        noop: async () => {
+          completed += 1;
+          if (completed === options.builds) allDone();
+        },
+      },
+    });
+    try {
+      await within(finished, 600_000, "graphile-worker processing");
+    } finally {
+      await runner.stop();
+    }
+    const processMs = performance.now() - processStart;
+    return {
+      submitMs,
+      processMs,
+      submitPerSec: (options.builds / submitMs) * 1000,
+      processedPerSec: (options.builds / processMs) * 1000,
+    };
+  } finally {
+    await utils.release();
+    await dropSchema(schema);
+  }
+}
