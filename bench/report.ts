@@ -251,7 +251,7 @@ const LABELS: Record<ThroughputSystem, string> = {
   bullmq: "BullMQ 6.7 (Redis, no persistence)",
   bullmqEverysec: "BullMQ 6.7 (Redis AOF, appendfsync everysec)",
   bullmqAlways: "BullMQ 6.7 (Redis AOF, appendfsync always)",
-  pgboss: "pg-boss 10.4 (PostgreSQL)",
+  pgboss: "pg-boss 10.4 (PostgreSQL; 10 workers x batches of 100)",
   graphile: "graphile-worker 0.17 (PostgreSQL)",
   redis: "ours, Redis mode",
   postgres: "ours, PostgreSQL-only",
