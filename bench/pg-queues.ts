@@ -5,13 +5,18 @@
  * documentation shows. Same shape as the other throughput runs: `builds` no-op jobs inserted in
  * chunks (submit rate), then processed with `concurrency` jobs in flight (processed rate).
  */
-import { makeWorkerUtils, run } from "graphile-worker";
+import { Logger, makeWorkerUtils, run } from "graphile-worker";
 import PgBoss from "pg-boss";
 import { DATABASE_URL, dropSchema, newSchema } from "./postgres.js";
 import { within } from "./stats.js";
 import type { ThroughputOptions, ThroughputSample } from "./throughput.js";
 
 const jobData = { strategyId: "bench-noop", params: {} };
+
+/** graphile-worker logs to stdout by default, which would break `--json`: errors go to stderr. */
+const graphileLogger = new Logger(() => (level, message) => {
+  if (level === "error") process.stderr.write(`graphile-worker: ${message}\n`);
+});
 
 /**
  * pg-boss 10: `insert` in chunks, then `work` handlers. A pg-boss 10 worker fetches a batch, runs the
@@ -77,7 +82,7 @@ export async function pgBossThroughput(options: ThroughputOptions): Promise<Thro
  */
 export async function graphileThroughput(options: ThroughputOptions): Promise<ThroughputSample> {
   const schema = newSchema("graphile");
-  const utils = await makeWorkerUtils({ connectionString: DATABASE_URL, schema });
+  const utils = await makeWorkerUtils({ connectionString: DATABASE_URL, schema, logger: graphileLogger });
   try {
     await utils.migrate();
     const submitStart = performance.now();
@@ -99,6 +104,7 @@ export async function graphileThroughput(options: ThroughputOptions): Promise<Th
       concurrency: options.concurrency,
       noHandleSignals: true,
       pollInterval: 1000,
+      logger: graphileLogger,
       taskList: {
         noop: async () => {
           completed += 1;
