@@ -5,6 +5,7 @@ import { httpTargets, renderHttp } from "./http-report.js";
 import type { IdlePart } from "./idle.js";
 import type { PersistencePart } from "./persistence.js";
 import { persistenceTargets, renderPersistence } from "./persistence-report.js";
+import { PROCESS_SYSTEMS, type ProcessesPart } from "./processes.js";
 import type { RecoveryPart, RecoveryResult } from "./recovery.js";
 import type { ScaleStep } from "./scale.js";
 import type { Distribution } from "./stats.js";
@@ -109,6 +110,8 @@ export interface Results {
   http: HttpPart | null;
   /** The idle cost of a fleet, ours and BullMQ's (bench/idle.ts); null when not run. */
   idle: IdlePart | null;
+  /** Processed/s with 1, 2 and 4 worker processes (bench/processes.ts); null when not run. */
+  processes: ProcessesPart | null;
   /** 1-minute load average when each part started and when the run ended (other work on the machine). */
   loadAverage: Record<string, number>;
   /** False when the run started above the quiet load average (--allow-busy): not comparable. */
@@ -279,6 +282,7 @@ export function renderText(r: Results): string {
   if (r.persistence) renderPersistence(out, r.persistence);
   if (r.http) renderHttp(out, r.http);
   if (r.idle) renderIdle(out, r.idle);
+  if (r.processes) renderProcesses(out, r.processes);
   out.push("", "Targets");
   out.push(
     table(
@@ -536,4 +540,31 @@ function renderIdle(out: string[], idle: IdlePart): void {
       `   ${f.system}, Redis commands (per second): ${f.topRedisCommands.map((c) => `${c.command} ${fmt(c.perSecond, 1)}`).join(", ")}`,
     );
   }
+}
+
+const PROCESS_LABELS = {
+  bullmq: "BullMQ 6.7 (Redis, no persistence)",
+  redis: "ours, Redis mode",
+  postgres: "ours, PostgreSQL-only",
+} as const;
+
+function renderProcesses(out: string[], p: ProcessesPart): void {
+  out.push(
+    "",
+    `Scaling with worker processes: ${fmt(p.builds)} no-op builds submitted first, then processed by N worker processes of ${p.concurrencyPerProcess} builds in flight each (processed/s, median of the runs; x1: over the same system with one process)`,
+  );
+  out.push(
+    table(
+      ["system", ...p.counts.map((n) => `${n} process${n === 1 ? "" : "es"}`), "runs"],
+      PROCESS_SYSTEMS.map((system) => {
+        const points = p.results[system];
+        const one = points[0]?.processedPerSec ?? Number.NaN;
+        return [
+          PROCESS_LABELS[system],
+          ...points.map((x) => `${fmt(x.processedPerSec)} (x${fmt(x.processedPerSec / one, 2)})`),
+          points.map((x) => x.runs.map((r) => fmt(r)).join("/")).join("; "),
+        ];
+      }),
+    ),
+  );
 }

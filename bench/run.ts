@@ -5,7 +5,7 @@
  *   [--persistence-builds N] [--persistence-tries N] [--skip-http] [--http-seconds N]
  *   [--http-connections N,N...] [--http-read-queue N] [--http-sse-connections N] [--http-sse-clients N]
  *   [--http-sse-seconds N] [--http-sse-rate N[,N...]] [--http-parts submit,read,sse]
- *   [--idle-workers N] [--idle-seconds N] [--allow-busy]`
+ *   [--idle-workers N] [--idle-seconds N] [--processes-builds N] [--allow-busy]`
  *
  * Our queue (Redis mode and PostgreSQL-only mode) and BullMQ side by side, on one private
  * redis-server and one PostgreSQL: throughput, dispatch latency, behaviour at scale (in this
@@ -15,9 +15,10 @@
  * read rates with autocannon against the library calls, SSE fan-out to 1,000 streams (bench/http.ts).
  * Readable tables on stdout; with --json, one JSON object on stdout and progress on stderr.
  * --only runs just the parts named (throughput, latency, scale, recovery, stop, fanout, http,
- * persistence, idle).
+ * persistence, idle, processes).
  * idle (bench/idle.ts): the idle cost of a fleet, ours (the CLI) and BullMQ's: PostgreSQL
- * statements/s, Redis commands/s, CPU per process.
+ * statements/s, Redis commands/s, CPU per process. processes (bench/processes.ts): processed/s
+ * with 1, 2 and 4 worker processes of 25 builds in flight each, BullMQ and ours in both modes.
  * persistence (bench/persistence.ts: Redis fsync settings, kill -9 under disk load) runs only when named.
  */
 import { rmSync } from "node:fs";
@@ -32,6 +33,7 @@ import { runPersistence } from "./persistence.js";
 import { PersistentRedis } from "./persistent-redis.js";
 import { graphileThroughput, pgBossThroughput } from "./pg-queues.js";
 import { DATABASE_URL, dropAllSchemas, postgresVersion } from "./postgres.js";
+import { runProcesses, stopProcessWorkers } from "./processes.js";
 import { runRecovery, stopRecoveryWorkers } from "./recovery.js";
 import { PrivateRedis } from "./redis-server.js";
 import {
@@ -78,6 +80,7 @@ const { values: args } = parseArgs({
     "persistence-tries": { type: "string", default: "4" },
     "idle-workers": { type: "string", default: "10" },
     "idle-seconds": { type: "string", default: "30" },
+    "processes-builds": { type: "string", default: "20000" },
     only: { type: "string" },
     "allow-busy": { type: "boolean", default: false },
   },
@@ -93,6 +96,7 @@ const PARTS = [
   "http",
   "persistence",
   "idle",
+  "processes",
 ] as const;
 type Part = (typeof PARTS)[number];
 
@@ -299,6 +303,7 @@ async function main(): Promise<void> {
     await stopFanoutProducers();
     await stopHttpChildren();
     await stopIdleFleets();
+    stopProcessWorkers();
     await redis.stop();
     await dropAllSchemas().catch((err: Error) => log(`could not drop the benchmark schemas: ${err.message}`));
   };
@@ -423,6 +428,19 @@ async function main(): Promise<void> {
         log,
       });
     }
+    let processes: Results["processes"] = null;
+    if (parts.has("processes")) {
+      loadAverage.processes = os.loadavg()[0] ?? 0;
+      log("processes: 1, 2 and 4 worker processes");
+      processes = await runProcesses(redis, {
+        builds: positiveInt("processes-builds", args["processes-builds"]),
+        chunk: 1000,
+        concurrencyPerProcess: 25,
+        counts: [1, 2, 4],
+        runs,
+        log,
+      });
+    }
     loadAverage.end = os.loadavg()[0] ?? 0;
 
     const partial: Omit<Results, "targets"> = {
@@ -442,6 +460,7 @@ async function main(): Promise<void> {
       persistence,
       http,
       idle,
+      processes,
       loadAverage,
       quiet,
       referenceNote: `reference figures are ${REFERENCE.note}`,
