@@ -1,4 +1,6 @@
 /** The benchmark's result object, the targets it is judged against, and the readable tables. */
+
+import { type DispatchHops, HOPS } from "./dispatch-hops.js";
 import { FANOUT_SYSTEMS, type FanoutPart, type FanoutSystem } from "./fanout.js";
 import type { HttpPart } from "./http.js";
 import { httpTargets, renderHttp } from "./http-report.js";
@@ -95,6 +97,8 @@ export interface Results {
     warmup: number;
     note: string;
     ms: Record<System, Distribution>;
+    /** Where a Redis-mode dispatch's time goes (bench/dispatch-hops.ts); absent in older results. */
+    hops?: DispatchHops;
     reference: typeof REFERENCE.latencyMs;
   } | null;
   scale: { chunk: number; steps: ScaleStep[] } | null;
@@ -335,6 +339,45 @@ function renderLatency(out: string[], l: NonNullable<Results["latency"]>): void 
     ),
   );
   out.push(`   reference (${REFERENCE.note}): graphile-worker p50 3.1 ms, p99 7.5 ms`);
+  if (l.hops) renderHops(out, l.hops);
+}
+
+const HOP_LABELS: Record<(typeof HOPS)[number], string> = {
+  submitCommit: "submit commit (PostgreSQL INSERT + commit)",
+  indexWrite: "index write (Redis script, publishes the wake-up)",
+  wakeUp: "wake-up (index write answered -> idle worker's wait returns)",
+  pop: "pop (Redis script)",
+  claimCommit: "claim commit (PostgreSQL UPDATE + event + commit)",
+  handlerStart: "handler start (claim answered -> handler's first line)",
+};
+
+function renderHops(out: string[], h: DispatchHops): void {
+  out.push(
+    `   where a Redis-mode dispatch's time goes (${fmt(h.count)} dispatches, microseconds; the queue's own calls timed in place):`,
+  );
+  out.push(
+    table(
+      ["hop", "p50 us", "p99 us", "mean us"],
+      [
+        ...HOPS.map((hop) => [
+          HOP_LABELS[hop],
+          fmt(h.hopsUs[hop].p50),
+          fmt(h.hopsUs[hop].p99),
+          fmt(h.hopsUs[hop].mean),
+        ]),
+        ["whole dispatch (submit() -> handler)", fmt(h.totalUs.p50), fmt(h.totalUs.p99), fmt(h.totalUs.mean)],
+        [
+          "floor: two durable commits in a row",
+          fmt(h.twoCommitsUs.p50),
+          fmt(h.twoCommitsUs.p99),
+          fmt(h.twoCommitsUs.mean),
+        ],
+      ],
+    ),
+  );
+  out.push(
+    `   whole dispatch p50 / floor p50: ${fmt(h.totalUs.p50 / h.twoCommitsUs.p50, 2)}x; in no hop (JavaScript between the calls), p50 ${fmt(h.unaccountedUs)} us`,
+  );
 }
 
 function renderScale(out: string[], scale: NonNullable<Results["scale"]>): void {

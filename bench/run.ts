@@ -25,6 +25,7 @@ import { rmSync } from "node:fs";
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { bullmqLatency, bullmqThroughput } from "./bullmq.js";
+import { HOPS, ourDispatchHops } from "./dispatch-hops.js";
 import { FANOUT_SYSTEMS, runFanout, stopFanoutProducers } from "./fanout.js";
 import { HTTP_MODES, HTTP_SECTIONS, type HttpSection, runHttp, stopHttpChildren } from "./http.js";
 import { runIdle, stopIdleFleets } from "./idle.js";
@@ -233,11 +234,15 @@ async function latencyPart(redis: PrivateRedis, count: number, warmup: number) {
   await redis.flushAll();
   const ours = report("redis", distribution(await ourLatency("redis", redis.url, count, warmup)));
   const postgres = report("postgres", distribution(await ourLatency("postgres", redis.url, count, warmup)));
+  await redis.flushAll();
+  const hops = await ourDispatchHops(redis.url, count, warmup);
+  log(`  redis mode hops (p50 us): ${HOPS.map((h) => `${h} ${Math.round(hops.hopsUs[h].p50)}`).join(", ")}`);
   return {
     count,
     warmup,
     note: "submitter and worker in the same process for all three; performance.now() on both ends",
     ms: { bullmq, redis: ours, postgres },
+    hops,
     reference: REFERENCE.latencyMs,
   };
 }
