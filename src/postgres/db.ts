@@ -286,8 +286,8 @@ export async function openPostgres(
           return { rows: res.rows as T[], rowCount: res.rowCount ?? 0 };
         } catch (err) {
           // A statement of its own transaction that the server aborted for a deadlock or a
-          // serialization failure changed nothing: running it again is safe, and the caller would
-          // only have to (a claim would hand its ids back and report an error for nothing).
+          // serialization failure changed nothing: running it again is safe, and spares the caller
+          // a retry of its own (a claim would hand its ids back and report an error for nothing).
           const pause = CONFLICT_RETRY_BASE_MS * attempt * (0.5 + Math.random());
           const timeLeft = deadline === undefined || deadline - Date.now() > pause;
           if (!isConflict(err) || attempt >= CONFLICT_ATTEMPTS || !timeLeft) throw err;
