@@ -147,6 +147,16 @@ function buildEnv(
 }
 
 /**
+ * How the command is started: its shell first waits for one line on stdin, which the worker writes
+ * once the orphan watchdog (below) holds the group's id, then becomes the command (`exec`: the same
+ * process, so `$$` is still the group's leader) with stdin from /dev/null. Without the gate a worker
+ * killed between the two spawns (a busy machine can hold it there for a while) left a command running
+ * with no watchdog. A worker that dies before the line never starts the command: `read` meets the
+ * pipe's end and the shell exits.
+ */
+export const GATED_START = 'read -r _ || exit 0; exec /bin/sh -c "$1" oculus-build < /dev/null';
+
+/**
  * The command's process group outlives a worker killed with SIGKILL (it is detached on purpose, so
  * that signals reach the whole build). A small watchdog outside the group ends the group when this
  * worker process is gone: SIGTERM, then SIGKILL after the grace period, as a stop would. Its result
@@ -204,15 +214,16 @@ async function runProcess(options: RunBuildCommandOptions, env: NodeJS.ProcessEn
   );
   let child: ChildProcess;
   try {
-    child = spawn("/bin/sh", ["-c", options.command], {
+    child = spawn("/bin/sh", ["-c", GATED_START, "oculus-build", options.command], {
       cwd: options.cwd,
       env,
       detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["pipe", "pipe", "pipe"],
     });
   } catch (err) {
     return failedToStart(spawnFailure(err, env));
   }
+  child.stdin?.on("error", () => undefined); // the command may be gone already (EPIPE)
   const ended = waitForEnd(child);
   const pipesClosed = Promise.all([
     readLines(child.stdout, (line) => output.stdoutLine(line)),
@@ -227,6 +238,7 @@ async function runProcess(options: RunBuildCommandOptions, env: NodeJS.ProcessEn
   }
 
   const releaseWatchdog = startOrphanWatchdog(pgid, graceMs);
+  child.stdin?.end("go\n"); // the watchdog is armed: the command may start
   let stopping: Promise<StopSignal> | undefined;
   const stop = () => {
     stopping ??= terminateGroup(pgid, graceAfter(options.signal, graceMs));

@@ -5,7 +5,8 @@
  * Nothing here depends on speed: the tests wait for the command to say "ready" before stopping it,
  * and only the tests whose processes ignore SIGTERM wait out a (short) grace period.
  */
-import { getEventListeners } from "node:events";
+import { spawn } from "node:child_process";
+import { getEventListeners, once } from "node:events";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -13,6 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type CommandResult,
+  GATED_START,
   type ProgressUpdate,
   type RunBuildCommandOptions,
   runBuildCommand,
@@ -474,5 +476,38 @@ describe("runBuildCommand: stop", () => {
     });
     expect(listenersWhileRunning).toBe(1);
     expect(getEventListeners(controller.signal, "abort")).toHaveLength(0);
+  });
+});
+
+describe("the gate before a build command starts", () => {
+  // The worker writes the line once the orphan watchdog is armed; a worker that died before that
+  // closes the pipe without it.
+  const gated = (command: string, line: string | undefined) => {
+    const child = spawn("/bin/sh", ["-c", GATED_START, "oculus-build", command], {
+      stdio: ["pipe", "pipe", "ignore"],
+    });
+    let out = "";
+    child.stdout?.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stdin?.end(line);
+    return once(child, "close").then(([code]) => ({ code: code as number | null, out, pid: child.pid }));
+  };
+
+  it("runs the command as the same process, with stdin from /dev/null, after the line", async () => {
+    const ran = await gated('echo "pid $$"; cat; echo "args:$#"; exit 3', "go\n");
+    expect(ran.code).toBe(3);
+    expect(ran.out).toBe(`pid ${ran.pid}\nargs:0\n`);
+  });
+
+  it("never starts the command when the pipe ends without the line", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "oculus-gate-"));
+    try {
+      const ran = await gated(`touch ${dir}/started`, undefined);
+      expect(ran.code).toBe(0);
+      expect(existsSync(`${dir}/started`)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
