@@ -41,6 +41,7 @@ import type { ProducerReport } from "./fanout-producer.js";
 import type { LibraryRun, LoopStats } from "./http-server.js";
 import type { ClientReport } from "./http-sse-client.js";
 import { DATABASE_URL, dropSchema, newSchema, withClient } from "./postgres.js";
+import { cpuMs, rssBytes } from "./proc.js";
 import type { PrivateRedis } from "./redis-server.js";
 import { type Distribution, distribution, distributionOf, sleep, within } from "./stats.js";
 
@@ -327,17 +328,9 @@ class LineChild {
   }
 }
 
-const CLOCK_TICKS_PER_SEC = 100; // USER_HZ on Linux (getconf CLK_TCK)
-
-/** utime + stime of a process in ms, and its RSS in bytes, from /proc (Linux). */
+/** CPU time (ms) and RSS (bytes) of a process, from /proc (Linux). */
 function procSample(pid: number): { cpuMs: number; rss: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // The fields after the command name (which may hold spaces): state, ppid, ... utime (14), stime (15).
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN);
-  return { cpuMs: (ticks * 1000) / CLOCK_TICKS_PER_SEC, rss: rssKiB * 1024 };
+  return { cpuMs: cpuMs(pid), rss: rssBytes(pid) };
 }
 
 /** What a server child logged (its log file, read after it stopped). */

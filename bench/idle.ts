@@ -7,12 +7,12 @@
  * Redis commands per second (INFO total_commands_processed), and each process's CPU (user + system
  * time from /proc, as a share of one core).
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { freePort } from "../src/ops/scratch-redis.js";
 import { PgCluster, pgClusterUnavailable } from "../test/helpers/pg-cluster.js";
 import { spawnBenchScript } from "./child.js";
+import { cpuMs } from "./proc.js";
 import type { PrivateRedis } from "./redis-server.js";
 import { sleep } from "./stats.js";
 
@@ -180,11 +180,11 @@ async function measureWindow(
   try {
     const byCommandBefore = await commandCalls(client);
     const commandsBefore = await totalCommands(client);
-    const cpuBefore = fleet.map(({ child }) => cpuTicks(child));
+    const cpuBefore = fleet.map(({ child }) => cpuMs(child.pid ?? 0));
     const started = performance.now();
     await sleep(seconds * 1000);
     const elapsedS = (performance.now() - started) / 1000;
-    const cpuAfter = fleet.map(({ child }) => cpuTicks(child));
+    const cpuAfter = fleet.map(({ child }) => cpuMs(child.pid ?? 0));
     // Less the INFO that read the count before.
     const commands = (await totalCommands(client)) - commandsBefore - 1;
     const byCommandAfter = await commandCalls(client);
@@ -196,13 +196,12 @@ async function measureWindow(
       .filter((c) => c.perSecond > 0)
       .sort((a, b) => b.perSecond - a.perSecond)
       .slice(0, 8);
-    const ticksPerSecond = clockTicks();
     return {
       redisCommandsPerSecond: commands / elapsedS,
       topRedisCommands,
       cpu: fleet.map(({ role }, i) => ({
         role,
-        percent: (100 * ((cpuAfter[i] ?? 0) - (cpuBefore[i] ?? 0))) / ticksPerSecond / elapsedS,
+        percent: (100 * ((cpuAfter[i] ?? 0) - (cpuBefore[i] ?? 0))) / (elapsedS * 1000),
       })),
     };
   } finally {
@@ -221,20 +220,6 @@ async function commandCalls(client: ReturnType<PrivateRedis["client"]>): Promise
 async function totalCommands(client: ReturnType<PrivateRedis["client"]>): Promise<number> {
   const info = await client.info("stats");
   return Number(/total_commands_processed:(\d+)/.exec(info)?.[1] ?? Number.NaN);
-}
-
-/** utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15). */
-function cpuTicks(child: ChildProcess): number {
-  const stat = readFileSync(`/proc/${child.pid}/stat`, "utf8");
-  // The command name (field 2) may hold spaces; the fields after it start past its closing ")".
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]);
-}
-
-let ticks: number | undefined;
-function clockTicks(): number {
-  ticks ??= Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-  return ticks;
 }
 
 /** The built `oculus` CLI (dist/src/cli/main.js next to dist/bench), or its source through tsx. */
@@ -278,16 +263,4 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: s
     if (Date.now() > deadline) throw new Error(`idle: ${what} not ready within ${timeoutMs / 1000} s`);
     await sleep(200);
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }

@@ -30,6 +30,7 @@ import { authConfig } from "../src/http/auth.js";
 import { buildServer, listenApi, type ServerOptions } from "../src/http/server.js";
 import { BuildQueue } from "../src/index.js";
 import { DATABASE_URL, dropSchema, newSchema, withClient } from "./postgres.js";
+import { cpuMs, rssBytes } from "./proc.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -121,17 +122,6 @@ async function stopServer(server: Server): Promise<void> {
   await exited;
 }
 
-function rssBytes(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
-}
-
-/** User + system CPU of the process, in clock ticks (10 ms). */
-function cpuTicks(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
-  return Number(fields[11]) + Number(fields[12]);
-}
-
 async function run(schema: string, events: number, mode: "full" | "disconnect") {
   const server = await startServer(schema, mode);
   try {
@@ -201,12 +191,12 @@ async function run(schema: string, events: number, mode: "full" | "disconnect") 
 /** Ms from now until a 200 ms window in which the process used under 20 ms of CPU (gives up at 120 s). */
 async function busyAfter(pid: number): Promise<number> {
   const start = performance.now();
-  let before = cpuTicks(pid);
+  let before = cpuMs(pid);
   for (;;) {
     await new Promise((r) => setTimeout(r, 200));
-    const now = cpuTicks(pid);
+    const now = cpuMs(pid);
     const elapsed = performance.now() - start;
-    if (now - before < 2) return Math.max(0, Math.round(elapsed - 200));
+    if (now - before < 20) return Math.max(0, Math.round(elapsed - 200));
     if (elapsed > 120_000) return Math.round(elapsed);
     before = now;
   }
