@@ -4,7 +4,12 @@
  */
 import { type ConnectionOptions, Queue, Worker } from "bullmq";
 import { sleep, within } from "./stats.js";
-import type { ThroughputOptions, ThroughputSample } from "./throughput.js";
+import {
+  completionCounter,
+  type ThroughputOptions,
+  type ThroughputSample,
+  throughputSample,
+} from "./throughput.js";
 
 let counter = 0;
 
@@ -28,13 +33,7 @@ export async function bullmqThroughput(port: number, options: ThroughputOptions)
     }
     const submitMs = performance.now() - submitStart;
 
-    let completed = 0;
-    let processMs = 0;
     let failed: Error | undefined;
-    let allDone: () => void = () => undefined;
-    const finished = new Promise<void>((resolve) => {
-      allDone = resolve;
-    });
     const w = new Worker(name, async () => null, {
       connection: connection(port),
       concurrency: options.concurrency,
@@ -48,23 +47,12 @@ export async function bullmqThroughput(port: number, options: ThroughputOptions)
       failed = err;
     });
     await w.waitUntilReady();
-    const processStart = performance.now();
-    w.on("completed", () => {
-      completed += 1;
-      if (completed === options.builds) {
-        processMs = performance.now() - processStart;
-        allDone();
-      }
-    });
+    const counter = completionCounter(options.builds);
+    w.on("completed", () => counter.done());
     void w.run();
-    await within(finished, 300_000, "BullMQ processing");
+    await within(counter.finished, 300_000, "BullMQ processing");
     if (failed) throw failed;
-    return {
-      submitMs,
-      processMs,
-      submitPerSec: (options.builds / submitMs) * 1000,
-      processedPerSec: (options.builds / processMs) * 1000,
-    };
+    return throughputSample(options.builds, submitMs, counter.elapsedMs());
   } finally {
     await worker?.close();
     await queue.close();

@@ -17,13 +17,4 @@ export class PersistentRedis extends RedisProcess {
       persistence === "none" ? ["--appendonly", "no"] : ["--appendonly", "yes", "--appendfsync", persistence];
     return PersistentRedis.startIn(dir, { args, timeoutMs: 30_000, killOnExit: true });
   }
-
-  async flushAll(): Promise<void> {
-    const client = this.client();
-    try {
-      await client.flushall();
-    } finally {
-      client.disconnect();
-    }
-  }
 }

@@ -9,7 +9,12 @@ import { Logger, makeWorkerUtils, run } from "graphile-worker";
 import PgBoss from "pg-boss";
 import { DATABASE_URL, dropSchema, newSchema } from "./postgres.js";
 import { within } from "./stats.js";
-import type { ThroughputOptions, ThroughputSample } from "./throughput.js";
+import {
+  completionCounter,
+  type ThroughputOptions,
+  type ThroughputSample,
+  throughputSample,
+} from "./throughput.js";
 
 const jobData = { strategyId: "bench-noop", params: {} };
 
@@ -50,26 +55,14 @@ export async function pgBossThroughput(options: ThroughputOptions): Promise<Thro
     }
     const submitMs = performance.now() - submitStart;
 
-    let completed = 0;
-    let allDone: () => void = () => undefined;
-    const finished = new Promise<void>((resolve) => {
-      allDone = resolve;
-    });
-    const processStart = performance.now();
+    const counter = completionCounter(options.builds);
     for (let i = 0; i < PGBOSS_WORKERS; i++) {
       await boss.work(name, { batchSize: PGBOSS_BATCH, pollingIntervalSeconds: 0.5 }, async (jobs) => {
-        completed += jobs.length;
-        if (completed >= options.builds) allDone();
+        counter.done(jobs.length);
       });
     }
-    await within(finished, 600_000, "pg-boss processing");
-    const processMs = performance.now() - processStart;
-    return {
-      submitMs,
-      processMs,
-      submitPerSec: (options.builds / submitMs) * 1000,
-      processedPerSec: (options.builds / processMs) * 1000,
-    };
+    await within(counter.finished, 600_000, "pg-boss processing");
+    return throughputSample(options.builds, submitMs, counter.elapsedMs());
   } finally {
     await boss.stop({ graceful: false, wait: true, timeout: 5000 }).catch(() => undefined);
     await dropSchema(schema);
@@ -92,12 +85,7 @@ export async function graphileThroughput(options: ThroughputOptions): Promise<Th
     }
     const submitMs = performance.now() - submitStart;
 
-    let completed = 0;
-    let allDone: () => void = () => undefined;
-    const finished = new Promise<void>((resolve) => {
-      allDone = resolve;
-    });
-    const processStart = performance.now();
+    const counter = completionCounter(options.builds);
     const runner = await run({
       connectionString: DATABASE_URL,
       schema,
@@ -106,24 +94,15 @@ export async function graphileThroughput(options: ThroughputOptions): Promise<Th
       pollInterval: 1000,
       logger: graphileLogger,
       taskList: {
-        noop: async () => {
-          completed += 1;
-          if (completed === options.builds) allDone();
-        },
+        noop: async () => counter.done(),
       },
     });
     try {
-      await within(finished, 600_000, "graphile-worker processing");
+      await within(counter.finished, 600_000, "graphile-worker processing");
     } finally {
       await runner.stop();
     }
-    const processMs = performance.now() - processStart;
-    return {
-      submitMs,
-      processMs,
-      submitPerSec: (options.builds / submitMs) * 1000,
-      processedPerSec: (options.builds / processMs) * 1000,
-    };
+    return throughputSample(options.builds, submitMs, counter.elapsedMs());
   } finally {
     await utils.release();
     await dropSchema(schema);

@@ -29,17 +29,22 @@ export class PrivateRedis extends RedisProcess {
   }
 
   async flushAll(): Promise<void> {
-    const client = this.client();
-    try {
-      await client.flushall();
-    } finally {
-      client.disconnect();
-    }
+    await flushRedis(this);
   }
 
   /** SIGTERM, then SIGKILL after 5 s; removes the directory. Safe to call twice. */
   override async stop(): Promise<void> {
     await super.stop(5000);
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Empties a benchmark's Redis server (any of them: this one, bench/persistent-redis.ts). */
+export async function flushRedis(server: RedisProcess): Promise<void> {
+  const client = server.client();
+  try {
+    await client.flushall();
+  } finally {
+    client.disconnect();
   }
 }

@@ -36,7 +36,7 @@ import { graphileThroughput, pgBossThroughput } from "./pg-queues.js";
 import { DATABASE_URL, dropAllSchemas, postgresVersion } from "./postgres.js";
 import { runProcesses, stopProcessWorkers } from "./processes.js";
 import { runRecovery, stopRecoveryWorkers } from "./recovery.js";
-import { PrivateRedis } from "./redis-server.js";
+import { flushRedis, PrivateRedis } from "./redis-server.js";
 import {
   evaluateTargets,
   type RatiosToBullmq,
@@ -204,10 +204,10 @@ async function throughputOf(
     case "bullmq":
       return bullmqThroughput(redis.port, tp);
     case "bullmqEverysec":
-      await aof.everysec.flushAll();
+      await flushRedis(aof.everysec);
       return bullmqThroughput(aof.everysec.port, tp);
     case "bullmqAlways":
-      await aof.always.flushAll();
+      await flushRedis(aof.always);
       return bullmqThroughput(aof.always.port, tp);
     case "pgboss":
       return pgBossThroughput(tp);

@@ -20,6 +20,45 @@ export interface ThroughputSample {
   processedPerSec: number;
 }
 
+/** The sample of `builds` submitted in `submitMs` and processed in `processMs`. */
+export function throughputSample(builds: number, submitMs: number, processMs: number): ThroughputSample {
+  return {
+    submitMs,
+    processMs,
+    submitPerSec: (builds / submitMs) * 1000,
+    processedPerSec: (builds / processMs) * 1000,
+  };
+}
+
+/**
+ * Counts completions: `finished` resolves at the `total`-th `done()`, and `elapsedMs` is then the
+ * time since the counter was made (start it when processing starts).
+ */
+export function completionCounter(total: number): {
+  done(n?: number): void;
+  finished: Promise<void>;
+  elapsedMs(): number;
+} {
+  const start = performance.now();
+  let completed = 0;
+  let endedAt: number | undefined;
+  let resolve: () => void = () => undefined;
+  const finished = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return {
+    done(n = 1) {
+      completed += n;
+      if (completed >= total && endedAt === undefined) {
+        endedAt = performance.now();
+        resolve();
+      }
+    },
+    finished,
+    elapsedMs: () => (endedAt ?? performance.now()) - start,
+  };
+}
+
 export async function ourThroughput(
   mode: OurMode,
   redisUrl: string,
@@ -40,25 +79,13 @@ export async function ourThroughput(
       // Optional, untimed: fresh statistics, as autovacuum would give a long-lived table.
       if (analyzeFirst) await analyze(schema);
 
-      let completed = 0;
-      let allDone: () => void = () => undefined;
-      const finished = new Promise<void>((resolve) => {
-        allDone = resolve;
-      });
-      const processStart = performance.now();
-      let processMs = 0;
+      const counter = completionCounter(options.builds);
       const worker = startWorker(queue, async () => null, options.concurrency, {
-        onCompleted: () => {
-          completed += 1;
-          if (completed === options.builds) {
-            processMs = performance.now() - processStart;
-            allDone();
-          }
-        },
+        onCompleted: () => counter.done(),
         onError: (err) => errors.push(err),
       });
       try {
-        await within(finished, 300_000, `${mode} mode processing`);
+        await within(counter.finished, 300_000, `${mode} mode processing`);
       } finally {
         await worker.stop();
       }
@@ -69,12 +96,7 @@ export async function ourThroughput(
           `expected ${options.builds} completed builds in PostgreSQL, found ${JSON.stringify(counts)}`,
         );
       }
-      return {
-        submitMs,
-        processMs,
-        submitPerSec: (options.builds / submitMs) * 1000,
-        processedPerSec: (options.builds / processMs) * 1000,
-      };
+      return throughputSample(options.builds, submitMs, counter.elapsedMs());
     } finally {
       await queue.close();
     }
