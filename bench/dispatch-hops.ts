@@ -1,7 +1,7 @@
 /**
- * Where one dispatch's time goes (issue 15), Redis mode: the latency benchmark's loop (one build at a
- * time to an idle worker of the product's claim loop, in this process), with the queue's own calls
- * timed where they happen. The calls are wrapped on the live objects (the store, the Redis index);
+ * Where one dispatch's time goes (issue 15), Redis mode: the latency benchmark's loop (bench/latency.ts:
+ * one build at a time to an idle worker of the product's claim loop, in this process), with the
+ * queue's own calls timed where they happen. The calls are wrapped on the live objects (the store, the Redis index);
  * nothing is replaced, so the path measured is the product's.
  *
  *   submit commit   store.insert: the INSERT and its commit in PostgreSQL
@@ -16,9 +16,9 @@
  */
 import pg from "pg";
 import type { BuildQueue } from "../src/index.js";
-import { type OurMode, openQueue, startWorker } from "./ours.js";
+import { ourLatency } from "./latency.js";
 import { DATABASE_URL, dropSchema, newSchema } from "./postgres.js";
-import { type Distribution, distribution, sleep, within } from "./stats.js";
+import { type Distribution, distribution } from "./stats.js";
 
 export const HOPS = ["submitCommit", "indexWrite", "wakeUp", "pop", "claimCommit", "handlerStart"] as const;
 export type Hop = (typeof HOPS)[number];
@@ -58,79 +58,40 @@ export async function ourDispatchHops(
   count: number,
   warmup: number,
 ): Promise<DispatchHops> {
-  const mode: OurMode = "redis";
-  const schema = newSchema("hops");
-  try {
-    const queue = await openQueue(mode, schema, redisUrl);
-    let marks: Marks = {};
-    const current = () => marks;
-    instrument(queue, current);
-    const errors: unknown[] = [];
-    let onStart: ((t: number) => void) | undefined;
-    let onDone: (() => void) | undefined;
-    const worker = startWorker(
-      queue,
-      async () => {
-        onStart?.(performance.now());
-        return null;
-      },
-      1,
-      { onCompleted: () => onDone?.(), onError: (err) => errors.push(err) },
-    );
-    const hops = Object.fromEntries(HOPS.map((h) => [h, []])) as unknown as Record<Hop, number[]>;
-    const totals: number[] = [];
-    const rest: number[] = [];
-    try {
-      for (let i = 0; i < warmup + count; i++) {
-        await sleep(5);
-        for (let spin = 0; !worker.idle && spin < 2000; spin++) await sleep(1);
-        marks = {};
-        const started = new Promise<number>((resolve) => {
-          onStart = resolve;
-        });
-        const done = new Promise<void>((resolve) => {
-          onDone = resolve;
-        });
-        const t0 = performance.now();
-        const submitted = queue.submit({ strategyId: "bench-noop", params: {} });
-        const tStart = await within(started, 30_000, "dispatch");
-        await submitted;
-        await within(done, 30_000, "completion");
-        if (i < warmup) continue;
-        const m = marks;
-        const span = (a: string, b: string) => ((m[b] ?? Number.NaN) - (m[a] ?? Number.NaN)) * 1000;
-        const sample: Record<Hop, number> = {
-          submitCommit: span("insertStart", "insertEnd"),
-          indexWrite: span("enqueueStart", "enqueueEnd"),
-          wakeUp: span("enqueueEnd", "wokenEnd"),
-          pop: span("popStart", "popEnd"),
-          claimCommit: span("claimStart", "claimEnd"),
-          handlerStart: (tStart - (m.claimEnd ?? Number.NaN)) * 1000,
-        };
-        for (const h of HOPS) hops[h].push(sample[h]);
-        const total = (tStart - t0) * 1000;
-        totals.push(total);
-        rest.push(total - HOPS.reduce((sum, h) => sum + sample[h], 0));
-      }
-      if (errors.length > 0) throw new Error(`worker errors: ${String(errors[0])}`);
-    } finally {
-      await worker.stop();
-      await queue.close();
-    }
-    const hopsUs = Object.fromEntries(HOPS.map((h) => [h, distribution(hops[h])])) as Record<
-      Hop,
-      Distribution
-    >;
-    return {
-      count,
-      hopsUs,
-      totalUs: distribution(totals),
-      twoCommitsUs: distribution(await twoDurableCommits(schema, count)),
-      unaccountedUs: distribution(rest).p50,
-    };
-  } finally {
-    await dropSchema(schema);
-  }
+  let marks: Marks = {};
+  const hops = Object.fromEntries(HOPS.map((h) => [h, []])) as unknown as Record<Hop, number[]>;
+  const totals: number[] = [];
+  const rest: number[] = [];
+  await ourLatency("redis", redisUrl, count, warmup, {
+    attach: (queue) => instrument(queue, () => marks),
+    before: () => {
+      marks = {};
+    },
+    measured: (t0, tStart) => {
+      const m = marks;
+      const span = (a: string, b: string) => ((m[b] ?? Number.NaN) - (m[a] ?? Number.NaN)) * 1000;
+      const sample: Record<Hop, number> = {
+        submitCommit: span("insertStart", "insertEnd"),
+        indexWrite: span("enqueueStart", "enqueueEnd"),
+        wakeUp: span("enqueueEnd", "wokenEnd"),
+        pop: span("popStart", "popEnd"),
+        claimCommit: span("claimStart", "claimEnd"),
+        handlerStart: (tStart - (m.claimEnd ?? Number.NaN)) * 1000,
+      };
+      for (const h of HOPS) hops[h].push(sample[h]);
+      const total = (tStart - t0) * 1000;
+      totals.push(total);
+      rest.push(total - HOPS.reduce((sum, h) => sum + sample[h], 0));
+    },
+  });
+  const hopsUs = Object.fromEntries(HOPS.map((h) => [h, distribution(hops[h])])) as Record<Hop, Distribution>;
+  return {
+    count,
+    hopsUs,
+    totalUs: distribution(totals),
+    twoCommitsUs: distribution(await twoDurableCommits(count)),
+    unaccountedUs: distribution(rest).p50,
+  };
 }
 
 /** Wraps the calls of one dispatch on the queue's live objects (see the header). */
@@ -151,21 +112,28 @@ function instrument(queue: BuildQueue, marks: () => Marks): void {
 }
 
 /** `count` times: two single-row INSERTs in a row, each committed durably; microseconds for the pair. */
-async function twoDurableCommits(schema: string, count: number): Promise<number[]> {
+async function twoDurableCommits(count: number): Promise<number[]> {
   const client = new pg.Client({ connectionString: DATABASE_URL });
   await client.connect();
   try {
     await client.query("SET synchronous_commit = on");
-    await client.query(`CREATE TABLE "${schema}".commit_floor (id serial PRIMARY KEY, at timestamptz)`);
-    const insert = { name: "floor", text: `INSERT INTO "${schema}".commit_floor (at) VALUES (now())` };
-    const samples: number[] = [];
-    for (let i = 0; i < count + 20; i++) {
-      const t0 = performance.now();
-      await client.query(insert);
-      await client.query(insert);
-      if (i >= 20) samples.push((performance.now() - t0) * 1000);
+    // A temporary table's rows are not WAL-logged: the floor needs a table that is.
+    const schema = newSchema("floor");
+    await client.query(`CREATE SCHEMA "${schema}"`);
+    try {
+      await client.query(`CREATE TABLE "${schema}".commit_floor (id serial PRIMARY KEY, at timestamptz)`);
+      const insert = { name: "floor", text: `INSERT INTO "${schema}".commit_floor (at) VALUES (now())` };
+      const samples: number[] = [];
+      for (let i = 0; i < count + 20; i++) {
+        const t0 = performance.now();
+        await client.query(insert);
+        await client.query(insert);
+        if (i >= 20) samples.push((performance.now() - t0) * 1000);
+      }
+      return samples;
+    } finally {
+      await dropSchema(schema);
     }
-    return samples;
   } finally {
     await client.end();
   }
