@@ -279,7 +279,7 @@ export class RedisIndex {
    * most one caller per `everyMs` (SET NX PX). A write: a Redis that refuses writes throws here.
    */
   async takeClaimFallbackTurn(everyMs: number): Promise<boolean> {
-    return (await this.redis.set(this.keys.claimFallbackGate, "1", "PX", everyMs, "NX")) === "OK";
+    return this.takeTurn(this.keys.claimFallbackGate, everyMs);
   }
 
   /**
@@ -287,7 +287,12 @@ export class RedisIndex {
    * caller per `everyMs` (SET NX PX). A write: a Redis that refuses writes throws here.
    */
   async takeHousekeepingTurn(everyMs: number): Promise<boolean> {
-    return (await this.redis.set(this.keys.housekeepingGate, "1", "PX", everyMs, "NX")) === "OK";
+    return this.takeTurn(this.keys.housekeepingGate, everyMs);
+  }
+
+  /** A fleet-wide turn: true for the one caller whose SET NX created `gate` (it expires after `ms`). */
+  private async takeTurn(gate: string, ms: number): Promise<boolean> {
+    return (await this.redis.set(gate, "1", "PX", ms, "NX")) === "OK";
   }
 
   /**
