@@ -90,8 +90,12 @@ describe("PostgreSQL lock conflicts", () => {
     );
     // Wait until it holds b and waits for a, then close the cycle: the other session asks for b.
     await eventually(async () => {
+      // A bigint advisory key is split into classid (high 32 bits) and objid (low 32 bits).
       const res = await other.query(
-        "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        `SELECT count(*)::int AS n FROM pg_locks
+         WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1
+           AND (classid::bigint << 32) | objid::bigint = $1`,
+        [a],
       );
       return res.rows[0].n > 0;
     });
