@@ -11,6 +11,7 @@ import type { Logger } from "../core/logger.js";
 import { DEFAULT_POSTGRES_SETTINGS, type PostgresSettings } from "../core/postgres-settings.js";
 import { queries } from "../generated/assets.js";
 import { lockDataDir } from "./data-dir-lock.js";
+import { timestampParser } from "./timestamps.js";
 
 export interface QueryResult<T> {
   rows: T[];
@@ -73,6 +74,8 @@ const LISTEN_CHECK_MS = 5000;
 
 // int8 (bigint) columns hold sequence numbers and leases, all below 2^53: parse them as numbers.
 pg.types.setTypeParser(20, (value) => Number(value));
+// timestamptz: read by position (see timestamps.ts), by pg's own parser when the shape is unusual.
+pg.types.setTypeParser(1184, timestampParser(pg.types.getTypeParser(1184)));
 
 const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`;
 
