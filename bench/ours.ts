@@ -55,7 +55,7 @@ export function startWorker(
         }
       },
       complete: async (build, result) => {
-        await queue.complete(build.id, build.lease, result);
+        await queue.complete(build.id, build.lease, result, { readBack: false });
         hooks.onCompleted?.(build);
       },
       fail: (build, error) => queue.fail(build.id, build.lease, error.message),

@@ -89,6 +89,14 @@ export interface CompletionInput {
   logTail?: string;
 }
 
+/** A completion that was recorded; `build` when it was read back. */
+export interface CompletedBuild {
+  id: string;
+  lease: number;
+  concurrencyKey: string | null;
+  build: Build | undefined;
+}
+
 export interface FailureInput {
   id: string;
   lease: number;
@@ -265,16 +273,26 @@ export class BuildStore {
     return res.rows.map(toBuild);
   }
 
-  /** Records results; returns the builds that changed (the others had a stale lease or a wrong state). */
-  async complete(inputs: CompletionInput[]): Promise<Build[]> {
+  /**
+   * Records results; returns the builds that changed (the others had a stale lease or a wrong state),
+   * each read back whole when `readBack`, else only its id, lease and concurrency key.
+   */
+  async complete(inputs: CompletionInput[], readBack = true): Promise<CompletedBuild[]> {
     const payload = inputs.map((c) => ({
       id: c.id,
       lease: c.lease,
       result: c.result ?? null,
       logTail: c.logTail ?? null,
     }));
-    const res = await this.db.query<BuildRow>(queries.complete_builds, [JSON.stringify(payload)]);
-    return res.rows.map(toBuild);
+    const res = await this.db.query<
+      BuildRow & { done_id: string; done_lease: number; done_key: string | null }
+    >(queries.complete_builds, [JSON.stringify(payload), readBack]);
+    return res.rows.map((row) => ({
+      id: row.done_id,
+      lease: Number(row.done_lease),
+      concurrencyKey: row.done_key,
+      build: readBack ? toBuild(row) : undefined,
+    }));
   }
 
   async fail(inputs: FailureInput[], backoff: BackoffPolicy): Promise<RecordedFailure[]> {

@@ -361,10 +361,12 @@ export class Worker extends EventEmitter {
     }
     let refusal = "";
     const recorded = await this.untilSettled(build, "completion", () =>
-      this.queue.complete(build.id, build.lease, result, { logTail: outcome.logTail }).catch((err) => {
-        refusal = (err as Error).message;
-        throw err;
-      }),
+      this.queue
+        .complete(build.id, build.lease, result, { logTail: outcome.logTail, readBack: false })
+        .catch((err) => {
+          refusal = (err as Error).message;
+          throw err;
+        }),
     );
     // What the checks above let through and PostgreSQL still refused (a data exception).
     return recorded === "unstorable" ? this.reportUnstorable(build, refusal, outcome.logTail) : recorded;

@@ -111,6 +111,34 @@ describe.each(backends())("build queue on $name", (backend) => {
     expect(events.rows[1]?.actor).toBe("w1");
   });
 
+  it("records a completion without reading the build back, fenced the same way", async () => {
+    await drain(queue);
+    await queue.setLimit("nrb", 1);
+    const { build } = await queue.submit({ strategyId: "no-read-back", concurrencyKey: "nrb" });
+    const { build: next } = await queue.submit({ strategyId: "no-read-back", concurrencyKey: "nrb" });
+    expect(next.held).toBe(true);
+    const [claimed] = await queue.claim("w1", 2);
+    if (!claimed) throw new Error("nothing claimed");
+    expect(claimed.id).toBe(build.id);
+
+    await expect(
+      queue.complete(build.id, claimed.lease + 1, null, { readBack: false }),
+    ).rejects.toBeInstanceOf(StaleLeaseError);
+    expect((await queue.get(build.id)).status).toBe("running");
+
+    await expect(
+      queue.complete(build.id, claimed.lease, { ok: 1 }, { readBack: false }),
+    ).resolves.toBeUndefined();
+    expect(await queue.get(build.id)).toMatchObject({ status: "completed", result: { ok: 1 } });
+    // A repeat (a retry after a lost reply) is an answer too; a failure after it is refused.
+    await expect(queue.complete(build.id, claimed.lease, null, { readBack: false })).resolves.toBeUndefined();
+    await expect(queue.fail(build.id, claimed.lease, "late")).rejects.toBeInstanceOf(InvalidStateError);
+    // The key's slot was given back: the next build of the key is admitted and claimable.
+    await eventually(async () => expect((await queue.get(next.id)).held).toBe(false));
+    const [second] = await queue.claim("w1", 1);
+    expect(second?.id).toBe(next.id);
+    if (second) await queue.complete(second.id, second.lease, null, { readBack: false });
+  });
   it("retries a failed build with backoff, a new lease and its original place", async () => {
     await drain(queue);
     const { build } = await queue.submit({ strategyId: "flaky", maxRetries: 1 });

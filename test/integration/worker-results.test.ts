@@ -58,7 +58,7 @@ describe("worker results", () => {
 
   it("keeps a finished build's lease until its result commits, however long that takes", async () => {
     // Two builds claimed by hand (long leases) whose completions the test blocks with row locks:
-    // they fill the queue's two in-flight completion batches.
+    // they fill the queue's two in-flight batches of completions not read back (the worker's).
     const blockers = await queue.submitMany([{ strategyId: "blocker" }, { strategyId: "blocker" }]);
     const claimed = await queue.claim("blocker-worker", 2, { leaseMs: 60_000 });
     expect(claimed.map((b) => b.id).sort()).toEqual(blockers.map((r) => r.build.id).sort());
@@ -73,7 +73,7 @@ describe("worker results", () => {
       ]);
       // One at a time: calls in the same turn would share one batch.
       for (const b of claimed) {
-        blocked.push(queue.complete(b.id, b.lease, { blocker: true }));
+        blocked.push(queue.complete(b.id, b.lease, { blocker: true }, { readBack: false }));
         await sleep(100);
       }
 

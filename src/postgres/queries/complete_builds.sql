@@ -2,6 +2,9 @@
 -- Fenced: a row changes only if the caller's lease is the current one and the build is running or
 -- stopping. Rows whose lease is stale are left alone and absent from the result.
 -- $1 jsonb: array of {id, lease, result, logTail}
+-- $2 boolean: read the changed builds back (every column); false: only done_id, done_lease and
+--             done_key, the other columns NULL (a worker that only needs to know it was recorded:
+--             reading whole rows back was half of a worker's PostgreSQL client time)
 WITH input AS (
   SELECT r.id, r.lease, r.result, r."logTail"
   FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, lease bigint, result jsonb, "logTail" text)
@@ -23,4 +26,5 @@ events AS (
          jsonb_build_object('lease', lease)
   FROM done
 )
-SELECT * FROM done
+SELECT whole.*, d.id AS done_id, d.lease AS done_lease, d.concurrency_key AS done_key
+FROM done d LEFT JOIN LATERAL (SELECT d.*) AS whole ON $2::boolean
