@@ -7,6 +7,7 @@ import { httpTargets, renderHttp } from "./http-report.js";
 import type { IdlePart } from "./idle.js";
 import type { PersistencePart } from "./persistence.js";
 import { persistenceTargets, renderPersistence } from "./persistence-report.js";
+import { PRESSURE_PHASES, type PressurePart } from "./pressure.js";
 import { PROCESS_SYSTEMS, type ProcessesPart } from "./processes.js";
 import type { RecoveryPart, RecoveryResult } from "./recovery.js";
 import type { ScaleStep } from "./scale.js";
@@ -116,6 +117,8 @@ export interface Results {
   idle: IdlePart | null;
   /** Processed/s with 1, 2 and 4 worker processes (bench/processes.ts); null when not run. */
   processes: ProcessesPart | null;
+  /** Throughput with an xid held and with REPEATABLE READ readers (bench/pressure.ts); null when not run. */
+  pressure?: PressurePart | null;
   /** 1-minute load average when each part started and when the run ended (other work on the machine). */
   loadAverage: Record<string, number>;
   /** False when the run started above the quiet load average (--allow-busy): not comparable. */
@@ -227,6 +230,7 @@ export function evaluateTargets(r: Omit<Results, "targets">): Target[] {
   }
   if (r.persistence) targets.push(...persistenceTargets(r.persistence));
   if (r.http) targets.push(...httpTargets(r.http));
+  if (r.pressure) targets.push(...pressureTargets(r.pressure));
   const ours = r.idle?.fleets.find((f) => f.system !== "BullMQ");
   if (ours) {
     const statements = ours.postgresStatementsPerSecond ?? 0;
@@ -287,6 +291,7 @@ export function renderText(r: Results): string {
   if (r.http) renderHttp(out, r.http);
   if (r.idle) renderIdle(out, r.idle);
   if (r.processes) renderProcesses(out, r.processes);
+  if (r.pressure) renderPressure(out, r.pressure);
   out.push("", "Targets");
   out.push(
     table(
@@ -608,6 +613,73 @@ function renderProcesses(out: string[], p: ProcessesPart): void {
           points.map((x) => x.runs.map((r) => fmt(r)).join("/")).join("; "),
         ];
       }),
+    ),
+  );
+}
+
+const PRESSURE_LABELS: Record<string, string> = {
+  redis: "ours, Redis mode",
+  postgres: "ours, PostgreSQL-only",
+  pgboss: "pg-boss 10.4",
+  graphile: "graphile-worker 0.17",
+};
+
+/** Redis mode keeps >= 90 % of its clean throughput under each pressure, and its claim p99 within 2x. */
+function pressureTargets(p: PressurePart): Target[] {
+  const ours = p.systems.redis;
+  if (!ours) return [];
+  const targets: Target[] = [];
+  for (const phase of ["xidHeld", "readers"] as const) {
+    const kept = ours[phase].processedPerSec / ours.clean.processedPerSec;
+    targets.push({
+      target: `Redis mode under ${phase === "xidHeld" ? "an xid held" : `${p.readers} REPEATABLE READ readers`}: >= 90 % of its clean processed/s`,
+      measured: `${fmt(100 * kept)} % (${fmt(ours[phase].processedPerSec)}/s of ${fmt(ours.clean.processedPerSec)}/s)`,
+      met: kept >= 0.9,
+    });
+    const clean = ours.clean.claimMs?.p99 ?? Number.NaN;
+    const under = ours[phase].claimMs?.p99 ?? Number.NaN;
+    targets.push({
+      target: `Redis mode under ${phase === "xidHeld" ? "an xid held" : "the readers"}: claim p99 within 2x of clean`,
+      measured: `${fmt(under, 1)} ms (clean ${fmt(clean, 1)} ms)`,
+      met: under <= 2 * clean,
+    });
+  }
+  return targets;
+}
+
+function renderPressure(out: string[], p: PressurePart): void {
+  out.push(
+    "",
+    `Under pressure: phases clean ${p.phaseSeconds.clean} s, xid held ${p.phaseSeconds.xidHeld} s, ${p.readers} REPEATABLE READ readers ${p.phaseSeconds.readers} s (each transaction held ${p.readerHoldSeconds} s); ${p.concurrency} jobs in flight; ${p.note}`,
+  );
+  const rows: string[][] = [];
+  for (const [system, phases] of Object.entries(p.systems)) {
+    if (!phases) continue;
+    for (const phase of PRESSURE_PHASES) {
+      const x = phases[phase];
+      rows.push([
+        PRESSURE_LABELS[system] ?? system,
+        phase,
+        fmt(x.processedPerSec),
+        `${fmt((100 * x.processedPerSec) / phases.clean.processedPerSec)} %`,
+        x.claimMs ? `${fmt(x.claimMs.p50, 1)} / ${fmt(x.claimMs.p99, 1)}` : "-",
+        fmt(x.deadTuples),
+        `${fmt(x.tableBytes / 2 ** 20, 1)} MiB`,
+      ]);
+    }
+  }
+  out.push(
+    table(
+      [
+        "system",
+        "phase",
+        "processed/s",
+        "of clean",
+        "claim p50 / p99 ms",
+        "dead tuples after",
+        "table size after",
+      ],
+      rows,
     ),
   );
 }

@@ -5,7 +5,8 @@
  *   [--persistence-builds N] [--persistence-tries N] [--skip-http] [--http-seconds N]
  *   [--http-connections N,N...] [--http-read-queue N] [--http-sse-connections N] [--http-sse-clients N]
  *   [--http-sse-seconds N] [--http-sse-rate N[,N...]] [--http-parts submit,read,sse]
- *   [--idle-workers N] [--idle-seconds N] [--processes-builds N] [--allow-busy]`
+ *   [--idle-workers N] [--idle-seconds N] [--processes-builds N]
+ *   [--pressure-seconds CLEAN,XID,READERS] [--pressure-systems redis,postgres,pgboss,graphile] [--allow-busy]`
  *
  * Our queue (Redis mode and PostgreSQL-only mode) and BullMQ side by side, on one private
  * redis-server and one PostgreSQL: throughput, dispatch latency, behaviour at scale (in this
@@ -15,11 +16,13 @@
  * read rates with autocannon against the library calls, SSE fan-out to 1,000 streams (bench/http.ts).
  * Readable tables on stdout; with --json, one JSON object on stdout and progress on stderr.
  * --only runs just the parts named (throughput, latency, scale, recovery, stop, fanout, http,
- * persistence, idle, processes).
+ * persistence, idle, processes, pressure).
  * idle (bench/idle.ts): the idle cost of a fleet, ours (the CLI) and BullMQ's: PostgreSQL
  * statements/s, Redis commands/s, CPU per process. processes (bench/processes.ts): processed/s
  * with 1, 2 and 4 worker processes of 25 builds in flight each, BullMQ and ours in both modes.
- * persistence (bench/persistence.ts: Redis fsync settings, kill -9 under disk load) runs only when named.
+ * persistence (bench/persistence.ts: Redis fsync settings, kill -9 under disk load) and pressure
+ * (bench/pressure.ts: throughput with an xid held and with REPEATABLE READ readers, ours beside pg-boss
+ * and graphile-worker, about 15 minutes) run only when named.
  */
 import { rmSync } from "node:fs";
 import os from "node:os";
@@ -34,6 +37,7 @@ import { runPersistence } from "./persistence.js";
 import { PersistentRedis } from "./persistent-redis.js";
 import { graphileThroughput, pgBossThroughput } from "./pg-queues.js";
 import { DATABASE_URL, dropAllSchemas, postgresVersion } from "./postgres.js";
+import { PRESSURE_SYSTEMS, type PressureSystem, runPressure } from "./pressure.js";
 import { runProcesses, stopProcessWorkers } from "./processes.js";
 import { runRecovery, stopRecoveryWorkers } from "./recovery.js";
 import { flushRedis, PrivateRedis } from "./redis-server.js";
@@ -82,6 +86,8 @@ const { values: args } = parseArgs({
     "idle-workers": { type: "string", default: "10" },
     "idle-seconds": { type: "string", default: "30" },
     "processes-builds": { type: "string", default: "20000" },
+    "pressure-seconds": { type: "string", default: "30,120,60" },
+    "pressure-systems": { type: "string", default: PRESSURE_SYSTEMS.join(",") },
     only: { type: "string" },
     "allow-busy": { type: "boolean", default: false },
   },
@@ -98,13 +104,15 @@ const PARTS = [
   "persistence",
   "idle",
   "processes",
+  "pressure",
 ] as const;
 type Part = (typeof PARTS)[number];
 
 /** The parts to run: --only, else all of them, less the --skip-... ones. */
 function selectedParts(): Set<Part> {
-  // persistence loads the disk for minutes and kills servers: only when asked for.
-  const parts = new Set<Part>(PARTS.filter((p) => p !== "persistence"));
+  // persistence loads the disk for minutes and kills servers, pressure takes about 15 minutes: only
+  // when asked for.
+  const parts = new Set<Part>(PARTS.filter((p) => p !== "persistence" && p !== "pressure"));
   if (args.only !== undefined) {
     parts.clear();
     for (const name of args.only.split(",").map((p) => p.trim())) {
@@ -446,6 +454,31 @@ async function main(): Promise<void> {
         log,
       });
     }
+    let pressure: Results["pressure"] = null;
+    if (parts.has("pressure")) {
+      loadAverage.pressure = os.loadavg()[0] ?? 0;
+      const [clean, xidHeld, readers] = args["pressure-seconds"]
+        .split(",")
+        .map((s) => positiveInt("pressure-seconds", s.trim()));
+      if (clean === undefined || xidHeld === undefined || readers === undefined) {
+        throw new Error("--pressure-seconds takes three numbers: clean,xidHeld,readers");
+      }
+      const systems = args["pressure-systems"].split(",").map((name) => {
+        const system = name.trim();
+        if (!(PRESSURE_SYSTEMS as readonly string[]).includes(system)) {
+          throw new Error(`--pressure-systems: unknown ${system} (${PRESSURE_SYSTEMS.join(", ")})`);
+        }
+        return system as PressureSystem;
+      });
+      log(`pressure: clean ${clean} s, xid held ${xidHeld} s, readers ${readers} s per system`);
+      pressure = await runPressure({
+        systems,
+        phaseSeconds: { clean, xidHeld, readers },
+        concurrency: tp.concurrency,
+        redisUrl: redis.url,
+        log,
+      });
+    }
     loadAverage.end = os.loadavg()[0] ?? 0;
 
     const partial: Omit<Results, "targets"> = {
@@ -466,6 +499,7 @@ async function main(): Promise<void> {
       http,
       idle,
       processes,
+      pressure,
       loadAverage,
       quiet,
       referenceNote: `reference figures are ${REFERENCE.note}`,
