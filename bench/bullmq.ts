@@ -3,7 +3,7 @@
  * submits, a Worker with a no-op processor. Job options are BullMQ's defaults (completed jobs kept).
  */
 import { type ConnectionOptions, Queue, Worker } from "bullmq";
-import { sleep, within } from "./stats.js";
+import { within } from "./stats.js";
 import {
   completionCounter,
   type ThroughputOptions,
@@ -55,52 +55,6 @@ export async function bullmqThroughput(port: number, options: ThroughputOptions)
     return throughputSample(options.builds, submitMs, counter.elapsedMs());
   } finally {
     await worker?.close();
-    await queue.close();
-  }
-}
-
-/**
- * Dispatch latency: one job at a time to an idle worker (concurrency 1), from just before queue.add
- * to the processor's first line, in this process. Returns the measured samples after `warmup`.
- */
-export async function bullmqLatency(port: number, count: number, warmup: number): Promise<number[]> {
-  counter += 1;
-  const name = `bench-lat-${counter}`;
-  const queue = new Queue(name, { connection: connection(port) });
-  let onStart: ((t: number) => void) | undefined;
-  let onDone: (() => void) | undefined;
-  const worker = new Worker(
-    name,
-    async () => {
-      onStart?.(performance.now());
-      return null;
-    },
-    { connection: connection(port), concurrency: 1 },
-  );
-  worker.on("completed", () => onDone?.());
-  try {
-    await Promise.all([queue.waitUntilReady(), worker.waitUntilReady()]);
-    await sleep(100);
-    const samples: number[] = [];
-    for (let i = 0; i < warmup + count; i++) {
-      const started = new Promise<number>((resolve) => {
-        onStart = resolve;
-      });
-      const done = new Promise<void>((resolve) => {
-        onDone = resolve;
-      });
-      const t0 = performance.now();
-      const added = queue.add("build", jobData);
-      const tStart = await within(started, 30_000, "BullMQ dispatch");
-      await added;
-      await within(done, 30_000, "BullMQ completion");
-      if (i >= warmup) samples.push(tStart - t0);
-      // Let the worker go back to its blocking wait: the next job finds it idle.
-      await sleep(5);
-    }
-    return samples;
-  } finally {
-    await worker.close();
     await queue.close();
   }
 }

@@ -33,9 +33,8 @@ import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import autocannon from "autocannon";
-import { spawnBenchScript } from "./child.js";
+import { killChildren, LineChild } from "./child.js";
 import { Producer } from "./fanout.js";
 import type { ProducerReport } from "./fanout-producer.js";
 import type { LibraryRun, LoopStats } from "./http-server.js";
@@ -43,7 +42,7 @@ import type { ClientReport } from "./http-sse-client.js";
 import { DATABASE_URL, dropSchema, newSchema, withClient } from "./postgres.js";
 import { cpuMs, rssBytes } from "./proc.js";
 import type { PrivateRedis } from "./redis-server.js";
-import { type Distribution, distribution, distributionOf, sleep, within } from "./stats.js";
+import { type Distribution, distribution, distributionOf, sleep } from "./stats.js";
 
 export type HttpMode = "redis" | "postgres";
 export const HTTP_MODES: readonly HttpMode[] = ["redis", "postgres"];
@@ -222,110 +221,9 @@ process.once("exit", () => {
 
 /** Kills every child of this part still running (the benchmark's cleanup, also on errors and SIGINT). */
 export async function stopHttpChildren(): Promise<void> {
-  await Promise.all([...children].map((child) => killChild(child)));
+  await killChildren(children);
   // The run's temporary directory (server logs, ids, latency files), also on an interruption.
   if (logs.dir !== os.tmpdir()) rmSync(logs.dir, { recursive: true, force: true });
-}
-
-async function killChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill("SIGKILL");
-  await within(exited, 10_000, "child exit").catch(() => undefined);
-}
-
-/** A bench script in a child process, talking in lines: commands on stdin, `word rest` on stdout. */
-class LineChild {
-  private readonly child: ChildProcess;
-  private readonly seen = new Map<string, string[]>();
-  private readonly waiters = new Map<
-    string,
-    { resolve: (rest: string) => void; reject: (e: Error) => void }
-  >();
-  private readonly exited: Promise<void>;
-  private stderrTail: string[] = [];
-  private stderrLines = 0;
-
-  constructor(
-    readonly name: string,
-    script: string,
-    args: string[],
-    log: (line: string) => void,
-  ) {
-    this.child = spawnBenchScript(script, args, { withoutRedisUrl: true });
-    children.add(this.child);
-    this.exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
-    void this.exited.then(() => {
-      children.delete(this.child);
-      const why = new Error(`${name} exited: ${this.stderrTail.join(" | ")}`);
-      for (const w of this.waiters.values()) w.reject(why);
-      this.waiters.clear();
-    });
-    this.child.on("error", (err) => log(`    ${name} error: ${err.message}`));
-    this.child.stdin?.on("error", () => undefined);
-    createInterface({ input: this.child.stdout as NodeJS.ReadableStream }).on("line", (text) => {
-      const space = text.indexOf(" ");
-      const word = space < 0 ? text : text.slice(0, space);
-      const rest = space < 0 ? "" : text.slice(space + 1);
-      if (word === "error") {
-        const err = new Error(`${name}: ${rest}`);
-        for (const w of this.waiters.values()) w.reject(err);
-        this.waiters.clear();
-        log(`    [${name}] error ${rest}`);
-        return;
-      }
-      const waiter = this.waiters.get(word);
-      if (waiter) {
-        this.waiters.delete(word);
-        waiter.resolve(rest);
-      } else this.seen.set(word, [...(this.seen.get(word) ?? []), rest]);
-    });
-    createInterface({ input: this.child.stderr as NodeJS.ReadableStream }).on("line", (text) => {
-      this.stderrTail = [...this.stderrTail.slice(-9), text];
-      this.stderrLines += 1;
-      if (this.stderrLines <= 20) log(`    [${name}] ${text.slice(0, 400)}`);
-      else if (this.stderrLines === 21) log(`    [${name}] (further stderr lines not shown)`);
-    });
-  }
-
-  get pid(): number | undefined {
-    return this.child.pid;
-  }
-
-  /** The rest of the next line starting with `word`. */
-  next(word: string, ms: number): Promise<string> {
-    const found = new Promise<string>((resolve, reject) => {
-      const queued = this.seen.get(word);
-      if (queued && queued.length > 0) {
-        resolve(queued.shift() as string);
-        return;
-      }
-      if (this.child.exitCode !== null || this.child.signalCode !== null) {
-        reject(new Error(`${this.name} has exited: ${this.stderrTail.join(" | ")}`));
-        return;
-      }
-      this.waiters.set(word, { resolve, reject });
-    });
-    return within(found, ms, `"${word}" from ${this.name}`).finally(() => this.waiters.delete(word));
-  }
-
-  send(line: string): void {
-    this.child.stdin?.write(`${line}\n`);
-  }
-
-  /** Sends `line` and waits for the reply starting with `word`. */
-  ask(line: string, word: string, ms: number): Promise<string> {
-    const reply = this.next(word, ms);
-    this.send(line);
-    return reply;
-  }
-
-  /** Closes its stdin (it shuts down and exits), then SIGKILL after `ms`. */
-  async stop(ms = 8000): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    this.child.stdin?.end();
-    await within(this.exited, ms, `${this.name} exit`).catch(() => killChild(this.child));
-  }
 }
 
 /** CPU time (ms) and RSS (bytes) of a process, from /proc (Linux). */
@@ -437,7 +335,7 @@ class ServerChild {
     const args = ["--mode", mode, "--database-url", DATABASE_URL, "--schema", schema, "--token", TOKEN];
     args.push("--log-file", logFile);
     if (mode === "redis") args.push("--redis-url", redis.url);
-    const child = new LineChild(`server ${mode}`, "http-server", args, log);
+    const child = new LineChild(`server ${mode}`, "http-server", args, log, children);
     try {
       const ready = (await child.next("ready", 60_000)).split(" ");
       return new ServerChild(child, `http://127.0.0.1:${ready[1]}`, Number(ready[0]), label, logFile);
@@ -819,6 +717,7 @@ async function sse(
             ...["--total", String(total), "--measured-from", String(measuredFrom), "--out", file],
           ],
           log,
+          children,
         ),
       );
     }

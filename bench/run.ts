@@ -27,12 +27,12 @@
 import { rmSync } from "node:fs";
 import os from "node:os";
 import { parseArgs } from "node:util";
-import { bullmqLatency, bullmqThroughput } from "./bullmq.js";
+import { bullmqThroughput } from "./bullmq.js";
 import { HOPS, ourDispatchHops } from "./dispatch-hops.js";
 import { FANOUT_SYSTEMS, runFanout, stopFanoutProducers } from "./fanout.js";
 import { HTTP_MODES, HTTP_SECTIONS, type HttpSection, runHttp, stopHttpChildren } from "./http.js";
 import { runIdle, stopIdleFleets } from "./idle.js";
-import { ourLatency } from "./latency.js";
+import { bullmqLatencyAcross, ourLatencyAcross, stopLatencyWorkers } from "./latency.js";
 import { runPersistence } from "./persistence.js";
 import { PersistentRedis } from "./persistent-redis.js";
 import { graphileThroughput, pgBossThroughput } from "./pg-queues.js";
@@ -238,17 +238,20 @@ async function latencyPart(redis: PrivateRedis, count: number, warmup: number) {
     return d;
   };
   await redis.flushAll();
-  const bullmq = report("bullmq", distribution(await bullmqLatency(redis.port, count, warmup)));
+  const bullmq = report("bullmq", distribution(await bullmqLatencyAcross(redis, count, warmup, log)));
   await redis.flushAll();
-  const ours = report("redis", distribution(await ourLatency("redis", redis.url, count, warmup)));
-  const postgres = report("postgres", distribution(await ourLatency("postgres", redis.url, count, warmup)));
+  const ours = report("redis", distribution(await ourLatencyAcross("redis", redis, count, warmup, log)));
+  const postgres = report(
+    "postgres",
+    distribution(await ourLatencyAcross("postgres", redis, count, warmup, log)),
+  );
   await redis.flushAll();
   const hops = await ourDispatchHops(redis.url, count, warmup);
   log(`  redis mode hops (p50 us): ${HOPS.map((h) => `${h} ${Math.round(hops.hopsUs[h].p50)}`).join(", ")}`);
   return {
     count,
     warmup,
-    note: "submitter and worker in the same process for all three; performance.now() on both ends",
+    note: "the worker (one slot, idle) in another process than the submitter for all three, timeOrigin + performance.now() on both ends (same machine); the hop breakdown runs both in one process",
     ms: { bullmq, redis: ours, postgres },
     hops,
     reference: REFERENCE.latencyMs,
@@ -316,6 +319,7 @@ async function main(): Promise<void> {
     await stopFanoutProducers();
     await stopHttpChildren();
     await stopIdleFleets();
+    await stopLatencyWorkers();
     stopProcessWorkers();
     await redis.stop();
     await dropAllSchemas().catch((err: Error) => log(`could not drop the benchmark schemas: ${err.message}`));
