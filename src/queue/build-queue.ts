@@ -1233,6 +1233,7 @@ export class BuildQueue extends EventEmitter {
     this.stopReaper?.();
     await this.stopScheduler?.();
     await this.hub.close();
+    await this.claims.flushSettled();
     await this.failover.close();
     await this.stops.stop();
     await this.wake.stop();

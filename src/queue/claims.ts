@@ -32,6 +32,12 @@ const REFUSED_RETRY_MS = 100;
 const MAX_CLAIM_ROUNDS = 10;
 /** How often the fleet as a whole looks on PostgreSQL after an empty pop. */
 export const FALLBACK_EVERY_MS = 1000;
+/**
+ * Settled claims wait this long for the next pop to carry them out of build_claiming; then they go
+ * alone. Until then a reconcile leaves their ids alone, which changes nothing for a build that is
+ * running, and only delays its re-add for one whose claim failed.
+ */
+export const SETTLED_CARRY_MS = 100;
 
 export class Claims {
   constructor(
@@ -44,6 +50,29 @@ export class Claims {
 
   /** This claimer's copy of the Redis pool registry (pop_for_claim.lua says when it is out of date). */
   private registry: PoolRegistry | undefined;
+  /** Popped ids whose claim has settled, for the next pop to take out of build_claiming. */
+  private settled: string[] = [];
+  private settledTimer: NodeJS.Timeout | undefined;
+
+  private noteSettled(ids: string[]): void {
+    this.settled.push(...ids);
+    this.settledTimer ??= setTimeout(() => this.flushSettled(), SETTLED_CARRY_MS);
+    this.settledTimer.unref();
+  }
+
+  private takeSettled(): string[] {
+    clearTimeout(this.settledTimer);
+    this.settledTimer = undefined;
+    const ids = this.settled;
+    this.settled = [];
+    return ids;
+  }
+
+  /** Sends the settled ids no pop has carried (also on close). A lost ZREM only delays a re-add. */
+  async flushSettled(): Promise<void> {
+    const ids = this.takeSettled();
+    if (ids.length > 0) await this.failover.tryRedis((index) => index.finishClaim(ids), true);
+  }
 
   /** Claims up to `count` builds in dispatch order among those `labels` can run (arguments validated). */
   async next(
@@ -95,7 +124,8 @@ export class Claims {
       const want = count - claimed.length;
       const from = pools;
       const size = this.registry?.size ?? 0;
-      const popped = await this.failover.tryRedis((index) => index.popForClaim(want, from, size));
+      const settled = this.takeSettled();
+      const popped = await this.failover.tryRedis((index) => index.popForClaim(want, from, size, settled));
       if (!popped.ok) return claimed.length > 0 ? claimed : undefined;
       if (popped.value === "pools changed") {
         // A pool was registered since the copy was read (its first build just arrived): read again.
@@ -128,8 +158,7 @@ export class Claims {
         throw err;
       }
       claimed.push(...(builds as ClaimedBuild[]));
-      // Not awaited: one connection keeps the order, and a lost ZREM only delays a reconcile's re-add.
-      void this.failover.tryRedis((index) => index.finishClaim(ids), true);
+      this.noteSettled(ids);
       if (builds.length < proposals.length) await this.reindexRefused(proposals, builds);
       if (proposals.length < want) break;
     }

@@ -154,12 +154,15 @@ export class RedisIndex {
    * Pops up to `count` ids in dispatch order across `pools` (after promoting due delayed builds) and
    * notes them as being claimed; call finishClaim once the PostgreSQL claim has committed or failed.
    * `registrySize` is the size of the registry `pools` were chosen from: "pools changed" (nothing
-   * popped) when the registry has changed since, so that the caller chooses again.
+   * popped) when the registry has changed since, so that the caller chooses again. `settled`: ids
+   * of earlier pops whose claim has settled, taken out of build_claiming by the same call (what
+   * finishClaim does alone).
    */
   async popForClaim(
     count: number,
     pools: string[],
     registrySize: number,
+    settled: string[] = [],
   ): Promise<PoppedEntry[] | "pools changed"> {
     const { delayedScores, claiming, indexMarker } = this.keys;
     const keys = [delayedScores, claiming, indexMarker, this.keys.pools];
@@ -167,7 +170,14 @@ export class RedisIndex {
       const k = this.poolKeys(pool);
       keys.push(k.queue, k.delayed);
     }
-    const flat = await this.redis.oculusPopForClaim(keys.length, ...keys, count, PROMOTE_LIMIT, registrySize);
+    const flat = await this.redis.oculusPopForClaim(
+      keys.length,
+      ...keys,
+      count,
+      PROMOTE_LIMIT,
+      registrySize,
+      ...settled,
+    );
     if (flat.length === 1 && flat[0] === "OCULUS_POOLS_CHANGED") return "pools changed";
     const out: PoppedEntry[] = [];
     for (let i = 0; i + 2 < flat.length; i += 3) {

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLAIM_PROTECTION_MS } from "../../src/queue/reconciler.js";
+import { connectRedis, RedisIndex } from "../../src/redis/index-client.js";
 import { openTestQueue } from "../helpers/queue.js";
 import { RedisServer } from "../helpers/redis-server.js";
 
@@ -53,6 +54,47 @@ describe("reconcile during a claim", () => {
     // A real claim clears its own note once committed.
     const claimed = await queue.claim("w1", 2);
     expect(claimed.map((b) => b.id)).toEqual([first.build.id, second.build.id]);
+    for (let i = 0; i < 100 && (await client.zcard(`${prefix}:build_claiming`)) > 0; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(await client.zcard(`${prefix}:build_claiming`)).toBe(0);
+  });
+});
+
+describe("settled claims", () => {
+  it("are taken out of build_claiming by the next pop, or alone when no pop follows", async () => {
+    const { queue, prefix, cleanup } = await openTestQueue("settled_claims", {
+      redisUrl: server.url,
+      reconcileIntervalMs: 3_600_000,
+    });
+    cleanups.push(cleanup);
+    const client = server.client();
+    cleanups.push(async () => client.disconnect());
+    const submitted = await queue.submitMany([{ strategyId: "a" }, { strategyId: "b" }, { strategyId: "c" }]);
+    const index = new RedisIndex(connectRedis(server.url), prefix);
+    cleanups.push(async () => index.redis.disconnect());
+    await index.redis.connect();
+    const { pools, size } = await index.poolRegistry();
+
+    // A pop carries the ids of earlier pops whose claim has settled: they leave build_claiming in
+    // the same call, and the ids it pops enter it.
+    const first = await index.popForClaim(1, [...pools.keys()], size);
+    if (first === "pools changed") throw new Error("pools changed");
+    expect(await client.zrange(`${prefix}:build_claiming`, 0, -1)).toEqual([first[0]?.id]);
+    const second = await index.popForClaim(
+      1,
+      [...pools.keys()],
+      size,
+      first.map((p) => p.id),
+    );
+    if (second === "pools changed") throw new Error("pools changed");
+    expect(await client.zrange(`${prefix}:build_claiming`, 0, -1)).toEqual([second[0]?.id]);
+    expect(second[0]?.id).toBe(submitted[1]?.build.id);
+
+    // The queue's own claims: the last claim's note goes out alone when no pop follows.
+    await client.zrem(`${prefix}:build_claiming`, second[0]?.id ?? "");
+    const claimed = await queue.claim("w1", 5);
+    expect(claimed.map((b) => b.id)).toEqual([submitted[2]?.build.id]);
     for (let i = 0; i < 100 && (await client.zcard(`${prefix}:build_claiming`)) > 0; i++) {
       await new Promise((r) => setTimeout(r, 20));
     }

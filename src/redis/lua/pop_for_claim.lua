@@ -20,12 +20,18 @@
           pool is registered by the same script call that adds its first build (enqueue.lua), so a
           different count means the caller may be missing a pool with builds it can run: nothing is
           popped, and it reads the registry again (the order stays exact across pools).
+  ARGV[4..] ids whose claim has settled since this claimer's last pop (committed, or refused and
+          handled): taken out of build_claiming first. Carrying them here spares a round trip of its
+          own per claim (claims.ts sends them alone when no pop follows soon).
 
   Returns a flat array: id1, score1, pool1, id2, score2, pool2, ... in dispatch order, where pool is
   the 1-based number of the pair the id came from; an OCULUS_INDEX_LOST error when the marker is
   missing, so that the caller claims on PostgreSQL and rebuilds the index; {'OCULUS_POOLS_CHANGED'}
   when the registry's count differs from ARGV[3].
 ]]
+for i = 4, #ARGV, 500 do
+  redis.call('ZREM', KEYS[2], unpack(ARGV, i, math.min(i + 499, #ARGV)))
+end
 if redis.call('EXISTS', KEYS[3]) == 0 then
   return redis.error_reply('OCULUS_INDEX_LOST index marker missing: Redis lost its data')
 end
