@@ -1,10 +1,11 @@
 --[[
   pop_for_claim: propose builds for a claim from the pools a worker can run. Moves each pool's delayed
   builds whose time has come into its dispatch set (by the Redis server's clock, one clock for every
-  claimer), then pops the best `count` across the pools, one at a time: the lowest score among the
-  pools' heads (highest priority, then lowest sequence number), so the order among the builds this
-  worker can run is exact. Notes the popped ids in build_claiming until the claimer's PostgreSQL commit
-  (claim_done), so that a concurrent reconcile does not put them back. The pop is only a proposal:
+  claimer), then pops the best `count` across the pools: from one pool, with one ZPOPMIN; from
+  several, one at a time, the lowest score among the pools' heads (highest priority, then lowest
+  sequence number), so the order among the builds this worker can run is exact. Notes the popped ids
+  in build_claiming until the claimer's PostgreSQL commit has settled (a later pop's ARGV[4..], or
+  finishClaim), so that a concurrent reconcile does not put them back. The pop is only a proposal:
   PostgreSQL arbitrates the claim (claim_by_ids.sql), and a claimer that dies after the pop loses
   nothing (the rows are still queued, and the reconciler re-adds builds that stayed in build_claiming
   past its protection window).
@@ -51,14 +52,35 @@ for p = 1, pools do
     redis.call('HDEL', KEYS[1], id)
   end
 end
--- The head of each pool (id, score), refreshed only for the pool popped from.
+-- Notes popped ids in build_claiming (one ZADD per call) and returns them with their pool.
+local out = {}
+local claiming = {}
+local function take(id, score, p)
+  out[#out + 1] = id
+  out[#out + 1] = score
+  out[#out + 1] = p
+  claiming[#claiming + 1] = now_ms
+  claiming[#claiming + 1] = id
+end
+local function note_claiming()
+  for i = 1, #claiming, 1000 do
+    redis.call('ZADD', KEYS[2], unpack(claiming, i, math.min(i + 999, #claiming)))
+  end
+  return out
+end
+-- One pool (the common case): its best `count` in one ZPOPMIN.
+if pools == 1 then
+  local popped = redis.call('ZPOPMIN', KEYS[5], tonumber(ARGV[1]))
+  for i = 1, #popped, 2 do take(popped[i], popped[i + 1], 1) end
+  return note_claiming()
+end
+-- Several: the head of each pool (id, score), refreshed only for the pool popped from.
 local heads = {}
 local function read_head(p)
   local head = redis.call('ZRANGE', KEYS[3 + 2 * p], 0, 0, 'WITHSCORES')
   if head[1] then heads[p] = { head[1], tonumber(head[2]) } else heads[p] = false end
 end
 for p = 1, pools do read_head(p) end
-local out = {}
 for _ = 1, tonumber(ARGV[1]) do
   local best = nil
   for p = 1, pools do
@@ -66,10 +88,7 @@ for _ = 1, tonumber(ARGV[1]) do
   end
   if best == nil then break end
   local popped = redis.call('ZPOPMIN', KEYS[3 + 2 * best], 1)
-  redis.call('ZADD', KEYS[2], now_ms, popped[1])
-  out[#out + 1] = popped[1]
-  out[#out + 1] = popped[2]
-  out[#out + 1] = best
+  take(popped[1], popped[2], best)
   read_head(best)
 end
-return out
+return note_claiming()
