@@ -33,12 +33,16 @@ export interface WorkerHooks {
   onError(err: unknown): void;
 }
 
-/** Starts src/worker/claim-loop.ts against `queue`, as `oculus worker` does. */
+/**
+ * Starts src/worker/claim-loop.ts against `queue`, as `oculus worker` does; `prefetch`: builds
+ * claimed ahead of free slots (ClaimLoopOptions.prefetch; `oculus worker` does not prefetch yet).
+ */
 export function startWorker(
   queue: BuildQueue,
   handler: BuildHandler,
   concurrency: number,
   hooks: WorkerHooks,
+  prefetch = 0,
 ): Worker {
   const abort = new AbortController();
   const workerId = `bench-worker-${process.pid}`;
@@ -59,10 +63,15 @@ export function startWorker(
         hooks.onCompleted?.(build);
       },
       fail: (build, error) => queue.fail(build.id, build.lease, error.message),
+      release: (builds) =>
+        queue.workers.release(
+          workerId,
+          builds.map((b) => ({ id: b.id, lease: b.lease })),
+        ),
       onError: hooks.onError,
     },
     handler,
-    { concurrency, signal: abort.signal },
+    { concurrency, prefetch, signal: abort.signal },
   );
   return {
     get idle() {

@@ -16,6 +16,12 @@ import { STOP_MODES, type StopPart } from "./stop.js";
 import { fmt, table } from "./text.js";
 import type { ThroughputSample } from "./throughput.js";
 
+/**
+ * The prefetch of the "redisPrefetch" row (ClaimLoopOptions.prefetch): builds claimed ahead of the
+ * 50 slots, so claims of up to 150 instead of 50.
+ */
+export const PREFETCH = 100;
+
 /** Figures measured elsewhere, NOT in this run: printed next to ours for orientation only. */
 export const REFERENCE = {
   note: "measured elsewhere, not in this run",
@@ -54,6 +60,7 @@ export type System = "bullmq" | "redis" | "postgres";
 export type ThroughputSystem =
   | System
   | "redisAnalyzed"
+  | "redisPrefetch"
   | "postgresAnalyzed"
   | "bullmqEverysec"
   | "bullmqAlways"
@@ -67,6 +74,7 @@ export const THROUGHPUT_SYSTEMS: readonly ThroughputSystem[] = [
   "postgres",
   "redisAnalyzed",
   "postgresAnalyzed",
+  "redisPrefetch",
   "pgboss",
   "graphile",
 ];
@@ -140,7 +148,7 @@ export function evaluateTargets(r: Omit<Results, "targets">): Target[] {
     targets.push(
       {
         target: "Redis mode processed/s >= BullMQ's (every build durable in PostgreSQL)",
-        measured: `${fmt(tp.redis.processedPerSec)}/s (${fmt(tp.redisAnalyzed.processedPerSec)}/s after ANALYZE) vs BullMQ ${fmt(tp.bullmq.processedPerSec)}/s`,
+        measured: `${fmt(tp.redis.processedPerSec)}/s (${fmt(tp.redisAnalyzed.processedPerSec)}/s after ANALYZE; claim loop with prefetch ${PREFETCH}: ${fmt(tp.redisPrefetch.processedPerSec)}/s) vs BullMQ ${fmt(tp.bullmq.processedPerSec)}/s`,
         met: tp.redis.processedPerSec >= tp.bullmq.processedPerSec,
       },
       {
@@ -267,6 +275,7 @@ const LABELS: Record<ThroughputSystem, string> = {
   redis: "ours, Redis mode",
   postgres: "ours, PostgreSQL-only",
   redisAnalyzed: "ours, Redis mode, after ANALYZE",
+  redisPrefetch: `ours, Redis mode, claim loop with prefetch ${PREFETCH} (not in oculus worker yet)`,
   postgresAnalyzed: "ours, PostgreSQL-only, after ANALYZE",
 };
 

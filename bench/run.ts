@@ -43,6 +43,7 @@ import { runRecovery, stopRecoveryWorkers } from "./recovery.js";
 import { flushRedis, PrivateRedis } from "./redis-server.js";
 import {
   evaluateTargets,
+  PREFETCH,
   type RatiosToBullmq,
   REFERENCE,
   type Results,
@@ -225,7 +226,7 @@ async function throughputOf(
       return ourThroughput(
         system.startsWith("redis") ? "redis" : "postgres",
         redis.url,
-        tp,
+        system === "redisPrefetch" ? { ...tp, prefetch: PREFETCH } : tp,
         system.endsWith("Analyzed"),
       );
   }

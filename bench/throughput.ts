@@ -11,6 +11,8 @@ export interface ThroughputOptions {
   builds: number;
   chunk: number;
   concurrency: number;
+  /** Ours: builds claimed ahead of free slots (ClaimLoopOptions.prefetch; default 0). */
+  prefetch?: number;
 }
 
 export interface ThroughputSample {
@@ -80,10 +82,13 @@ export async function ourThroughput(
       if (analyzeFirst) await analyze(schema);
 
       const counter = completionCounter(options.builds);
-      const worker = startWorker(queue, async () => null, options.concurrency, {
-        onCompleted: () => counter.done(),
-        onError: (err) => errors.push(err),
-      });
+      const worker = startWorker(
+        queue,
+        async () => null,
+        options.concurrency,
+        { onCompleted: () => counter.done(), onError: (err) => errors.push(err) },
+        options.prefetch ?? 0,
+      );
       try {
         await within(counter.finished, 300_000, `${mode} mode processing`);
       } finally {

@@ -134,7 +134,7 @@ describe.each(backends())("build queue on $name", (backend) => {
     await expect(queue.complete(build.id, claimed.lease, null, { readBack: false })).resolves.toBeUndefined();
     await expect(queue.fail(build.id, claimed.lease, "late")).rejects.toBeInstanceOf(InvalidStateError);
     // The key's slot was given back: the next build of the key is admitted and claimable.
-    await eventually(async () => expect((await queue.get(next.id)).held).toBe(false));
+    await eventually(async () => !(await queue.get(next.id)).held);
     const [second] = await queue.claim("w1", 1);
     expect(second?.id).toBe(next.id);
     if (second) await queue.complete(second.id, second.lease, null, { readBack: false });

@@ -58,4 +58,104 @@ describe("claim loop (storage-free)", () => {
     );
     expect(errors).toHaveLength(2);
   });
+
+  it("prefetches: claims ahead of free slots in batches, runs at most its concurrency, in claim order", async () => {
+    const pending = Array.from({ length: 60 }, (_, i) => fakeBuild(i));
+    const claimSizes: number[] = [];
+    const started: string[] = [];
+    let active = 0;
+    let maxActive = 0;
+    let held = 0;
+    let maxHeld = 0;
+    const controller = new AbortController();
+    await runClaimLoop(
+      {
+        claim: async (n) => {
+          const taken = pending.splice(0, n);
+          claimSizes.push(taken.length);
+          held += taken.length;
+          maxHeld = Math.max(maxHeld, held);
+          return taken;
+        },
+        wait: async () => {
+          if (pending.length === 0) controller.abort();
+        },
+        complete: async () => {
+          held--;
+        },
+        fail: async () => undefined,
+        release: async () => undefined,
+      },
+      async (build) => {
+        started.push(build.id);
+        active++;
+        maxActive = Math.max(maxActive, active);
+        await new Promise((r) => setTimeout(r, 2));
+        active--;
+        return null;
+      },
+      { concurrency: 4, prefetch: 6, signal: controller.signal },
+    );
+    expect(maxActive).toBe(4);
+    expect(started).toEqual(Array.from({ length: 60 }, (_, i) => `b${i}`));
+    // The first claim fills slots and prefetch; later ones wait until at least `prefetch` fit.
+    expect(claimSizes[0]).toBe(10);
+    // (the last one takes what is left)
+    const taken = claimSizes.filter((n) => n > 0);
+    expect(taken.slice(0, -1).every((n) => n >= 6)).toBe(true);
+    expect(maxHeld).toBeLessThanOrEqual(4 + 6 + 4);
+  });
+
+  it("releases the prefetched builds that never started when it stops, and reports the rest", async () => {
+    const controller = new AbortController();
+    const completed: string[] = [];
+    const released: string[] = [];
+    let claims = 0;
+    let unblock: () => void = () => undefined;
+    const blocked = new Promise<void>((r) => {
+      unblock = r;
+    });
+    const loop = runClaimLoop(
+      {
+        claim: async (n) => {
+          claims++;
+          return claims === 1 ? Array.from({ length: n }, (_, i) => fakeBuild(i)) : [];
+        },
+        wait: (ms, signal) =>
+          new Promise((r) => {
+            signal.addEventListener("abort", () => r(), { once: true });
+          }),
+        complete: async (b) => completed.push(b.id),
+        fail: async () => undefined,
+        release: async (builds) => released.push(...builds.map((b) => b.id)),
+      },
+      async () => {
+        await blocked;
+        return null;
+      },
+      { concurrency: 2, prefetch: 3, signal: controller.signal },
+    );
+    await new Promise((r) => setTimeout(r, 20));
+    controller.abort();
+    unblock();
+    await loop;
+    expect(completed.sort()).toEqual(["b0", "b1"]);
+    expect(released).toEqual(["b2", "b3", "b4"]);
+  });
+
+  it("refuses a prefetch that is not a whole number, or without a way to release builds", async () => {
+    const deps = {
+      claim: async () => [],
+      wait: async () => undefined,
+      complete: async () => undefined,
+      fail: async () => undefined,
+    };
+    const signal = AbortSignal.abort();
+    await expect(
+      runClaimLoop(deps, async () => null, { concurrency: 1, prefetch: 1.5, signal }),
+    ).rejects.toThrow(/prefetch: must be an integer >= 0/);
+    await expect(
+      runClaimLoop(deps, async () => null, { concurrency: 1, prefetch: 2, signal }),
+    ).rejects.toThrow(/prefetch: needs deps.release/);
+  });
 });
