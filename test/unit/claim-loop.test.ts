@@ -121,7 +121,7 @@ describe("claim loop (storage-free)", () => {
           claims++;
           return claims === 1 ? Array.from({ length: n }, (_, i) => fakeBuild(i)) : [];
         },
-        wait: (ms, signal) =>
+        wait: (_ms, signal) =>
           new Promise((r) => {
             signal.addEventListener("abort", () => r(), { once: true });
           }),
