@@ -35,7 +35,7 @@ export interface WorkerHooks {
 
 /**
  * Starts src/worker/claim-loop.ts against `queue`, as `oculus worker` does; `prefetch`: builds
- * claimed ahead of free slots (ClaimLoopOptions.prefetch; `oculus worker` does not prefetch yet).
+ * claimed ahead of free slots (ClaimLoopOptions.prefetch, `oculus worker --prefetch`).
  */
 export function startWorker(
   queue: BuildQueue,

@@ -275,7 +275,7 @@ const LABELS: Record<ThroughputSystem, string> = {
   redis: "ours, Redis mode",
   postgres: "ours, PostgreSQL-only",
   redisAnalyzed: "ours, Redis mode, after ANALYZE",
-  redisPrefetch: `ours, Redis mode, claim loop with prefetch ${PREFETCH} (not in oculus worker yet)`,
+  redisPrefetch: `ours, Redis mode, prefetch ${PREFETCH} (as oculus worker --prefetch ${PREFETCH})`,
   postgresAnalyzed: "ours, PostgreSQL-only, after ANALYZE",
 };
 

@@ -124,6 +124,15 @@ export function registerServerCommands(program: Command, config: () => Config): 
     .addOption(
       new Option("--capacity <n>", "builds run at once").default(1).argParser(positiveInt("--capacity")),
     )
+    .addOption(
+      new Option(
+        "--prefetch <n>",
+        "builds claimed ahead of free slots, started as slots free (for builds far shorter than a claim round trip)",
+      )
+        .default(0)
+        .env("OCULUS_PREFETCH")
+        .argParser(nonNegativeInt("--prefetch / OCULUS_PREFETCH")),
+    )
     .option("--id <id>", "worker id (default: hostname:pid:random)")
     .option(
       "--label <key=value...>",

@@ -23,6 +23,8 @@ import { announce, drainDescription, stopOnSignal } from "./up.js";
 export interface WorkerFlags {
   command?: string;
   capacity: number;
+  /** `--prefetch` / OCULUS_PREFETCH: builds claimed ahead of free slots (WorkerOptions.prefetch). */
+  prefetch: number;
   id?: string;
   label?: string[];
   /** `--env NAME`: process variables builds get besides the allowlist (build-env.ts). */
@@ -91,6 +93,7 @@ export async function runWorker(c: Config, opts: WorkerFlags): Promise<void> {
     handler,
     logger,
     capacity: opts.capacity,
+    prefetch: opts.prefetch,
     drainMs: opts.drainMs,
     // A stopped build command takes up to its grace period, then SIGKILL, to end.
     abortWaitMs: opts.graceMs + 5000,
@@ -110,7 +113,8 @@ export async function runWorker(c: Config, opts: WorkerFlags): Promise<void> {
     );
   }
   await worker.start();
-  console.log(`worker ${worker.id} running (capacity ${opts.capacity}, mode ${queue.mode})`);
+  const prefetching = opts.prefetch > 0 ? `, prefetch ${opts.prefetch}` : "";
+  console.log(`worker ${worker.id} running (capacity ${opts.capacity}${prefetching}, mode ${queue.mode})`);
   if (metrics) console.log(`metrics on ${metrics.url}/metrics (health ${metrics.url}/health)`);
 }
 

@@ -66,6 +66,8 @@ export async function runClaimLoop(deps: ClaimLoopDeps, handler: BuildHandler, o
     slotFreed?.();
     slotFreed = undefined;
   };
+  // A loop waiting for a slot stops at once (prefetched builds are released without waiting for one).
+  signal.addEventListener("abort", freeSlot, { once: true });
 
   const runOne = (build: ClaimedBuild) => {
     const handled = (async () => {

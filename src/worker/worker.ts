@@ -53,6 +53,13 @@ export interface WorkerOptions {
   id?: string;
   /** Builds run at once (default 1). */
   capacity?: number;
+  /**
+   * Builds claimed ahead of free slots (default 0; ClaimLoopOptions.prefetch): they wait here, leased
+   * and named by the heartbeats, and start as slots free, in claim order. For builds much shorter than
+   * a claim's round trip. A prefetched build that is stopped, taken away or fenced before it starts
+   * never runs; those still waiting at shutdown are handed back at once.
+   */
+  prefetch?: number;
   /** This worker's labels: it claims only builds whose `requires` they include (default {}: builds without requirements). */
   labels?: Record<string, string>;
   version?: string;
@@ -167,6 +174,11 @@ export class Worker extends EventEmitter {
   private stopping = false;
   /** Builds handed back during shutdown (for the log). */
   private readonly released: string[] = [];
+  /**
+   * Why a held build that has not started (a prefetched one) must not run: stopped, taken away or
+   * fenced while it waited. run() reports it like a build abandoned for that reason at once.
+   */
+  private readonly beforeStart = new Map<string, { why: BuildAbandoned["why"]; detail: string }>();
 
   constructor(
     private readonly queue: BuildQueue,
@@ -178,6 +190,10 @@ export class Worker extends EventEmitter {
     this.logger = (options.logger ?? silentLogger()).child({ workerId: this.id });
     if (!Number.isInteger(this.capacity) || this.capacity < 1) {
       throw new OculusError("invalid_input", 400, "capacity: must be a positive integer");
+    }
+    const prefetch = options.prefetch ?? 0;
+    if (!Number.isInteger(prefetch) || prefetch < 0) {
+      throw new OculusError("invalid_input", 400, "prefetch: must be an integer >= 0");
     }
     parseLabels(options.labels ?? {});
     const timeout = options.buildTimeoutSeconds;
@@ -213,6 +229,7 @@ export class Worker extends EventEmitter {
     this.unsubscribeStops = await this.queue.onStopRequested((buildId) => {
       const entry = this.running.get(buildId);
       if (entry) this.abandon(entry, "stopped");
+      else this.notBeforeStart(buildId, "stopped", "stopped before it started");
     });
     const heartbeats = new Heartbeats(
       this.queue,
@@ -235,6 +252,7 @@ export class Worker extends EventEmitter {
         complete: (build, outcome) =>
           this.settle(build, this.reportCompletion(build, outcome as HandlerOutcome)),
         fail: (build, err) => this.settle(build, this.reportFailure(build, err)),
+        release: (builds) => this.releaseUnstarted(builds),
         onError: (err) =>
           this.logger.warn(
             { err: (err as Error).message },
@@ -242,7 +260,11 @@ export class Worker extends EventEmitter {
           ),
       },
       (build) => this.run(build),
-      { concurrency: this.capacity, signal: this.loopController.signal },
+      {
+        concurrency: this.capacity,
+        prefetch: this.options.prefetch ?? 0,
+        signal: this.loopController.signal,
+      },
     );
     this.logger.info({ capacity: this.capacity }, "worker started");
   }
@@ -259,7 +281,35 @@ export class Worker extends EventEmitter {
     return builds;
   }
 
+  /** A held build that has not started must not run (stopped, taken away, fenced while it waited). */
+  private notBeforeStart(buildId: string, why: BuildAbandoned["why"], detail: string): void {
+    if (this.held.has(buildId) && !this.running.has(buildId) && !this.beforeStart.has(buildId)) {
+      this.beforeStart.set(buildId, { why, detail });
+    }
+  }
+
+  /** Prefetched builds that never started (the loop stopped): back to the queue at once. */
+  private async releaseUnstarted(builds: ClaimedBuild[]): Promise<void> {
+    const refs = builds.map((b) => ({ id: b.id, lease: b.lease }));
+    try {
+      const released = await this.queue.workers.release(this.id, refs);
+      this.released.push(...released.map((b) => b.id));
+    } catch (err) {
+      this.logger.warn(
+        { buildIds: refs.map((r) => r.id), err: (err as Error).message },
+        "could not hand back builds that never started; their leases run out and the reaper requeues them",
+      );
+    } finally {
+      for (const ref of refs) this.forget(ref);
+    }
+  }
+
   private async run(build: ClaimedBuild): Promise<HandlerOutcome> {
+    const verdict = this.beforeStart.get(build.id);
+    if (verdict) {
+      this.beforeStart.delete(build.id);
+      throw new HandlerFailure(`${verdict.detail}: not run`, "", verdict.why);
+    }
     const controller = new AbortController();
     const entry: RunningBuild = { build, controller, logTail: [], logChars: 0 };
     this.running.set(build.id, entry);
@@ -338,11 +388,16 @@ export class Worker extends EventEmitter {
     try {
       return await report;
     } finally {
-      if (this.held.get(build.id)?.lease === build.lease) {
-        this.held.delete(build.id);
-        this.fence?.forget(build.id);
-        this.heartbeats?.buildsChanged();
-      }
+      this.forget(build);
+    }
+  }
+
+  private forget(build: BuildRef): void {
+    this.beforeStart.delete(build.id);
+    if (this.held.get(build.id)?.lease === build.lease) {
+      this.held.delete(build.id);
+      this.fence?.forget(build.id);
+      this.heartbeats?.buildsChanged();
     }
   }
 
@@ -410,9 +465,15 @@ export class Worker extends EventEmitter {
   private checkHeld(asked: BuildRef[], held: HeldStatus[]): void {
     const kept = new Map(held.map((h) => [`${h.id}:${h.lease}`, h]));
     for (const { id, lease } of asked) {
-      const entry = this.running.get(id);
-      if (!entry || entry.build.lease !== lease) continue;
       const status = kept.get(`${id}:${lease}`);
+      const entry = this.running.get(id);
+      if (!entry) {
+        if (this.held.get(id)?.lease !== lease) continue;
+        if (!status) this.notBeforeStart(id, "lease lost", "taken from this worker before it started");
+        else if (status.stopRequested) this.notBeforeStart(id, "stopped", "stopped before it started");
+        continue;
+      }
+      if (entry.build.lease !== lease) continue;
       if (!status) this.abandon(entry, "lease lost");
       else if (status.stopRequested) this.abandon(entry, "stopped");
     }
@@ -429,7 +490,12 @@ export class Worker extends EventEmitter {
   /** The fence fired: no heartbeat acknowledged for too long; the build stops before its lease can lapse. */
   private fenceBuild(buildId: string, graceMs: number, silentMs: number): void {
     const entry = this.running.get(buildId);
-    if (!entry || entry.controller.signal.aborted) return;
+    if (!entry) {
+      const detail = `no heartbeat acknowledged for ${silentMs} ms: its lease may lapse`;
+      this.notBeforeStart(buildId, "fenced", detail);
+      return;
+    }
+    if (entry.controller.signal.aborted) return;
     this.logger.warn(
       { buildId, silentMs, graceMs },
       "no heartbeat acknowledged by PostgreSQL for too long: stopping the build before its lease can lapse",
