@@ -93,6 +93,9 @@ beforeAll(async () => {
   const stopped = await submit("fuzz-stopped");
   await api.queue.stop(stopped);
   ids.push(stopped, await submit("fuzz-queued"), await submit("fuzz-queued-2"));
+  // The claims' notes in build_claiming leave within 100 ms when no pop carries them: a state to
+  // compare against is one without them.
+  await eventually(async () => (await redisClient.keys("*:build_claiming")).length === 0);
 });
 
 afterAll(async () => {

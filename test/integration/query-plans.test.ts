@@ -107,7 +107,7 @@ describe.each(SITUATIONS)("query plans: $name", (situation) => {
   const cases: [string, () => [string, unknown[]]][] = [
     [
       "complete_builds",
-      () => [queries.complete_builds, [JSON.stringify(running.map((b) => ({ ...b, result: null })))]],
+      () => [queries.complete_builds, [JSON.stringify(running.map((b) => ({ ...b, result: null }))), false]],
     ],
     [
       "fail_builds",
