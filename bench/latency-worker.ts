@@ -16,8 +16,7 @@
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { Worker } from "bullmq";
-import { BuildQueue } from "../src/index.js";
-import { startWorker } from "./ours.js";
+import { openChildQueue, startWorker } from "./ours.js";
 import { sleep } from "./stats.js";
 
 const { values: args } = parseArgs({
@@ -38,17 +37,7 @@ async function runOurs(): Promise<() => Promise<void>> {
   const databaseUrl = args["database-url"];
   const schema = args.schema;
   if (!databaseUrl || !schema) throw new Error("--database-url and --schema are required");
-  const queue = await BuildQueue.open({
-    databaseUrl,
-    redisUrl: redisPort ? `redis://127.0.0.1:${redisPort}` : undefined,
-    schema,
-    prefix: schema,
-    migrate: false,
-    poolSize: 4,
-    reconcileIntervalMs: 3_600_000,
-  });
-  const expected = redisPort ? "redis" : "postgres";
-  if (queue.mode !== expected) throw new Error(`queue opened in ${queue.mode} mode, expected ${expected}`);
+  const queue = await openChildQueue(databaseUrl, schema, redisPort);
   const worker = startWorker(
     queue,
     async () => {

@@ -20,6 +20,32 @@ export async function openQueue(mode: OurMode, schema: string, redisUrl: string)
   return queue;
 }
 
+/**
+ * A benchmark child process's queue on a schema its parent migrated: Redis mode on the private
+ * redis-server at `redisPort`, else PostgreSQL only; throws when it opened in the other mode.
+ */
+export async function openChildQueue(
+  databaseUrl: string,
+  schema: string,
+  redisPort?: string,
+): Promise<BuildQueue> {
+  const queue = await BuildQueue.open({
+    databaseUrl,
+    redisUrl: redisPort ? `redis://127.0.0.1:${redisPort}` : undefined,
+    schema,
+    prefix: schema,
+    migrate: false,
+    poolSize: 4,
+    reconcileIntervalMs: 3_600_000,
+  });
+  const expected = redisPort ? "redis" : "postgres";
+  if (queue.mode !== expected) {
+    await queue.close();
+    throw new Error(`queue opened in ${queue.mode} mode, expected ${expected}`);
+  }
+  return queue;
+}
+
 export interface Worker {
   /** True while the claim loop waits for work (idle). */
   readonly idle: boolean;

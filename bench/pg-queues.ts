@@ -34,8 +34,8 @@ const graphileLogger = new Logger(() => (level, message) => {
 const PGBOSS_WORKERS = 10;
 const PGBOSS_BATCH = 100;
 
-export async function pgBossThroughput(options: ThroughputOptions): Promise<ThroughputSample> {
-  const schema = newSchema("pgboss");
+/** pg-boss started in `schema` with the benchmark's queue created (no supervision, no schedules). */
+export async function startPgBoss(schema: string): Promise<{ boss: PgBoss; name: string }> {
   const boss = new PgBoss({
     connectionString: DATABASE_URL,
     schema,
@@ -44,10 +44,16 @@ export async function pgBossThroughput(options: ThroughputOptions): Promise<Thro
     schedule: false,
   });
   boss.on("error", () => undefined);
+  await boss.start();
+  const name = "bench_noop";
+  await boss.createQueue(name);
+  return { boss, name };
+}
+
+export async function pgBossThroughput(options: ThroughputOptions): Promise<ThroughputSample> {
+  const schema = newSchema("pgboss");
+  const { boss, name } = await startPgBoss(schema);
   try {
-    await boss.start();
-    const name = "bench_noop";
-    await boss.createQueue(name);
     const submitStart = performance.now();
     for (let done = 0; done < options.builds; done += options.chunk) {
       const size = Math.min(options.chunk, options.builds - done);

@@ -16,8 +16,8 @@
  */
 import { Logger, run } from "graphile-worker";
 import pg from "pg";
-import PgBoss from "pg-boss";
 import { inputs, type OurMode, openQueue, startWorker } from "./ours.js";
+import { startPgBoss } from "./pg-queues.js";
 import { DATABASE_URL, dropSchema, newSchema } from "./postgres.js";
 import { type Distribution, distribution, sleep } from "./stats.js";
 
@@ -116,17 +116,7 @@ async function ourDriver(mode: OurMode, redisUrl: string, concurrency: number): 
 /** pg-boss as in the throughput part: ten workers fetching batches of 100 (its best case). */
 async function pgBossDriver(): Promise<Driver> {
   const schema = newSchema("pr_pgboss");
-  const boss = new PgBoss({
-    connectionString: DATABASE_URL,
-    schema,
-    max: 10,
-    supervise: false,
-    schedule: false,
-  });
-  boss.on("error", () => undefined);
-  await boss.start();
-  const name = "bench_noop";
-  await boss.createQueue(name);
+  const { boss, name } = await startPgBoss(schema);
   return {
     schema,
     submit: async (n) => {

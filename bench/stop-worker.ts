@@ -15,7 +15,8 @@
  */
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
-import { BuildAbandoned, BuildQueue, Worker } from "../src/index.js";
+import { BuildAbandoned, Worker } from "../src/index.js";
+import { openChildQueue } from "./ours.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -32,20 +33,10 @@ const databaseUrl = args["database-url"];
 const schema = args.schema;
 if (!databaseUrl || !schema) throw new Error("--database-url and --schema are required");
 const redisPort = args["redis-port"];
-const expected = redisPort ? "redis" : "postgres";
 
 createInterface({ input: process.stdin }).on("close", () => process.exit(0));
 
-const queue = await BuildQueue.open({
-  databaseUrl,
-  redisUrl: redisPort ? `redis://127.0.0.1:${redisPort}` : undefined,
-  schema,
-  prefix: schema,
-  migrate: false,
-  poolSize: 4,
-  reconcileIntervalMs: 3_600_000,
-});
-if (queue.mode !== expected) throw new Error(`queue opened in ${queue.mode} mode, expected ${expected}`);
+const queue = await openChildQueue(databaseUrl, schema, redisPort);
 
 const worker = new Worker(queue, {
   capacity: 1,
