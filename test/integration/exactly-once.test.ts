@@ -95,7 +95,14 @@ async function runScenario(scenario: Scenario): Promise<void> {
   }
   expect(submitErrors).toEqual([]);
   expect(submitted.size).toBe(BUILDS);
-  if (scenario === "switch") await eventually(allModes(queue, "redis"), 20_000);
+  if (scenario === "switch") {
+    await eventually(allModes(queue, "redis"), 20_000).catch((err) => {
+      const modes = claimers.map((c) => `${c.workerId} ${c.mode}`).join(", ");
+      throw new Error(
+        `not all back in Redis mode: submitter ${queue.mode}, ${modes} (${(err as Error).message})\n${describeClaimers()}`,
+      );
+    });
+  }
 
   await eventually(async () => (await completedCount(schema)) === BUILDS, 45_000).catch(async (err) => {
     const rows = await sql(schema, "SELECT status, count(*)::int AS n FROM builds GROUP BY status");
