@@ -68,7 +68,6 @@ export function redisOptions(extra: RedisOptions = {}): RedisOptions {
     commandTimeout: 2000,
     lazyConnect: true,
     retryStrategy: (attempt) => Math.min(100 * attempt, 1000),
-    enableAutoPipelining: process.env.AUTOPIPE === "1",
     ...extra,
   };
 }
