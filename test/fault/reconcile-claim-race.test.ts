@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLAIM_PROTECTION_MS } from "../../src/queue/reconciler.js";
 import { connectRedis, RedisIndex } from "../../src/redis/index-client.js";
-import { openTestQueue } from "../helpers/queue.js";
+import { eventually, openTestQueue } from "../helpers/queue.js";
 import { RedisServer } from "../helpers/redis-server.js";
 
 let server: RedisServer;
@@ -54,9 +54,10 @@ describe("reconcile during a claim", () => {
     // A real claim clears its own note once committed.
     const claimed = await queue.claim("w1", 2);
     expect(claimed.map((b) => b.id)).toEqual([first.build.id, second.build.id]);
-    for (let i = 0; i < 100 && (await client.zcard(`${prefix}:build_claiming`)) > 0; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    // The note goes out with the next pop, or alone 100 ms later: wait for it, not for a time.
+    await eventually(async () => (await client.zcard(`${prefix}:build_claiming`)) === 0).catch(
+      () => undefined,
+    );
     expect(await client.zcard(`${prefix}:build_claiming`)).toBe(0);
   });
 });
@@ -95,9 +96,10 @@ describe("settled claims", () => {
     await client.zrem(`${prefix}:build_claiming`, second[0]?.id ?? "");
     const claimed = await queue.claim("w1", 5);
     expect(claimed.map((b) => b.id)).toEqual([submitted[2]?.build.id]);
-    for (let i = 0; i < 100 && (await client.zcard(`${prefix}:build_claiming`)) > 0; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    // The note goes out with the next pop, or alone 100 ms later: wait for it, not for a time.
+    await eventually(async () => (await client.zcard(`${prefix}:build_claiming`)) === 0).catch(
+      () => undefined,
+    );
     expect(await client.zcard(`${prefix}:build_claiming`)).toBe(0);
   });
 });

@@ -58,7 +58,10 @@ describe.each(backends().filter((b) => b.name !== "pglite"))("worker prefetch on
     expect(ran).toEqual([ids[0]]);
     const waiting = ids[2] as string;
     expect((await queue.stop(waiting, { actor: "test" })).status).toBe("stopping");
-    await new Promise((r) => setTimeout(r, 300)); // the stop signal reaches the worker
+    // The stop reaches the worker (pub/sub or NOTIFY, else its next heartbeat's answer) before a slot
+    // frees: the test waits for the worker's own note of it, not for a time.
+    const notes = (worker as unknown as { beforeStart: Map<string, unknown> }).beforeStart;
+    await eventually(async () => notes.has(waiting));
     open();
     await eventually(async () => {
       const builds = await Promise.all(ids.map((id) => queue.get(id)));

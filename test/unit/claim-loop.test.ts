@@ -115,6 +115,11 @@ describe("claim loop (storage-free)", () => {
     const blocked = new Promise<void>((r) => {
       unblock = r;
     });
+    let started = 0;
+    let bothStarted: () => void = () => undefined;
+    const slotsFull = new Promise<void>((r) => {
+      bothStarted = r;
+    });
     const loop = runClaimLoop(
       {
         claim: async (n) => {
@@ -130,12 +135,15 @@ describe("claim loop (storage-free)", () => {
         release: async (builds) => released.push(...builds.map((b) => b.id)),
       },
       async () => {
+        started++;
+        if (started === 2) bothStarted();
         await blocked;
         return null;
       },
       { concurrency: 2, prefetch: 3, signal: controller.signal },
     );
-    await new Promise((r) => setTimeout(r, 20));
+    // Both slots busy: the other three claimed builds wait in the loop.
+    await slotsFull;
     controller.abort();
     unblock();
     await loop;
