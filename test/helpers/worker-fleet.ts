@@ -37,6 +37,8 @@ export interface WorkerProcessOptions {
   prefix: string;
   redisUrl?: string;
   capacity?: number;
+  /** Builds claimed ahead of free slots (WorkerOptions.prefetch). */
+  prefetch?: number;
   drainMs?: number;
   heartbeatMs?: number;
   deadAfterMs?: number;
@@ -100,6 +102,7 @@ export class WorkerProcess {
     ];
     if (options.redisUrl) argv.push("--redis-url", options.redisUrl);
     if (options.drainMs !== undefined) argv.push("--drain-ms", String(options.drainMs));
+    if (options.prefetch !== undefined) argv.push("--prefetch", String(options.prefetch));
     if (options.labels) argv.push("--labels", JSON.stringify(options.labels));
     const child = spawn(process.execPath, ["--import", "tsx", script, ...argv], {
       cwd: root,
@@ -264,7 +267,7 @@ export async function openFleetQueue(
   expect(opened.queue.mode).toBe(mode);
   const start = (
     workerId: string,
-    extra: Pick<WorkerProcessOptions, "capacity" | "drainMs" | "reaperMs" | "labels"> = {},
+    extra: Pick<WorkerProcessOptions, "capacity" | "prefetch" | "drainMs" | "reaperMs" | "labels"> = {},
   ) =>
     WorkerProcess.start({
       workerId,

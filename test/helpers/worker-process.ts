@@ -21,7 +21,7 @@
  * (so that the worker tries to complete the build with its stale lease); `"first-run"`: only on the
  * build's first run (retryCount 0).
  *
- * Arguments: --schema --prefix --database-url [--redis-url] --worker-id [--capacity 1] [--drain-ms]
+ * Arguments: --schema --prefix --database-url [--redis-url] --worker-id [--capacity 1] [--prefetch 0] [--drain-ms]
  * [--heartbeat-ms 200] [--dead-after-ms 1500] [--reaper-ms 200] [--labels '{"gpu":"true"}']. The schema must exist (migrated).
  * The process exits when its stdin closes (the parent died), so no orphan outlives a crashed test.
  */
@@ -40,6 +40,7 @@ const { values: args } = parseArgs({
     "redis-url": { type: "string" },
     "worker-id": { type: "string" },
     capacity: { type: "string", default: "1" },
+    prefetch: { type: "string", default: "0" },
     "drain-ms": { type: "string" },
     "heartbeat-ms": { type: "string", default: "200" },
     "dead-after-ms": { type: "string", default: "1500" },
@@ -95,6 +96,7 @@ let running = 0;
 const worker = new Worker(queue, {
   id: workerId,
   capacity: Number(args.capacity),
+  prefetch: Number(args.prefetch),
   labels: JSON.parse(args.labels ?? "{}") as Record<string, string>,
   drainMs: args["drain-ms"] ? Number(args["drain-ms"]) : undefined,
   logger,
