@@ -68,7 +68,7 @@ export function startWorker(
   handler: BuildHandler,
   concurrency: number,
   hooks: WorkerHooks,
-  prefetch = 0,
+  prefetch: number | "auto" = 0,
 ): Worker {
   const abort = new AbortController();
   const workerId = `bench-worker-${process.pid}`;

@@ -61,6 +61,7 @@ export type ThroughputSystem =
   | System
   | "redisAnalyzed"
   | "redisPrefetch"
+  | "redisPrefetchAuto"
   | "postgresAnalyzed"
   | "bullmqEverysec"
   | "bullmqAlways"
@@ -75,6 +76,7 @@ export const THROUGHPUT_SYSTEMS: readonly ThroughputSystem[] = [
   "redisAnalyzed",
   "postgresAnalyzed",
   "redisPrefetch",
+  "redisPrefetchAuto",
   "pgboss",
   "graphile",
 ];
@@ -148,7 +150,7 @@ export function evaluateTargets(r: Omit<Results, "targets">): Target[] {
     targets.push(
       {
         target: "Redis mode processed/s >= BullMQ's (every build durable in PostgreSQL)",
-        measured: `${fmt(tp.redis.processedPerSec)}/s (${fmt(tp.redisAnalyzed.processedPerSec)}/s after ANALYZE; claim loop with prefetch ${PREFETCH}: ${fmt(tp.redisPrefetch.processedPerSec)}/s) vs BullMQ ${fmt(tp.bullmq.processedPerSec)}/s`,
+        measured: `${fmt(tp.redis.processedPerSec)}/s (${fmt(tp.redisAnalyzed.processedPerSec)}/s after ANALYZE; claim loop with prefetch ${PREFETCH}: ${fmt(tp.redisPrefetch.processedPerSec)}/s, prefetch auto: ${fmt(tp.redisPrefetchAuto.processedPerSec)}/s) vs BullMQ ${fmt(tp.bullmq.processedPerSec)}/s`,
         met: tp.redis.processedPerSec >= tp.bullmq.processedPerSec,
       },
       {
@@ -276,6 +278,7 @@ const LABELS: Record<ThroughputSystem, string> = {
   postgres: "ours, PostgreSQL-only",
   redisAnalyzed: "ours, Redis mode, after ANALYZE",
   redisPrefetch: `ours, Redis mode, prefetch ${PREFETCH} (as oculus worker --prefetch ${PREFETCH})`,
+  redisPrefetchAuto: "ours, Redis mode, prefetch auto (as oculus worker --prefetch auto)",
   postgresAnalyzed: "ours, PostgreSQL-only, after ANALYZE",
 };
 

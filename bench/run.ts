@@ -226,7 +226,11 @@ async function throughputOf(
       return ourThroughput(
         system.startsWith("redis") ? "redis" : "postgres",
         redis.url,
-        system === "redisPrefetch" ? { ...tp, prefetch: PREFETCH } : tp,
+        system === "redisPrefetch"
+          ? { ...tp, prefetch: PREFETCH }
+          : system === "redisPrefetchAuto"
+            ? { ...tp, prefetch: "auto" }
+            : tp,
         system.endsWith("Analyzed"),
       );
   }

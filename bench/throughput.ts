@@ -11,8 +11,8 @@ export interface ThroughputOptions {
   builds: number;
   chunk: number;
   concurrency: number;
-  /** Ours: builds claimed ahead of free slots (ClaimLoopOptions.prefetch; default 0). */
-  prefetch?: number;
+  /** Ours: builds claimed ahead of free slots, or "auto" (ClaimLoopOptions.prefetch; default 0). */
+  prefetch?: number | "auto";
 }
 
 export interface ThroughputSample {

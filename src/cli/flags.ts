@@ -14,6 +14,19 @@ export function nonNegativeInt(flag: string) {
   };
 }
 
+/** `--prefetch` / OCULUS_PREFETCH: a whole number of builds, or "auto" (src/worker/auto-prefetch.ts). */
+export function parsePrefetch(flag: string) {
+  const count = nonNegativeInt(flag);
+  return (value: string): number | "auto" => {
+    if (value === "auto") return "auto";
+    try {
+      return count(value);
+    } catch {
+      throw new InvalidArgumentError(`${flag} must be a non-negative integer or "auto", got "${value}"`);
+    }
+  };
+}
+
 export function positiveInt(flag: string) {
   return (value: string): number => {
     const n = Number(value);

@@ -12,7 +12,7 @@ import { openPglite, openPostgres } from "../postgres/db.js";
 import { migrate } from "../postgres/migrate.js";
 import { explainOpenFailure, openQueueOnce } from "../queue/open-with-retry.js";
 import { collectRepeated } from "../worker/build-env.js";
-import { nonNegativeInt, parseDays, parsePortFlag, positiveInt } from "./flags.js";
+import { nonNegativeInt, parseDays, parsePortFlag, parsePrefetch, positiveInt } from "./flags.js";
 import { registerOpsCommands } from "./ops-commands.js";
 import { DEFAULT_HOST, DEFAULT_PORT, parsePort, runUp, type UpOptions } from "./up.js";
 import { runWorker, type WorkerFlags } from "./worker-command.js";
@@ -126,12 +126,12 @@ export function registerServerCommands(program: Command, config: () => Config): 
     )
     .addOption(
       new Option(
-        "--prefetch <n>",
-        "builds claimed ahead of free slots, started as slots free (for builds far shorter than a claim round trip)",
+        "--prefetch <n|auto>",
+        'builds claimed ahead of free slots, started as slots free (for builds far shorter than a claim round trip); "auto": as many as the slots finish during one claim, none for builds of a second or more',
       )
         .default(0)
         .env("OCULUS_PREFETCH")
-        .argParser(nonNegativeInt("--prefetch / OCULUS_PREFETCH")),
+        .argParser(parsePrefetch("--prefetch / OCULUS_PREFETCH")),
     )
     .option("--id <id>", "worker id (default: hostname:pid:random)")
     .option(

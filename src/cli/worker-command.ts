@@ -23,8 +23,8 @@ import { announce, drainDescription, stopOnSignal } from "./up.js";
 export interface WorkerFlags {
   command?: string;
   capacity: number;
-  /** `--prefetch` / OCULUS_PREFETCH: builds claimed ahead of free slots (WorkerOptions.prefetch). */
-  prefetch: number;
+  /** `--prefetch` / OCULUS_PREFETCH: builds claimed ahead of free slots, or "auto" (WorkerOptions.prefetch). */
+  prefetch: number | "auto";
   id?: string;
   label?: string[];
   /** `--env NAME`: process variables builds get besides the allowlist (build-env.ts). */
@@ -113,7 +113,7 @@ export async function runWorker(c: Config, opts: WorkerFlags): Promise<void> {
     );
   }
   await worker.start();
-  const prefetching = opts.prefetch > 0 ? `, prefetch ${opts.prefetch}` : "";
+  const prefetching = opts.prefetch === 0 ? "" : `, prefetch ${opts.prefetch}`;
   console.log(`worker ${worker.id} running (capacity ${opts.capacity}${prefetching}, mode ${queue.mode})`);
   if (metrics) console.log(`metrics on ${metrics.url}/metrics (health ${metrics.url}/health)`);
 }

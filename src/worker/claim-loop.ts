@@ -4,6 +4,7 @@
  * result calls). A handler that throws fails its build; the loop itself never dies of a handler.
  */
 import type { ClaimedBuild } from "../core/build.js";
+import { AutoPrefetch } from "./auto-prefetch.js";
 
 export interface ClaimLoopDeps {
   claim(count: number): Promise<ClaimedBuild[]>;
@@ -31,8 +32,11 @@ export interface ClaimLoopOptions {
    * leased and counts as running in the queue while it waits: keep it 0 for builds much longer than
    * a claim's round trip, which would wait behind the running ones while another worker could run
    * them. Builds still waiting when the loop stops are released (deps.release).
+   * "auto": as many as the slots finish during one claim's round trip, measured as the loop runs
+   * (src/worker/auto-prefetch.ts): the most for builds far shorter than a claim, none for builds of
+   * a second or more.
    */
-  prefetch?: number;
+  prefetch?: number | "auto";
   /** Longest wait for a wake-up between empty claims. */
   idleWaitMs?: number;
   signal: AbortSignal;
@@ -49,16 +53,19 @@ export interface ClaimLoopOptions {
  */
 export async function runClaimLoop(deps: ClaimLoopDeps, handler: BuildHandler, options: ClaimLoopOptions) {
   const { concurrency, signal } = options;
-  const prefetch = options.prefetch ?? 0;
-  if (!Number.isInteger(prefetch) || prefetch < 0) {
-    throw new RangeError(`prefetch: must be an integer >= 0, got ${String(options.prefetch)}`);
+  const fixedPrefetch = options.prefetch === "auto" ? 0 : (options.prefetch ?? 0);
+  if (!Number.isInteger(fixedPrefetch) || fixedPrefetch < 0) {
+    throw new RangeError(`prefetch: must be an integer >= 0 or "auto", got ${String(options.prefetch)}`);
   }
-  if (prefetch > 0 && !deps.release) throw new RangeError("prefetch: needs deps.release");
+  if ((options.prefetch === "auto" || fixedPrefetch > 0) && !deps.release) {
+    throw new RangeError("prefetch: needs deps.release");
+  }
+  const auto = options.prefetch === "auto" ? new AutoPrefetch(concurrency) : undefined;
   const idleWaitMs = options.idleWaitMs ?? 1000;
   /** Claimed builds waiting for a slot (prefetched), in claim order. */
   const waiting: ClaimedBuild[] = [];
-  /** Handlers running. */
-  const running = new Set<Promise<void>>();
+  /** Handlers running, with the time each started (oldest first). */
+  const running = new Map<Promise<void>, number>();
   /** Claimed builds whose result is not recorded yet (their handler may be running or done). */
   const unreported = new Set<Promise<void>>();
   let slotFreed: (() => void) | undefined;
@@ -70,6 +77,7 @@ export async function runClaimLoop(deps: ClaimLoopDeps, handler: BuildHandler, o
   signal.addEventListener("abort", freeSlot, { once: true });
 
   const runOne = (build: ClaimedBuild) => {
+    const startedAt = performance.now();
     const handled = (async () => {
       try {
         return { ok: true as const, result: await handler(build) };
@@ -79,11 +87,12 @@ export async function runClaimLoop(deps: ClaimLoopDeps, handler: BuildHandler, o
     })();
     const handling = handled.then(() => {
       running.delete(handling);
+      auto?.observeRun(performance.now() - startedAt);
       const next = signal.aborted ? undefined : waiting.shift();
       if (next) runOne(next);
       freeSlot();
     });
-    running.add(handling);
+    running.set(handling, startedAt);
     const reporting = handled
       .then((outcome) =>
         outcome.ok ? deps.complete(build, outcome.result) : deps.fail(build, outcome.error),
@@ -99,7 +108,14 @@ export async function runClaimLoop(deps: ClaimLoopDeps, handler: BuildHandler, o
     unreported.add(reporting);
   };
 
+  /** How long the longest-running handler has run, ms (0: none running). */
+  const oldestRunningMs = () => {
+    const oldest = running.values().next();
+    return oldest.done ? 0 : performance.now() - oldest.value;
+  };
+
   while (!signal.aborted) {
+    const prefetch = auto ? auto.current(oldestRunningMs()) : fixedPrefetch;
     const held = running.size + waiting.length;
     const free = Math.min(
       concurrency + prefetch - held,
@@ -114,7 +130,9 @@ export async function runClaimLoop(deps: ClaimLoopDeps, handler: BuildHandler, o
     }
     let builds: ClaimedBuild[] = [];
     try {
+      const claimStarted = performance.now();
       builds = await deps.claim(free);
+      if (builds.length > 0) auto?.observeClaim(performance.now() - claimStarted);
     } catch (err) {
       deps.onError?.(err);
       await deps.wait(idleWaitMs, signal);

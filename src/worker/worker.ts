@@ -57,9 +57,11 @@ export interface WorkerOptions {
    * Builds claimed ahead of free slots (default 0; ClaimLoopOptions.prefetch): they wait here, leased
    * and named by the heartbeats, and start as slots free, in claim order. For builds much shorter than
    * a claim's round trip. A prefetched build that is stopped, taken away or fenced before it starts
-   * never runs; those still waiting at shutdown are handed back at once.
+   * never runs; those still waiting at shutdown are handed back at once. "auto": as many as the slots
+   * finish during one claim's round trip, measured as the worker runs (none for builds of a second
+   * or more; src/worker/auto-prefetch.ts).
    */
-  prefetch?: number;
+  prefetch?: number | "auto";
   /** This worker's labels: it claims only builds whose `requires` they include (default {}: builds without requirements). */
   labels?: Record<string, string>;
   version?: string;
@@ -192,8 +194,8 @@ export class Worker extends EventEmitter {
       throw new OculusError("invalid_input", 400, "capacity: must be a positive integer");
     }
     const prefetch = options.prefetch ?? 0;
-    if (!Number.isInteger(prefetch) || prefetch < 0) {
-      throw new OculusError("invalid_input", 400, "prefetch: must be an integer >= 0");
+    if (prefetch !== "auto" && (!Number.isInteger(prefetch) || prefetch < 0)) {
+      throw new OculusError("invalid_input", 400, 'prefetch: must be an integer >= 0 or "auto"');
     }
     parseLabels(options.labels ?? {});
     const timeout = options.buildTimeoutSeconds;

@@ -96,7 +96,7 @@ let running = 0;
 const worker = new Worker(queue, {
   id: workerId,
   capacity: Number(args.capacity),
-  prefetch: Number(args.prefetch),
+  prefetch: args.prefetch === "auto" ? "auto" : Number(args.prefetch),
   labels: JSON.parse(args.labels ?? "{}") as Record<string, string>,
   drainMs: args["drain-ms"] ? Number(args["drain-ms"]) : undefined,
   logger,

@@ -45,9 +45,9 @@ async function startApis(redisUrl: string, count: number, extraEnv: Record<strin
   return fleet;
 }
 
-function startWorker(fleet: Fleet, id: string): OculusProcess {
+function startWorker(fleet: Fleet, id: string, extra: string[] = []): OculusProcess {
   const worker = spawnOculus(
-    ["worker", "--id", id, "--capacity", "2", "--heartbeat-ms", "300", "--dead-after-ms", "2500"],
+    ["worker", "--id", id, "--capacity", "2", "--heartbeat-ms", "300", "--dead-after-ms", "2500", ...extra],
     fleet.env,
   );
   fleet.processes.push(worker);
@@ -166,7 +166,8 @@ describe("a fleet of three API processes on one queue", () => {
 
     // The queued builds run once workers come.
     startWorker(fleet, "fleet-w0");
-    startWorker(fleet, "fleet-w1");
+    // One of them with an adaptive prefetch: builds of a tenth of a second get none, and run alike.
+    const adaptive = startWorker(fleet, "fleet-w1", ["--prefetch", "auto"]);
     await eventually(async () => {
       const [row] = await sql<{ n: number }>(
         fleet.schema,
@@ -175,6 +176,7 @@ describe("a fleet of three API processes on one queue", () => {
       );
       return row?.n === ids.length;
     }, 60_000);
+    expect(adaptive.output()).toMatch(/running \(capacity 2, prefetch auto, mode redis\)/);
   }, 90_000);
 
   /** Follows process B's /v1/events while builds are submitted through process A: every event arrives, in order, once. */

@@ -43,7 +43,14 @@ describe("oculus CLI", () => {
       [["status", "x", "--bogus"], /unknown option '--bogus'/],
       [["up", "--workers", "x"], /--workers must be a non-negative integer/],
       [["builds", "--limit", "many"], /--limit must be an integer/],
-      [["worker", "--prefetch", "-1"], /--prefetch \/ OCULUS_PREFETCH must be a non-negative integer/],
+      [
+        ["worker", "--prefetch", "-1"],
+        /--prefetch \/ OCULUS_PREFETCH must be a non-negative integer or "auto"/,
+      ],
+      [
+        ["worker", "--prefetch", "soon"],
+        /--prefetch \/ OCULUS_PREFETCH must be a non-negative integer or "auto"/,
+      ],
     ];
     for (const [args, message] of cases) {
       const res = await oculus(args);

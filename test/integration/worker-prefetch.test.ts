@@ -113,9 +113,40 @@ describe.each(backends().filter((b) => b.name !== "pglite"))("worker prefetch on
     await second.stop();
   });
 
-  it("refuses a prefetch that is not a whole number", () => {
-    expect(() => new Worker(queue, { handler: async () => null, prefetch: -1 })).toThrow(
-      /prefetch: must be an integer >= 0/,
+  it('prefetch "auto": a stream of no-op builds runs in full, each build once', async () => {
+    const submitted = await queue.submitMany(
+      Array.from({ length: 300 }, (_, i) => ({ strategyId: `pa${i}` })),
     );
+    const ids = new Set(submitted.map((r) => r.build.id));
+    const runs = new Map<string, number>();
+    const worker = new Worker(queue, {
+      handler: async (ctx) => {
+        runs.set(ctx.build.id, (runs.get(ctx.build.id) ?? 0) + 1);
+        return null;
+      },
+      capacity: 4,
+      prefetch: "auto",
+    });
+    workers.push(worker);
+    await worker.start();
+    await eventually(async () => {
+      const res = await queue.store.db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM builds WHERE id = ANY ($1::uuid[]) AND status = 'completed'",
+        [[...ids]],
+      );
+      return Number(res.rows[0]?.n) === ids.size;
+    });
+    await worker.stop();
+    expect([...ids].every((id) => runs.get(id) === 1)).toBe(true);
+    expect(runs.size).toBe(ids.size);
+  });
+
+  it('refuses a prefetch that is not a whole number or "auto"', () => {
+    expect(() => new Worker(queue, { handler: async () => null, prefetch: -1 })).toThrow(
+      /prefetch: must be an integer >= 0 or "auto"/,
+    );
+    expect(
+      () => new Worker(queue, { handler: async () => null, prefetch: "soon" as unknown as number }),
+    ).toThrow(/prefetch: must be an integer >= 0 or "auto"/);
   });
 });

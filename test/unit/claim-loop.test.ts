@@ -151,6 +151,82 @@ describe("claim loop (storage-free)", () => {
     expect(released).toEqual(["b2", "b3", "b4"]);
   });
 
+  it('prefetch "auto": builds far shorter than a claim are claimed ahead of the slots, in order', async () => {
+    const pending = Array.from({ length: 400 }, (_, i) => fakeBuild(i));
+    const claimSizes: number[] = [];
+    const started: string[] = [];
+    let active = 0;
+    let maxActive = 0;
+    const controller = new AbortController();
+    await runClaimLoop(
+      {
+        // A claim's round trip (a few ms) against handlers that return at once.
+        claim: async (n) => {
+          claimSizes.push(n);
+          await new Promise((r) => setTimeout(r, 3));
+          return pending.splice(0, n);
+        },
+        wait: async () => {
+          if (pending.length === 0) controller.abort();
+        },
+        complete: async () => undefined,
+        fail: async () => undefined,
+        release: async () => undefined,
+      },
+      async (build) => {
+        started.push(build.id);
+        active++;
+        maxActive = Math.max(maxActive, active);
+        await Promise.resolve();
+        active--;
+        return null;
+      },
+      { concurrency: 4, prefetch: "auto", signal: controller.signal },
+    );
+    expect(started).toEqual(Array.from({ length: 400 }, (_, i) => `b${i}`));
+    expect(maxActive).toBeLessThanOrEqual(4);
+    // The first claim knows nothing yet: only the free slots. Later ones ask for slots + prefetch
+    // (at most twice the concurrency ahead).
+    expect(claimSizes[0]).toBe(4);
+    expect(Math.max(...claimSizes)).toBe(4 + 8);
+  });
+
+  it('prefetch "auto": builds longer than a claim are never claimed ahead of free slots', async () => {
+    const pending = Array.from({ length: 12 }, (_, i) => fakeBuild(i));
+    const claimSizes: number[] = [];
+    let claimed = 0;
+    let started = 0;
+    const startedWhenClaimed: number[] = [];
+    const controller = new AbortController();
+    await runClaimLoop(
+      {
+        claim: async (n) => {
+          claimSizes.push(n);
+          startedWhenClaimed.push(claimed - started);
+          const taken = pending.splice(0, n);
+          claimed += taken.length;
+          return taken;
+        },
+        wait: async () => {
+          if (pending.length === 0) controller.abort();
+        },
+        complete: async () => undefined,
+        fail: async () => undefined,
+        release: async () => undefined,
+      },
+      async () => {
+        started++;
+        await new Promise((r) => setTimeout(r, 100));
+        return null;
+      },
+      { concurrency: 2, prefetch: "auto", signal: controller.signal },
+    );
+    expect(started).toBe(12);
+    expect(Math.max(...claimSizes)).toBeLessThanOrEqual(2);
+    // Every build claimed before a claim had started: none waited in the loop.
+    expect(startedWhenClaimed.every((n) => n === 0)).toBe(true);
+  });
+
   it("refuses a prefetch that is not a whole number, or without a way to release builds", async () => {
     const deps = {
       claim: async () => [],
@@ -161,9 +237,12 @@ describe("claim loop (storage-free)", () => {
     const signal = AbortSignal.abort();
     await expect(
       runClaimLoop(deps, async () => null, { concurrency: 1, prefetch: 1.5, signal }),
-    ).rejects.toThrow(/prefetch: must be an integer >= 0/);
+    ).rejects.toThrow(/prefetch: must be an integer >= 0 or "auto"/);
     await expect(
       runClaimLoop(deps, async () => null, { concurrency: 1, prefetch: 2, signal }),
+    ).rejects.toThrow(/prefetch: needs deps.release/);
+    await expect(
+      runClaimLoop(deps, async () => null, { concurrency: 1, prefetch: "auto", signal }),
     ).rejects.toThrow(/prefetch: needs deps.release/);
   });
 });
