@@ -19,7 +19,7 @@ import type { BuildEvent, BuildSnapshot, StreamItem, SubscribeOptions } from "..
 import type { Logger } from "../core/logger.js";
 import type { Db } from "../postgres/db.js";
 import type { EventStore } from "../postgres/event-store.js";
-import { duplicateClient, type RedisClient } from "../redis/connection.js";
+import { type RedisClient, subscribedClient } from "../redis/connection.js";
 import { DEFAULT_GAP_RULE, EventCursor, type NextStep } from "./event-gaps.js";
 
 export interface EventHubOptions {
@@ -188,16 +188,12 @@ export class EventHub {
     this.cursor.jumpTo((await this.events.head()) - START_BEHIND_HEAD);
     this.unlisten = await this.db.listen(this.pgChannel, () => this.wake());
     if (this.redis) {
-      const subscriber = duplicateClient(this.redis, { enableOfflineQueue: true, lazyConnect: false });
-      this.subscriber = subscriber;
-      subscriber.on("error", () => undefined); // the main connection reports Redis faults
-      subscriber.on("message", () => this.wake());
-      subscriber.subscribe(this.redisChannel).catch((err: Error) => {
-        this.logger.debug(
-          { err: err.message },
-          "event subscription pending; ioredis resubscribes on reconnect",
-        );
-      });
+      this.subscriber = subscribedClient(
+        this.redis,
+        this.redisChannel,
+        () => this.wake(),
+        (err) => this.logger.debug({ err: err.message }, "event subscription pending; again on reconnect"),
+      );
     }
     this.timer = setInterval(() => this.wake(), this.options.pollMs);
     this.timer.unref();

@@ -6,7 +6,7 @@
  */
 import type { Logger } from "../core/logger.js";
 import type { Db } from "../postgres/db.js";
-import { duplicateClient, type RedisClient } from "../redis/connection.js";
+import { type RedisClient, subscribedClient } from "../redis/connection.js";
 
 export type StopListener = (buildId: string) => void;
 
@@ -39,13 +39,12 @@ export class StopSignals {
   private async start(): Promise<void> {
     this.unlisten = await this.db.listen(this.pgChannel, (payload) => this.deliver(payload));
     if (!this.redis) return;
-    const subscriber = duplicateClient(this.redis, { enableOfflineQueue: true, lazyConnect: false });
-    this.subscriber = subscriber;
-    subscriber.on("error", () => undefined);
-    subscriber.on("message", (_channel: string, message: string) => this.deliver(message));
-    subscriber.subscribe(this.redisChannel).catch((err: Error) => {
-      this.logger.debug({ err: err.message }, "stop subscription pending; ioredis resubscribes on reconnect");
-    });
+    this.subscriber = subscribedClient(
+      this.redis,
+      this.redisChannel,
+      (message) => this.deliver(message),
+      (err) => this.logger.debug({ err: err.message }, "stop subscription pending; again on reconnect"),
+    );
   }
 
   async stop(): Promise<void> {

@@ -5,7 +5,7 @@
  */
 import type { Logger } from "../core/logger.js";
 import type { Db } from "../postgres/db.js";
-import { duplicateClient, type RedisClient } from "../redis/connection.js";
+import { type RedisClient, subscribedClient } from "../redis/connection.js";
 
 export class WakeSignal {
   private waiters = new Set<() => void>();
@@ -27,13 +27,12 @@ export class WakeSignal {
   ): Promise<void> {
     this.unlisten = await db.listen(pgChannel, () => this.wakeAll());
     if (!redis) return;
-    const subscriber = duplicateClient(redis, { enableOfflineQueue: true, lazyConnect: false });
-    this.subscriber = subscriber;
-    subscriber.on("error", () => undefined); // the main connection reports Redis faults
-    subscriber.on("message", () => this.wakeAll());
-    subscriber.subscribe(redisChannel).catch((err: Error) => {
-      this.logger.debug({ err: err.message }, "wake subscription pending; ioredis resubscribes on reconnect");
-    });
+    this.subscriber = subscribedClient(
+      redis,
+      redisChannel,
+      () => this.wakeAll(),
+      (err) => this.logger.debug({ err: err.message }, "wake subscription pending; again on reconnect"),
+    );
   }
 
   wakeAll(): void {

@@ -152,6 +152,37 @@ export function duplicateClient(client: RedisClient, overrides: RedisOptions = {
   return client.duplicate({ autoResubscribe: true, ...overrides });
 }
 
+/**
+ * A second connection like `client`, subscribed to `channel`: `onMessage` gets each message. It
+ * subscribes again after every reconnection (to the new master after a Sentinel failover).
+ * ioredis 5 re-subscribes by itself (autoResubscribe) without handling the SUBSCRIBE's failure: when
+ * the connection dropped again before the reply (Redis killed while clients reconnect), the rejection
+ * went unhandled and ended the process (ioredis pull request 2187, fixed in ioredis 6.1). So this
+ * connection re-subscribes on each "ready" itself, and a failed SUBSCRIBE only waits for the next
+ * one. A Cluster subscriber keeps ioredis' own re-subscription (a node of its choosing).
+ */
+export function subscribedClient(
+  client: RedisClient,
+  channel: string,
+  onMessage: (message: string) => void,
+  onSubscribeFailed: (err: Error) => void,
+): RedisClient {
+  const own = !(client instanceof Cluster);
+  const subscriber = duplicateClient(client, {
+    enableOfflineQueue: true,
+    lazyConnect: false,
+    ...(own ? { autoResubscribe: false } : {}),
+  });
+  subscriber.on("error", () => undefined); // the main connection reports Redis faults
+  subscriber.on("message", (_channel: string, message: string) => onMessage(message));
+  const subscribe = () => {
+    subscriber.subscribe(channel).catch(onSubscribeFailed);
+  };
+  if (own) subscriber.on("ready", subscribe);
+  else subscribe();
+  return subscriber;
+}
+
 /** True when the client talks to a Redis Cluster. */
 export function isCluster(client: RedisClient): client is Cluster {
   return client instanceof Cluster;

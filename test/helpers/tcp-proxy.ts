@@ -23,6 +23,8 @@ export class TcpProxy {
   private readonly pending: (() => void)[] = [];
   private cutOff = false;
   private holes = false;
+  /** cutOnClientData(): the connections to cut when their client sends matching bytes. */
+  private cutOnData: { pattern: RegExp; left: number } | undefined;
   private target: { port: number; host: string };
 
   private constructor(
@@ -88,6 +90,14 @@ export class TcpProxy {
     this.track(upstream);
     const pair = { client, upstream };
     this.pairs.add(pair);
+    // Before the pipe's own listener: the matching bytes are not forwarded.
+    client.on("data", (chunk: Buffer) => {
+      const cut = this.cutOnData;
+      if (!cut || cut.left <= 0 || !cut.pattern.test(chunk.toString("latin1"))) return;
+      cut.left -= 1;
+      client.destroy();
+      upstream.destroy();
+    });
     client.pipe(upstream);
     upstream.pipe(client);
     // A close (cut(), a crash) goes through at once; but not through a black hole.
@@ -99,6 +109,19 @@ export class TcpProxy {
       this.pairs.delete(pair);
       if (!this.holes) client.destroy();
     });
+  }
+
+  /**
+   * The next `times` connections whose client sends bytes matching `pattern` are cut right there,
+   * before those bytes reach the server: a connection that drops between a request and its reply.
+   */
+  cutOnClientData(pattern: RegExp, times: number): void {
+    this.cutOnData = { pattern, left: times };
+  }
+
+  /** How many of the cuts asked of cutOnClientData() are still to come. */
+  get dataCutsLeft(): number {
+    return this.cutOnData?.left ?? 0;
   }
 
   cut(): void {
