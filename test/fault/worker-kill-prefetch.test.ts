@@ -43,6 +43,8 @@ describe("kill -9 of a worker holding prefetched builds (oculus worker --prefetc
         (r) => r.status === "running" && r.worker_id === holder.workerId,
       );
     await eventually(heldByHolder, 20_000);
+    // The claim commits before the worker process says the first build started: wait for its line.
+    await eventually(async () => holder.eventsOf("started").length > 0, 20_000);
     expect(holder.eventsOf("started").map((e) => e.id)).toEqual([ids[0]]);
     await progressAtLeast(schema, ids[0] as string, 1);
 
