@@ -10,15 +10,15 @@ import {
   buildEvents,
   buildRecord,
   completedBy,
+  KILL_TEST_HEALTH,
   killAllWorkers,
+  LONG_BUILD,
   openFleetQueue,
   progressAtLeast,
 } from "../helpers/worker-fleet.js";
 
-// As in worker-kill.test.ts: a dead-after a busy machine cannot reach by a slow heartbeat alone.
-const HEALTH = { heartbeatMs: 200, deadAfterMs: 4000 };
-/** A build of 6 s: the running one is still running when its worker is killed, whatever the load. */
-const LONG = { steps: 60, stepMs: 100 };
+const HEALTH = KILL_TEST_HEALTH;
+const LONG = LONG_BUILD;
 
 const fixture = useFileFixture({}, killAllWorkers);
 

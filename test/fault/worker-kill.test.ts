@@ -19,18 +19,17 @@ import {
   buildRecord,
   completedBy,
   firstStart,
+  KILL_TEST_HEALTH,
   killAllWorkers,
+  LONG_BUILD,
   openFleetQueue,
   progressAtLeast,
   requeuedWithin,
   type WorkerProcess,
 } from "../helpers/worker-fleet.js";
 
-// A dead-after that a busy machine cannot reach by a slow heartbeat round trip alone: the survivor's
-// fence (80 % of it) must not stop its run while the PostgreSQL heartbeat waits for CPU.
-const HEALTH = { heartbeatMs: 200, deadAfterMs: 4000 };
-/** A build of 6 s: long enough to be killed mid-run, whatever the load. */
-const LONG = { steps: 60, stepMs: 100 };
+const HEALTH = KILL_TEST_HEALTH;
+const LONG = LONG_BUILD;
 
 const fixture = useFileFixture({}, killAllWorkers);
 

@@ -327,3 +327,12 @@ export async function requeuedWithin(
     throw new Error(`${err.message}: ${record.status} by ${record.worker_id}${await explain(record)}`);
   });
 }
+
+/**
+ * Worker health for the kill -9 tests: a dead-after that a busy machine cannot reach by a slow
+ * heartbeat round trip alone (the survivor's fence, 80 % of it, must not stop its run while the
+ * PostgreSQL heartbeat waits for CPU).
+ */
+export const KILL_TEST_HEALTH = { heartbeatMs: 200, deadAfterMs: 4000 };
+/** Params of a build of 6 s: long enough to be killed mid-run, whatever the load. */
+export const LONG_BUILD = { steps: 60, stepMs: 100 };

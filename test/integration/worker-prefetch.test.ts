@@ -135,7 +135,7 @@ describe.each(backends().filter((b) => b.name !== "pglite"))("worker prefetch on
         [[...ids]],
       );
       return Number(res.rows[0]?.n) === ids.size;
-    });
+    }, 60_000); // a bound for a loaded machine, not a speed
     await worker.stop();
     expect([...ids].every((id) => runs.get(id) === 1)).toBe(true);
     expect(runs.size).toBe(ids.size);
