@@ -76,9 +76,8 @@ export class LogShipper {
     this.timer = undefined;
     const deadline = Date.now() + waitMs;
     while (waitMs > 0 && !this.dead && (this.pending.length > 0 || this.writing)) {
-      this.writing ??= this.write();
       // Ends when everything is written, the lease is stale (dead), or a write failed (lines back).
-      await this.writing;
+      await this.startWrite();
       if (this.pending.length === 0 || this.dead) continue;
       const left = deadline - Date.now();
       if (left <= 0) break;
@@ -94,36 +93,48 @@ export class LogShipper {
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.writing ??= this.write();
+      void this.startWrite();
     }, delayMs);
     this.timer.unref?.();
   }
 
+  /**
+   * The write in progress, or a new one. The handle is cleared by a callback of the write's own
+   * promise, which always runs after this assignment: a write with nothing to do settles at once,
+   * and clearing the handle inside write() would run before the assignment and leave a settled
+   * promise in `writing` for good (every later flush would see a write in progress and skip, and
+   * the lines would wait for the end of the run).
+   */
+  private startWrite(): Promise<void> {
+    if (this.writing) return this.writing;
+    const writing = this.write().finally(() => {
+      if (this.writing === writing) this.writing = undefined;
+    });
+    this.writing = writing;
+    return writing;
+  }
+
   private async write(): Promise<void> {
-    try {
-      while (this.pending.length > 0 && !this.dead) {
-        const batch = this.takeBatch();
-        try {
-          await this.sink.appendLog(this.buildId, this.lease, toChunks(batch));
-        } catch (err) {
-          if (
-            (err as { code?: string }).code === "stale_lease" ||
-            (err as { code?: string }).code === "invalid_state"
-          ) {
-            this.dead = true;
-            this.pending = [];
-            return;
-          }
-          // The store is unreachable: put the batch back and try again later.
-          this.pending = [...batch, ...this.pending];
-          this.pendingBytes += batch.reduce((n, l) => n + l.bytes, 0);
-          this.onError(err);
-          this.flushSoon(FLUSH_MS * 2);
+    while (this.pending.length > 0 && !this.dead) {
+      const batch = this.takeBatch();
+      try {
+        await this.sink.appendLog(this.buildId, this.lease, toChunks(batch));
+      } catch (err) {
+        if (
+          (err as { code?: string }).code === "stale_lease" ||
+          (err as { code?: string }).code === "invalid_state"
+        ) {
+          this.dead = true;
+          this.pending = [];
           return;
         }
+        // The store is unreachable: put the batch back and try again later.
+        this.pending = [...batch, ...this.pending];
+        this.pendingBytes += batch.reduce((n, l) => n + l.bytes, 0);
+        this.onError(err);
+        this.flushSoon(FLUSH_MS * 2);
+        return;
       }
-    } finally {
-      this.writing = undefined;
     }
   }
 

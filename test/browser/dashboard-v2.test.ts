@@ -20,8 +20,9 @@ import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkPersistence } from "../../src/ops/persistence-checks.js";
 import { Worker } from "../../src/worker/worker.js";
-import { openTestApi, type TestApi } from "../helpers/api.js";
+import { captureLogs, openTestApi, type TestApi } from "../helpers/api.js";
 import { launchBrowser } from "../helpers/browser.js";
+import { sql } from "../helpers/postgres.js";
 import { eventually } from "../helpers/queue.js";
 import { RedisServer } from "../helpers/redis-server.js";
 
@@ -89,6 +90,7 @@ describe.each(["postgres", "redis"] as const)(
     let api: TestApi;
     let redis: RedisServer | undefined;
     let worker: Worker;
+    const workerLog = captureLogs();
     let release: () => void = () => undefined;
     const released = new Promise<void>((resolve) => {
       release = resolve;
@@ -104,6 +106,7 @@ describe.each(["postgres", "redis"] as const)(
       worker = new Worker(api.queue, {
         id: "log-worker",
         capacity: 1,
+        logger: workerLog.logger,
         // Prints a line and reports progress every 200 ms, then waits for the test before its last line.
         handler: async (ctx) => {
           for (let i = 1; i <= 5; i++) {
@@ -138,7 +141,30 @@ describe.each(["postgres", "redis"] as const)(
       await page.locator("#params", { hasText: '"epochs": 5' }).waitFor();
 
       // Live: lines appear while the build is still running (its handler waits for the test to finish).
-      await page.locator("#log", { hasText: "training line 5" }).waitFor();
+      await page
+        .locator("#log", { hasText: "training line 5" })
+        .waitFor()
+        .catch(async (err: Error) => {
+          // Which side was late: the build (not claimed, not logged) or the page (stream, render).
+          const state = await api.queue.logState(build.id).catch((e: Error) => e.message);
+          const shown = await page
+            .locator("#log")
+            .textContent()
+            .catch(() => null);
+          const streamState = await page
+            .locator("#log-state")
+            .textContent()
+            .catch(() => null);
+          const sessions = await sql(
+            "public",
+            `SELECT pid, state, wait_event_type, wait_event, now() - xact_start AS in_xact, left(query, 120) AS query
+             FROM pg_stat_activity WHERE datname = current_database() AND state <> 'idle' AND pid <> pg_backend_pid()`,
+          ).catch((e: Error) => e.message);
+          throw new Error(
+            `${err.message}\nbuild ${JSON.stringify(await api.queue.get(build.id))}\nlog state ${JSON.stringify(state)}\n` +
+              `page log (${streamState}): ${JSON.stringify(shown)}\nworker log:\n${workerLog.lines.join("\n")}\nsessions ${JSON.stringify(sessions)}`,
+          );
+        });
       expect((await api.queue.get(build.id)).status).toBe("running");
       await page.locator("#status", { hasText: "running" }).waitFor();
       expect(await page.locator("#log").textContent()).toMatch(

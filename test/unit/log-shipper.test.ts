@@ -56,3 +56,50 @@ describe("LogShipper.close", () => {
     expect(sink.written).toEqual([]);
   });
 });
+
+/** A sink whose first write waits until the test opens the gate; the later ones answer at once. */
+class GatedSink implements LogSink {
+  readonly written: string[] = [];
+  private open: () => void = () => undefined;
+  private readonly gate = new Promise<void>((resolve) => {
+    this.open = resolve;
+  });
+  private calls = 0;
+  firstStarted = false;
+  release(): void {
+    this.open();
+  }
+  async appendLog(_id: string, _lease: number, chunks: LogChunkInput[]): Promise<void> {
+    if (this.calls++ === 0) {
+      this.firstStarted = true;
+      await this.gate;
+    }
+    for (const c of chunks) this.written.push(c.text);
+  }
+}
+
+const waitFor = async (done: () => boolean, timeoutMs: number) => {
+  const deadline = Date.now() + timeoutMs;
+  while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  return done();
+};
+
+describe("LogShipper while the run goes on", () => {
+  it("ships a line within a flush after a flush timer found nothing left to write", async () => {
+    const sink = new GatedSink();
+    const shipper = new LogShipper(sink, "b4", 1);
+    shipper.line("line 1", "stdout");
+    expect(await waitFor(() => sink.firstStarted, 5000)).toBe(true);
+    // Line 2 comes while line 1's write is in flight: it sets a flush timer, but the running write
+    // takes line 2 itself once line 1 is stored. The timer then fires with nothing to write.
+    shipper.line("line 2", "stdout");
+    sink.release();
+    expect(await waitFor(() => sink.written.join("").includes("line 2"), 5000)).toBe(true);
+    await new Promise((r) => setTimeout(r, 700)); // past that timer
+    shipper.line("line 3", "stdout");
+    // Shipped by its own flush, long before the end of the run (it once waited for close()).
+    expect(await waitFor(() => sink.written.join("").includes("line 3"), 5000)).toBe(true);
+    await shipper.close();
+    expect(sink.written.join("")).toBe("line 1\nline 2\nline 3\n");
+  });
+});
