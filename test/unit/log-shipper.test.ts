@@ -3,6 +3,9 @@
  * up only on a store that keeps failing (after its wait). The sink here is an in-memory stand-in for
  * BuildQueue.appendLog (whose PostgreSQL side test/integration/build-logs.test.ts covers).
  */
+import { spawnSync } from "node:child_process";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import type { LogChunkInput } from "../../src/postgres/log-store.js";
 import { LogShipper, type LogSink } from "../../src/worker/log-shipper.js";
@@ -102,4 +105,36 @@ describe("LogShipper while the run goes on", () => {
     await shipper.close();
     expect(sink.written.join("")).toBe("line 1\nline 2\nline 3\n");
   });
+});
+
+/**
+ * The same situation, then close() with nothing left: close() once awaited the settled write over and
+ * over, a loop of microtasks that never yields, so the worker's main thread froze for good while its
+ * heartbeat thread kept the build's lease (the build stayed running forever). Run in a child process
+ * on the built shipper (npm test builds first), so that a spinning close() fails this test by its
+ * timeout instead of freezing the test run.
+ */
+it("close() returns after a flush timer found nothing to write", () => {
+  const shipper = pathToFileURL(path.resolve("dist/src/worker/log-shipper.js")).href;
+  const script = `
+    const { LogShipper } = await import(${JSON.stringify(shipper)});
+    let open = () => {};
+    const gate = new Promise((r) => { open = r; });
+    let calls = 0;
+    const sink = { async appendLog() { if (calls++ === 0) await gate; } };
+    const s = new LogShipper(sink, "b5", 1);
+    s.line("line 1", "stdout");
+    await new Promise((r) => setTimeout(r, 600));
+    s.line("line 2", "stdout");
+    open();
+    await new Promise((r) => setTimeout(r, 700));
+    await s.close();
+    console.log("closed");
+  `;
+  const child = spawnSync(process.execPath, ["--input-type=module", "-e", script], {
+    timeout: 20_000,
+    encoding: "utf8",
+  });
+  expect(child.error?.message ?? null, `close() did not return: ${child.stderr}`).toBeNull();
+  expect(child.stdout.trim()).toBe("closed");
 });
