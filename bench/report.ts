@@ -98,6 +98,8 @@ export interface Results {
     builds: number;
     chunk: number;
     concurrency: number;
+    /** Builds per system in the untimed warm-up round before the timed runs (absent before session 10). */
+    warmupBuilds?: number;
     series: Record<ThroughputSystem, ThroughputSeries>;
     ratioToBullmq: RatiosToBullmq;
     reference: typeof REFERENCE.processedPerSec;
@@ -317,7 +319,7 @@ export function renderText(r: Results): string {
 function renderThroughput(out: string[], t: NonNullable<Results["throughput"]>): void {
   out.push(
     "",
-    `1. Throughput: ${fmt(t.builds)} no-op builds, submitted in chunks of ${fmt(t.chunk)}, processed at concurrency ${t.concurrency} (median of ${t.series.bullmq.runs.length} runs)`,
+    `1. Throughput: ${fmt(t.builds)} no-op builds, submitted in chunks of ${fmt(t.chunk)}, processed at concurrency ${t.concurrency} (median of ${t.series.bullmq.runs.length} runs${t.warmupBuilds ? `, after an untimed warm-up round of ${fmt(t.warmupBuilds)} builds per system` : ""})`,
   );
   const ratio = (s: ThroughputSystem, k: "submit" | "processed") =>
     s === "bullmq" ? "1.00" : fmt(t.ratioToBullmq[s][k], 2);

@@ -164,6 +164,14 @@ async function throughputPart(redis: PrivateRedis, tp: ThroughputOptions, runs: 
   const everysec = await PersistentRedis.start("everysec");
   const always = await PersistentRedis.start("always");
   try {
+    // One untimed round first: each system's code is compiled by V8 and its tables and caches
+    // warmed before it is measured, so that no system's first timed run pays for it.
+    const warmup = { ...tp, builds: warmupBuildsOf(tp) };
+    for (const system of THROUGHPUT_SYSTEMS) {
+      await redis.flushAll();
+      await throughputOf(system, redis, { everysec, always }, warmup);
+    }
+    log(`  warm-up round done (${warmup.builds} builds per system, untimed)`);
     // Interleaved, so that a disturbance on the machine spreads over every system.
     for (let run = 1; run <= runs; run++) {
       for (const system of THROUGHPUT_SYSTEMS) {
@@ -197,10 +205,16 @@ async function throughputPart(redis: PrivateRedis, tp: ThroughputOptions, runs: 
     builds: tp.builds,
     chunk: tp.chunk,
     concurrency: tp.concurrency,
+    warmupBuilds: warmupBuildsOf(tp),
     series,
     ratioToBullmq: ratios,
     reference: REFERENCE.processedPerSec,
   };
+}
+
+/** The untimed warm-up round's builds per system: a quarter of a run, whole chunks. */
+function warmupBuildsOf(tp: ThroughputOptions): number {
+  return Math.min(tp.builds, Math.max(tp.chunk, Math.round(tp.builds / 4 / tp.chunk) * tp.chunk));
 }
 
 async function throughputOf(
