@@ -163,10 +163,11 @@ async function throughputPart(redis: PrivateRedis, tp: ThroughputOptions, runs: 
   // a Redis of its own with an AOF on disk.
   const everysec = await PersistentRedis.start("everysec");
   const always = await PersistentRedis.start("always");
+  const warmupBuilds = warmupBuildsOf(tp);
   try {
     // One untimed round first: each system's code is compiled by V8 and its tables and caches
     // warmed before it is measured, so that no system's first timed run pays for it.
-    const warmup = { ...tp, builds: warmupBuildsOf(tp) };
+    const warmup = { ...tp, builds: warmupBuilds };
     for (const system of THROUGHPUT_SYSTEMS) {
       await redis.flushAll();
       await throughputOf(system, redis, { everysec, always }, warmup);
@@ -205,7 +206,7 @@ async function throughputPart(redis: PrivateRedis, tp: ThroughputOptions, runs: 
     builds: tp.builds,
     chunk: tp.chunk,
     concurrency: tp.concurrency,
-    warmupBuilds: warmupBuildsOf(tp),
+    warmupBuilds,
     series,
     ratioToBullmq: ratios,
     reference: REFERENCE.processedPerSec,

@@ -182,6 +182,7 @@ describe("checkPersistence", () => {
     }).catch((err: Error) => {
       throw new Error(`${err.message}: the master's replication check stayed ${JSON.stringify(last)}`);
     });
+    expect(onMaster.status).toBe("pass");
     expect(onMaster.message).toMatch(/online and current/);
   });
 });
