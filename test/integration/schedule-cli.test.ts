@@ -225,15 +225,17 @@ describe.each([
       "fault-s",
     );
     expect(added.code, added.stderr).toBe(0);
-    const pid = await eventually(async () => {
-      const found = await sql<{ pid: number }>(
+    // Found and terminated in one statement: the name is the transaction's own (set_config local),
+    // so the session is mid-tick when the statement sees it. A separate terminate, on a busy
+    // machine, came after the tick had committed and only closed an idle connection.
+    await eventually(async () => {
+      const killed = await sql<{ pid: number }>(
         schema,
-        "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+        "WITH victim AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE application_name = $1) SELECT pid FROM victim WHERE pg_terminate_backend(pid)",
         [`victim_${schema}`],
       );
-      return found[0]?.pid;
+      return killed.length > 0;
     }, 30_000);
-    await sql(schema, "SELECT pg_terminate_backend($1)", [pid]);
     const killedAt = Date.now();
     const rows = () =>
       sql<TickRow>(

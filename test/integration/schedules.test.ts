@@ -389,15 +389,16 @@ describe.each(MODES)("several schedulers on one schema ($name)", (mode) => {
       victim.queue.startScheduler();
       await victim.queue.schedules.add({ name: "fault", cron: "* * * * * *", strategyId: "fault-s" });
       for (let kill = 0; kill < 2; kill++) {
-        const pid = await eventually(async () => {
-          const found = await sql<{ pid: number }>(
+        // Found and terminated in one statement, so the session is mid-tick when it is killed (see
+        // schedule-cli.test.ts).
+        await eventually(async () => {
+          const killed = await sql<{ pid: number }>(
             vschema,
-            "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+            "WITH victim AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE application_name = $1) SELECT pid FROM victim WHERE pg_terminate_backend(pid)",
             [`victim_${vschema}`],
           );
-          return found[0]?.pid;
+          return killed.length > 0;
         }, 30_000);
-        await sql(vschema, "SELECT pg_terminate_backend($1)", [pid]);
       }
       const killedAt = Date.now();
       // It goes on: more ticks after the kills.
