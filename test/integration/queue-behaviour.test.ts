@@ -58,6 +58,25 @@ describe.each(backends())("build queue on $name", (backend) => {
     expect(await queue.length()).toBe(1);
   });
 
+  it("gives new builds time-ordered ids (UUID version 7, migration 0013) that carry their creation time", async () => {
+    const first = (await queue.submit({ strategyId: "v7-a" })).build;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const batch = (await queue.submitMany([{ strategyId: "v7-b" }, { strategyId: "v7-c" }])).map(
+      (r) => r.build,
+    );
+    for (const build of [first, ...batch]) {
+      // xxxxxxxx-xxxx-7xxx-[89ab]xxx-xxxxxxxxxxxx: version 7, RFC 9562 variant.
+      expect(build.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      // The first 48 bits are the Unix time in ms, taken by the same server clock as created_at.
+      const idMs = Number.parseInt(build.id.replaceAll("-", "").slice(0, 12), 16);
+      expect(Math.abs(idMs - build.createdAt.getTime())).toBeLessThan(1000);
+    }
+    // Built 5 ms apart: the later builds' ids sort after the first's (what keeps index inserts local).
+    for (const build of batch) expect(build.id > first.id).toBe(true);
+    expect(new Set([first, ...batch].map((b) => b.id)).size).toBe(3);
+    await drain(queue);
+  });
+
   it("orders by priority, then submit order, even within one statement (one millisecond)", async () => {
     await drain(queue);
     const inputs = [0, 5, 0, -3, 5, 1000, 0, -1000, 5, 0].map((priority, i) => ({
