@@ -15,7 +15,8 @@
  *   cheaper events could save (every state change must be an event row: not a design);
  * - "no-events-index": the product without build_events_build_idx.
  *   node dist/bench/hot-bound.js [runs=3] [fillfactor=40] [variants=all, comma-separated]
- * On a private redis-server; prints one line per run, then one JSON object: builds/s, the builds
+ * On a private redis-server, after one untimed run; each round starts one variant further on. Prints
+ * one line per run, then one JSON object: builds/s, the builds
  * table's and the whole schema's size after, the share of updates that were heap-only, per run and
  * as medians per variant, and each variant's builds/s over the product's in the same round (median).
  */
@@ -286,14 +287,14 @@ async function runOnce(variant: Variant, redis: PrivateRedis, fillfactor: number
  * The median over rounds of a variant's builds/s over the product's in the same round: the machine's
  * speed drifts between rounds (by a third within minutes here), so only runs side by side compare.
  */
-function pairedRatio(results: RunResult[], variant: Variant): number {
+function pairedRatio(results: (RunResult & { round: number })[], variant: Variant): number {
   const ratios: number[] = [];
-  let product: number | undefined;
   for (const r of results) {
-    if (r.variant === "product") product = r.processedPerSec;
-    else if (r.variant === variant && product !== undefined) ratios.push(r.processedPerSec / product);
+    if (r.variant !== variant) continue;
+    const product = results.find((p) => p.round === r.round && p.variant === "product");
+    if (product) ratios.push(r.processedPerSec / product.processedPerSec);
   }
-  return variant === "product" ? 1 : Number(median(ratios).toFixed(2));
+  return Number(median(ratios).toFixed(2));
 }
 
 async function main(): Promise<void> {
@@ -312,11 +313,16 @@ async function main(): Promise<void> {
     );
   }
   const redis = await PrivateRedis.start();
-  const results: RunResult[] = [];
+  const results: (RunResult & { round: number })[] = [];
   try {
-    for (let i = 0; i < runs; i++) {
-      for (const variant of variants) {
-        const result = await runOnce(variant, redis, fillfactor);
+    // Untimed: the first run of a process is slower (compilation, cold caches), whatever it runs.
+    await runOnce("product", redis, fillfactor);
+    for (let round = 1; round <= runs; round++) {
+      // Each round starts one variant further on, so that no variant always runs first or after
+      // the same other one.
+      const order = variants.map((_, i) => variants[(i + round - 1) % variants.length] as Variant);
+      for (const variant of order) {
+        const result = { round, ...(await runOnce(variant, redis, fillfactor)) };
         process.stderr.write(`${JSON.stringify(result)}\n`);
         results.push(result);
       }

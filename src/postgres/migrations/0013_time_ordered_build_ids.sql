@@ -4,8 +4,8 @@
 -- writes a full image of every page it touches first into the WAL. A time-ordered key inserts at the
 -- right-hand edge, like a sequence, and a claim's or a completion's batch of recent builds finds its
 -- rows in a few neighbouring index pages. In the processing phase of the throughput benchmark
--- (`node dist/bench/hot-bound.js`, "uuid-v7" against "product") that was 13 % more builds/s
--- (docs/benchmarks.md, session 11).
+-- (`node dist/bench/hot-bound.js`, "product" against "random-ids") that was 7 to 13 % more
+-- builds/s (docs/benchmarks.md, session 11).
 -- The id stays a uuid with 74 random bits, so ids are still unguessable and unique; its first 48
 -- bits are the build's creation time in ms (the creation time is no secret: created_at is public).
 -- Older rows keep their ids; nothing reads an id's bits.
