@@ -57,42 +57,67 @@ import { type Distribution, distribution, median } from "./stats.js";
 import { runStop, stopStopWorkers } from "./stop.js";
 import { ourThroughput, type ThroughputOptions, type ThroughputSample } from "./throughput.js";
 
-const { values: args } = parseArgs({
-  options: {
-    json: { type: "boolean", default: false },
-    runs: { type: "string", default: "3" },
-    builds: { type: "string", default: "20000" },
-    latency: { type: "string", default: "1000" },
-    "skip-scale": { type: "boolean", default: false },
-    "scale-max": { type: "string", default: "1000000" },
-    "skip-recovery": { type: "boolean", default: false },
-    "recovery-tries": { type: "string", default: "20" },
-    "recovery-default-tries": { type: "string", default: "3" },
-    "recovery-bullmq-default-tries": { type: "string", default: "2" },
-    "skip-stop": { type: "boolean", default: false },
-    "stop-tries": { type: "string", default: "200" },
-    "skip-fanout": { type: "boolean", default: false },
-    "fanout-seconds": { type: "string", default: "20" },
-    "skip-http": { type: "boolean", default: false },
-    "http-seconds": { type: "string", default: "10" },
-    "http-parts": { type: "string", default: "submit,read,sse" },
-    "http-connections": { type: "string", default: "10,50" },
-    "http-read-queue": { type: "string", default: "10000" },
-    "http-sse-connections": { type: "string", default: "1000" },
-    "http-sse-clients": { type: "string", default: "2" },
-    "http-sse-seconds": { type: "string", default: "15" },
-    "http-sse-rate": { type: "string", default: "100,50,20" },
-    "persistence-builds": { type: "string", default: "10000" },
-    "persistence-tries": { type: "string", default: "4" },
-    "idle-workers": { type: "string", default: "10" },
-    "idle-seconds": { type: "string", default: "30" },
-    "processes-builds": { type: "string", default: "20000" },
-    "pressure-seconds": { type: "string", default: "30,120,60" },
-    "pressure-systems": { type: "string", default: PRESSURE_SYSTEMS.join(",") },
-    only: { type: "string" },
-    "allow-busy": { type: "boolean", default: false },
-  },
-});
+const OPTIONS = {
+  json: { type: "boolean", default: false },
+  runs: { type: "string", default: "3" },
+  builds: { type: "string", default: "20000" },
+  latency: { type: "string", default: "1000" },
+  "skip-scale": { type: "boolean", default: false },
+  "scale-max": { type: "string", default: "1000000" },
+  "skip-recovery": { type: "boolean", default: false },
+  "recovery-tries": { type: "string", default: "20" },
+  "recovery-default-tries": { type: "string", default: "3" },
+  "recovery-bullmq-default-tries": { type: "string", default: "2" },
+  "skip-stop": { type: "boolean", default: false },
+  "stop-tries": { type: "string", default: "200" },
+  "skip-fanout": { type: "boolean", default: false },
+  "fanout-seconds": { type: "string", default: "20" },
+  "skip-http": { type: "boolean", default: false },
+  "http-seconds": { type: "string", default: "10" },
+  "http-parts": { type: "string", default: "submit,read,sse" },
+  "http-connections": { type: "string", default: "10,50" },
+  "http-read-queue": { type: "string", default: "10000" },
+  "http-sse-connections": { type: "string", default: "1000" },
+  "http-sse-clients": { type: "string", default: "2" },
+  "http-sse-seconds": { type: "string", default: "15" },
+  "http-sse-rate": { type: "string", default: "100,50,20" },
+  "persistence-builds": { type: "string", default: "10000" },
+  "persistence-tries": { type: "string", default: "4" },
+  "idle-workers": { type: "string", default: "10" },
+  "idle-seconds": { type: "string", default: "30" },
+  "processes-builds": { type: "string", default: "20000" },
+  "pressure-seconds": { type: "string", default: "30,120,60" },
+  "pressure-systems": { type: "string", default: PRESSURE_SYSTEMS.join(",") },
+  only: { type: "string" },
+  "allow-busy": { type: "boolean", default: false },
+} as const;
+
+const USAGE = `usage: npm run bench -- [options]   (or node dist/bench/run.js [options], after npm run build)
+${Object.entries(OPTIONS)
+  .map(
+    ([name, o]) =>
+      `  --${name}${o.type === "string" ? ` VALUE (default ${"default" in o ? o.default : "none"})` : ""}`,
+  )
+  .join("\n")}
+parts for --only: throughput, latency, scale, recovery, stop, fanout, http, persistence, idle,
+processes, pressure (persistence and pressure run only when named). docs/benchmarks.md says more.`;
+
+/** The options; --help prints them, an unknown or malformed one is a usage error (exit 2). */
+function parseOptions() {
+  try {
+    return parseArgs({ options: { ...OPTIONS, help: { type: "boolean", short: "h", default: false } } })
+      .values;
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
+    process.exit(2);
+  }
+}
+
+const args = parseOptions();
+if (args.help) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
 
 const PARTS = [
   "throughput",
