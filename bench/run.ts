@@ -57,6 +57,21 @@ import { type Distribution, distribution, median } from "./stats.js";
 import { runStop, stopStopWorkers } from "./stop.js";
 import { ourThroughput, type ThroughputOptions, type ThroughputSample } from "./throughput.js";
 
+const PARTS = [
+  "throughput",
+  "latency",
+  "scale",
+  "recovery",
+  "stop",
+  "fanout",
+  "http",
+  "persistence",
+  "idle",
+  "processes",
+  "pressure",
+] as const;
+type Part = (typeof PARTS)[number];
+
 const OPTIONS = {
   json: { type: "boolean", default: false },
   runs: { type: "string", default: "3" },
@@ -99,8 +114,8 @@ ${Object.entries(OPTIONS)
       `  --${name}${o.type === "string" ? ` VALUE (default ${"default" in o ? o.default : "none"})` : ""}`,
   )
   .join("\n")}
-parts for --only: throughput, latency, scale, recovery, stop, fanout, http, persistence, idle,
-processes, pressure (persistence and pressure run only when named). docs/benchmarks.md says more.`;
+parts for --only: ${PARTS.join(", ")}
+(persistence and pressure run only when named). docs/benchmarks.md says more.`;
 
 /** The options; --help prints them, an unknown or malformed one is a usage error (exit 2). */
 function parseOptions() {
@@ -118,21 +133,6 @@ if (args.help) {
   process.stdout.write(`${USAGE}\n`);
   process.exit(0);
 }
-
-const PARTS = [
-  "throughput",
-  "latency",
-  "scale",
-  "recovery",
-  "stop",
-  "fanout",
-  "http",
-  "persistence",
-  "idle",
-  "processes",
-  "pressure",
-] as const;
-type Part = (typeof PARTS)[number];
 
 /** The parts to run: --only, else all of them, less the --skip-... ones. */
 function selectedParts(): Set<Part> {

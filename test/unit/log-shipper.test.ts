@@ -9,6 +9,7 @@ import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import type { LogChunkInput } from "../../src/postgres/log-store.js";
 import { LogShipper, type LogSink } from "../../src/worker/log-shipper.js";
+import { eventually } from "../helpers/queue.js";
 
 class SlowSink implements LogSink {
   readonly written: string[] = [];
@@ -81,27 +82,21 @@ class GatedSink implements LogSink {
   }
 }
 
-const waitFor = async (done: () => boolean, timeoutMs: number) => {
-  const deadline = Date.now() + timeoutMs;
-  while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  return done();
-};
-
 describe("LogShipper while the run goes on", () => {
   it("ships a line within a flush after a flush timer found nothing left to write", async () => {
     const sink = new GatedSink();
     const shipper = new LogShipper(sink, "b4", 1);
     shipper.line("line 1", "stdout");
-    expect(await waitFor(() => sink.firstStarted, 5000)).toBe(true);
+    await eventually(async () => sink.firstStarted, 5000);
     // Line 2 comes while line 1's write is in flight: it sets a flush timer, but the running write
     // takes line 2 itself once line 1 is stored. The timer then fires with nothing to write.
     shipper.line("line 2", "stdout");
     sink.release();
-    expect(await waitFor(() => sink.written.join("").includes("line 2"), 5000)).toBe(true);
+    await eventually(async () => sink.written.join("").includes("line 2"), 5000);
     await new Promise((r) => setTimeout(r, 700)); // past that timer
     shipper.line("line 3", "stdout");
     // Shipped by its own flush, long before the end of the run (it once waited for close()).
-    expect(await waitFor(() => sink.written.join("").includes("line 3"), 5000)).toBe(true);
+    await eventually(async () => sink.written.join("").includes("line 3"), 5000);
     await shipper.close();
     expect(sink.written.join("")).toBe("line 1\nline 2\nline 3\n");
   });
