@@ -1,14 +1,17 @@
 /**
- * An `oculus up` frozen (SIGSTOP) in the middle of a tick holds the schedule's row lock: PostgreSQL
- * ends its idle transaction after the tick's own idle timeout (5 s, set on the tick's transaction;
- * the sessions' default is set to 10 minutes here, so only that can end it), another `oculus up` takes
- * the schedule over while the first is still frozen, and when the first is let go (SIGCONT) its failed
- * pass is logged and it goes on. Every tick has exactly one build throughout.
+ * An `oculus up` frozen (SIGSTOP) in the middle of a tick holds the schedule's row lock. The tick's
+ * insert waits for a lock the test holds until A is frozen, so the freeze lands inside the tick's
+ * transaction however loaded the machine is. PostgreSQL ends that idle transaction after the tick's
+ * own idle timeout (5 s, set on the tick's transaction; the sessions' default is set to 10 minutes
+ * here, so only that can end it), another `oculus up` takes the schedule over while the first is
+ * still frozen, and when the first is let go (SIGCONT) its failed pass is logged and it goes on.
+ * Every tick has exactly one build throughout.
  */
+import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { type OculusProcess, oculus, spawnOculus } from "../helpers/oculus-cli.js";
 import { fleetEnv } from "../helpers/oculus-fleet.js";
-import { dropSchema, sql } from "../helpers/postgres.js";
+import { dropSchema, sql, TEST_DATABASE_URL } from "../helpers/postgres.js";
 import { eventually } from "../helpers/queue.js";
 
 interface TickRow {
@@ -31,6 +34,7 @@ describe("an oculus up frozen mid-tick", () => {
   const env: Record<string, string> = { ...fleet, OCULUS_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS: "600000" };
   delete env.REDIS_URL;
   const procs: OculusProcess[] = [];
+  const gate = new pg.Client({ connectionString: TEST_DATABASE_URL });
 
   afterAll(async () => {
     for (const p of procs) {
@@ -38,41 +42,48 @@ describe("an oculus up frozen mid-tick", () => {
       p.child.kill("SIGKILL");
     }
     await Promise.all(procs.map((p) => p.exited));
+    await gate.end().catch(() => undefined);
     await dropSchema(schema);
   });
 
   it("loses the schedule's lock after the tick's idle timeout; another process ticks; no tick twice", async () => {
+    // The test holds this lock while A's tick waits for it inside the trigger, so A is frozen while
+    // its tick's transaction is open whatever the machine's load (a timed sleep could end first).
+    await gate.connect();
+    await gate.query("SELECT pg_advisory_lock(7215, hashtext($1))", [schema]);
     const a = await startUp(env);
     procs.push(a.proc);
     await sql(
       schema,
-      `CREATE FUNCTION slow_scheduled() RETURNS trigger LANGUAGE plpgsql AS $$
+      `CREATE FUNCTION gated_scheduled() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN
          PERFORM set_config('application_name', 'frozen_${schema}', true);
-         PERFORM pg_sleep(0.4);
+         PERFORM pg_advisory_xact_lock_shared(7215, hashtext('${schema}'));
          RETURN NEW;
        END $$`,
     );
     await sql(
       schema,
-      "CREATE TRIGGER slow_scheduled BEFORE INSERT ON builds FOR EACH ROW WHEN (NEW.idempotency_key LIKE 'schedule:%') EXECUTE FUNCTION slow_scheduled()",
+      "CREATE TRIGGER gated_scheduled BEFORE INSERT ON builds FOR EACH ROW WHEN (NEW.idempotency_key LIKE 'schedule:%') EXECUTE FUNCTION gated_scheduled()",
     );
     const added = await oculus(
       ["schedule", "add", "frozen", "--cron", "* * * * * *", "--strategy", "frozen-s"],
       { OCULUS_URL: a.url },
     );
     expect(added.code, added.stderr).toBe(0);
-    // A's tick is inside its transaction (the trigger's sleep): freeze A there.
+    // A's tick is inside its transaction, waiting for the gate: freeze A there, then open the gate so
+    // the tick's insert ends and its transaction sits idle in a frozen process.
     await eventually(async () => {
       const found = await sql<{ pid: number }>(
         schema,
-        "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
         [`frozen_${schema}`],
       );
       return found.length > 0;
     }, 30_000);
     a.proc.child.kill("SIGSTOP");
     const frozenAt = Date.now();
+    await gate.end();
 
     const b = await startUp(env);
     procs.push(b.proc);
