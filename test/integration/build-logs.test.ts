@@ -137,6 +137,33 @@ describe("build logs: HTTP, SSE, CLI, cap, prune", () => {
     expect(resumedText).toBe(Buffer.from(whole).subarray(Number(firstId)).toString());
   });
 
+  it("a stream of a build with no output yet answers at once (': stream open'); HEAD answers the headers only", async () => {
+    // Waits an hour for its run time: no output comes, and no heartbeat before 15 s.
+    const { build } = await api.queue.submit({
+      strategyId: "quiet",
+      runAt: new Date(Date.now() + 3_600_000).toISOString(),
+    });
+    const stream = `${url}/v1/builds/${build.id}/logs/stream`;
+    const controller = new AbortController();
+    try {
+      const res = await fetch(stream, { signal: controller.signal });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
+      const first = await (res.body as ReadableStream<Uint8Array>).getReader().read();
+      expect(new TextDecoder().decode(first.value)).toBe(": stream open\n\n");
+    } finally {
+      controller.abort();
+    }
+    // Node sends a HEAD's headers when the response ends: through the stream that was never.
+    const head = await fetch(stream, { method: "HEAD" });
+    expect(head.status).toBe(200);
+    expect(head.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    expect(
+      (await fetch(`${url}/v1/builds/00000000-0000-4000-8000-000000000000/logs/stream`, { method: "HEAD" }))
+        .status,
+    ).toBe(404);
+  });
+
   it("oculus logs prints the whole log; --follow until the end; status shows result and output", async () => {
     const { build } = await api.queue.submit({ strategyId: "cli-logs", params: { lines: 5, wait: true } });
     const env = { OCULUS_URL: url };

@@ -12,6 +12,7 @@ import type { StoredLogChunk } from "../../postgres/log-store.js";
 import type { BuildQueue } from "../../queue/build-queue.js";
 import { type ApiApp, AUTH_ERRORS, accessDoc, errorResponses, type RouteContext } from "../context.js";
 import { buildIdParams, logQuery, logStreamQuery, logStreamResponse, logTextResponse } from "../schemas.js";
+import { STREAM_HEADERS } from "../sse.js";
 
 const tags = ["builds"];
 /** At most this many bytes in one response with a Range or an offset (the client asks for the rest). */
@@ -157,19 +158,19 @@ export function logRoutes(app: ApiApp, ctx: RouteContext): void {
       const { id } = request.params;
       const from = resumeOffset(request, request.query.offset);
       await queue.logState(id); // 404 before the stream starts
+      // HEAD: what a GET would answer, without the stream. Node sends a HEAD's headers only when the
+      // response ends, and this stream ends with the build: a HEAD through the stream hung.
+      if (request.method === "HEAD") return reply.status(200).headers(STREAM_HEADERS).send("");
       const controller = streams.track();
       const onClose = () => controller.abort();
       request.raw.once("close", onClose);
       try {
         reply.hijack();
         const res = reply.raw;
-        res.writeHead(200, {
-          ...(reply.getHeaders() as Record<string, string>),
-          "content-type": "text/event-stream",
-          "cache-control": "no-cache",
-          connection: "keep-alive",
-          "x-accel-buffering": "no",
-        });
+        res.writeHead(200, { ...(reply.getHeaders() as Record<string, string>), ...STREAM_HEADERS });
+        // Node sends the headers with the first write: without one here, a client of a build with
+        // no output yet waited for the first heartbeat (15 s) to see even the status.
+        res.write(": stream open\n\n");
         await followLog(queue, id, from, res, controller.signal, ctx.sseHeartbeatMs).catch((err: Error) =>
           request.log.warn({ err: err.message, buildId: id }, "log stream ended by an error"),
         );
