@@ -8,6 +8,10 @@
  * - readers: four REPEATABLE READ transactions scan the system's tables (each table once a second,
  *   each transaction kept open for READER_HOLD_MS, then the next), as dashboards and reports would.
  *
+ * With `offeredPerSec` (`--pressure-rate`), the feeder submits at that rate instead of keeping a backlog:
+ * a queue that is not CPU-bound at that rate is then measured on whether it keeps up with the offered
+ * work under each pressure, rather than on how much of the machine's CPU the readers leave it.
+ *
  * After each phase: processed/s over the phase, our claim latency (the duration of each non-empty
  * claim, as BuildQueue's "claimed" event reports it), and the dead tuples and total size of the
  * system's tables (pg_stat_user_tables, pg_total_relation_size). SKIP LOCKED queues are published to
@@ -56,6 +60,8 @@ export interface PressurePart {
   concurrency: number;
   readers: number;
   readerHoldSeconds: number;
+  /** Jobs submitted per second by the feeder; null: a backlog kept (as many as the system takes). */
+  offeredPerSec: number | null;
   note: string;
   systems: Partial<Record<PressureSystem, Record<PressurePhase, PhaseResult>>>;
 }
@@ -64,6 +70,8 @@ export interface PressureOptions {
   systems: PressureSystem[];
   phaseSeconds: Record<PressurePhase, number>;
   concurrency: number;
+  /** Submit this many jobs per second instead of keeping a backlog (0 or absent: a backlog). */
+  offeredPerSec?: number;
   redisUrl: string;
   log(line: string): void;
 }
@@ -268,15 +276,28 @@ async function runSystem(
   let completed = 0;
   let feeding = true;
   let feedError: unknown;
+  const rate = options.offeredPerSec ?? 0;
   try {
-    await driver.submit(2 * BACKLOG_LOW);
-    submitted += 2 * BACKLOG_LOW;
+    if (rate === 0) {
+      await driver.submit(2 * BACKLOG_LOW);
+      submitted += 2 * BACKLOG_LOW;
+    }
     await driver.start((n) => {
       completed += n;
     });
+    const feedStarted = performance.now();
     const feeder = (async () => {
       while (feeding) {
-        if (submitted - completed < BACKLOG_LOW) {
+        if (rate > 0) {
+          // What the rate owes since the start, in chunks every 20 ms; the backlog bound still holds.
+          const owed = Math.floor((rate * (performance.now() - feedStarted)) / 1000) - submitted;
+          const n = Math.min(owed, FEED_CHUNK, BACKLOG_LOW - (submitted - completed));
+          if (n > 0) {
+            await driver.submit(n);
+            submitted += n;
+          }
+          await sleep(20);
+        } else if (submitted - completed < BACKLOG_LOW) {
           await driver.submit(FEED_CHUNK);
           submitted += FEED_CHUNK;
         } else await sleep(10);
@@ -336,7 +357,10 @@ export async function runPressure(options: PressureOptions): Promise<PressurePar
     concurrency: options.concurrency,
     readers: READERS,
     readerHoldSeconds: READER_HOLD_MS / 1000,
-    note: `a feeder keeps ${BACKLOG_LOW}-${BACKLOG_LOW + FEED_CHUNK} no-op jobs waiting or running; phases run back to back on the same tables after ${WARMUP_MS / 1000} s of warm-up`,
+    offeredPerSec: options.offeredPerSec || null,
+    note: options.offeredPerSec
+      ? `a feeder submits ${options.offeredPerSec} no-op jobs/s (at most ${BACKLOG_LOW} waiting or running); phases run back to back on the same tables after ${WARMUP_MS / 1000} s of warm-up`
+      : `a feeder keeps ${BACKLOG_LOW}-${BACKLOG_LOW + FEED_CHUNK} no-op jobs waiting or running; phases run back to back on the same tables after ${WARMUP_MS / 1000} s of warm-up`,
     systems,
   };
 }

@@ -646,7 +646,7 @@ function pressureTargets(p: PressurePart): Target[] {
   for (const phase of ["xidHeld", "readers"] as const) {
     const kept = ours[phase].processedPerSec / ours.clean.processedPerSec;
     targets.push({
-      target: `Redis mode under ${phase === "xidHeld" ? "an xid held" : `${p.readers} REPEATABLE READ readers`}: >= 90 % of its clean processed/s`,
+      target: `Redis mode under ${phase === "xidHeld" ? "an xid held" : `${p.readers} REPEATABLE READ readers`}: >= 90 % of its clean processed/s${p.offeredPerSec ? ` (${p.offeredPerSec} jobs/s offered)` : ""}`,
       measured: `${fmt(100 * kept)} % (${fmt(ours[phase].processedPerSec)}/s of ${fmt(ours.clean.processedPerSec)}/s)`,
       met: kept >= 0.9,
     });

@@ -6,7 +6,8 @@
  *   [--http-connections N,N...] [--http-read-queue N] [--http-sse-connections N] [--http-sse-clients N]
  *   [--http-sse-seconds N] [--http-sse-rate N[,N...]] [--http-parts submit,read,sse]
  *   [--idle-workers N] [--idle-seconds N] [--processes-builds N]
- *   [--pressure-seconds CLEAN,XID,READERS] [--pressure-systems redis,postgres,pgboss,graphile] [--allow-busy]`
+ *   [--pressure-seconds CLEAN,XID,READERS] [--pressure-systems redis,postgres,pgboss,graphile]
+ *   [--pressure-rate JOBS_PER_SEC (0: keep a backlog)] [--allow-busy]`
  *
  * Our queue (Redis mode and PostgreSQL-only mode) and BullMQ side by side, on one private
  * redis-server and one PostgreSQL: throughput, dispatch latency, behaviour at scale (in this
@@ -103,6 +104,7 @@ const OPTIONS = {
   "processes-builds": { type: "string", default: "20000" },
   "pressure-seconds": { type: "string", default: "30,120,60" },
   "pressure-systems": { type: "string", default: PRESSURE_SYSTEMS.join(",") },
+  "pressure-rate": { type: "string", default: "0" },
   only: { type: "string" },
   "allow-busy": { type: "boolean", default: false },
 } as const;
@@ -519,11 +521,20 @@ async function main(): Promise<void> {
         }
         return system as PressureSystem;
       });
-      log(`pressure: clean ${clean} s, xid held ${xidHeld} s, readers ${readers} s per system`);
+      const offeredPerSec = Number(args["pressure-rate"]);
+      if (!Number.isInteger(offeredPerSec) || offeredPerSec < 0) {
+        throw new Error(
+          `--pressure-rate: must be an integer >= 0 (0: keep a backlog), got ${args["pressure-rate"]}`,
+        );
+      }
+      log(
+        `pressure: clean ${clean} s, xid held ${xidHeld} s, readers ${readers} s per system${offeredPerSec ? `, ${offeredPerSec} jobs/s offered` : ""}`,
+      );
       pressure = await runPressure({
         systems,
         phaseSeconds: { clean, xidHeld, readers },
         concurrency: tp.concurrency,
+        offeredPerSec,
         redisUrl: redis.url,
         log,
       });

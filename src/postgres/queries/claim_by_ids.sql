@@ -14,6 +14,13 @@
 -- jsonb_array_elements_text(...))` made it hash-join against every queued row, even with fresh
 -- statistics (a full scan per claim on a queue of 10^4 builds). With stale statistics (just after a
 -- burst of submits: they count almost no queued rows) it may still read the queued partial index.
+-- The ids are looked up by primary key only: `status || ''` is not `status` to the planner, so no
+-- partial index over queued builds can serve the lookup. When the statistics count few queued
+-- builds (a drained queue, or any queue whose claims outpace ANALYZE) the planner preferred
+-- builds_queued_seq_idx, filtering every entry by id; with the xmin horizon pinned (a long
+-- transaction, a replication slot) that index keeps an entry for every build claimed since, and
+-- each claim walked all of them: about 5,000 pages and 10 ms per claim after a minute at 1,500
+-- builds/s, against some 200 pages by primary key (docs/benchmarks.md, session 12).
 -- The UPDATE joins the locked rows by primary key: with `id = ANY (ARRAY(SELECT id FROM takeable))`
 -- it scanned the whole table while the table was small and had no statistics yet (a new
 -- installation's first thousand builds: 0.25 ms of each claim).
@@ -22,7 +29,7 @@
 -- $3 integer: lease duration, ms (the worker's heartbeats extend it; the reaper requeues past it)
 WITH takeable AS (
   SELECT id FROM builds
-  WHERE id = ANY ($1::uuid[]) AND status = 'queued' AND NOT held AND run_at <= now()
+  WHERE id = ANY ($1::uuid[]) AND status || '' = 'queued' AND NOT held AND run_at <= now()
   FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
