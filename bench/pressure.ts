@@ -358,9 +358,11 @@ export async function runPressure(options: PressureOptions): Promise<PressurePar
     readers: READERS,
     readerHoldSeconds: READER_HOLD_MS / 1000,
     offeredPerSec: options.offeredPerSec || null,
-    note: options.offeredPerSec
-      ? `a feeder submits ${options.offeredPerSec} no-op jobs/s (at most ${BACKLOG_LOW} waiting or running); phases run back to back on the same tables after ${WARMUP_MS / 1000} s of warm-up`
-      : `a feeder keeps ${BACKLOG_LOW}-${BACKLOG_LOW + FEED_CHUNK} no-op jobs waiting or running; phases run back to back on the same tables after ${WARMUP_MS / 1000} s of warm-up`,
+    note: `${
+      options.offeredPerSec
+        ? `a feeder submits ${options.offeredPerSec} no-op jobs/s (at most ${BACKLOG_LOW} waiting or running)`
+        : `a feeder keeps ${BACKLOG_LOW}-${BACKLOG_LOW + FEED_CHUNK} no-op jobs waiting or running`
+    }; phases run back to back on the same tables after ${WARMUP_MS / 1000} s of warm-up`,
     systems,
   };
 }

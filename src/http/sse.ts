@@ -202,6 +202,21 @@ export class CoalescingWriter {
   }
 }
 
+/**
+ * Starts an event stream's response (a hijacked reply): the hooks' headers, then the stream's own,
+ * which win where both name one, then a first comment. Node sends the headers with the first write:
+ * without one, a client of a quiet stream saw not even the status until the first heartbeat.
+ */
+export function openStream(
+  res: ServerResponse,
+  hookHeaders: PipeOptions["headers"],
+  requestId: string,
+): void {
+  setHeaders(res, hookHeaders);
+  res.writeHead(200, { ...STREAM_HEADERS, "x-request-id": requestId });
+  res.write(": stream open\n\n");
+}
+
 /** Streams `items` to `res` until one side ends; resolves when the response has ended. */
 export async function pipeEvents(
   res: ServerResponse,
@@ -211,10 +226,7 @@ export async function pipeEvents(
   const { controller, log } = options;
   const started = Date.now();
   let sent = 0;
-  setHeaders(res, options.headers);
-  // Set after the hooks' headers: these win where both name one.
-  res.writeHead(200, { ...STREAM_HEADERS, "x-request-id": options.requestId });
-  res.write(": stream open\n\n");
+  openStream(res, options.headers, options.requestId);
   let clientGone = false;
   const onClose = () => {
     clientGone = true;

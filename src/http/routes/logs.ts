@@ -12,7 +12,7 @@ import type { StoredLogChunk } from "../../postgres/log-store.js";
 import type { BuildQueue } from "../../queue/build-queue.js";
 import { type ApiApp, AUTH_ERRORS, accessDoc, errorResponses, type RouteContext } from "../context.js";
 import { buildIdParams, logQuery, logStreamQuery, logStreamResponse, logTextResponse } from "../schemas.js";
-import { STREAM_HEADERS } from "../sse.js";
+import { openStream, STREAM_HEADERS } from "../sse.js";
 
 const tags = ["builds"];
 /** At most this many bytes in one response with a Range or an offset (the client asks for the rest). */
@@ -167,10 +167,7 @@ export function logRoutes(app: ApiApp, ctx: RouteContext): void {
       try {
         reply.hijack();
         const res = reply.raw;
-        res.writeHead(200, { ...(reply.getHeaders() as Record<string, string>), ...STREAM_HEADERS });
-        // Node sends the headers with the first write: without one here, a client of a build with
-        // no output yet waited for the first heartbeat (15 s) to see even the status.
-        res.write(": stream open\n\n");
+        openStream(res, reply.getHeaders(), request.id);
         await followLog(queue, id, from, res, controller.signal, ctx.sseHeartbeatMs).catch((err: Error) =>
           request.log.warn({ err: err.message, buildId: id }, "log stream ended by an error"),
         );
