@@ -121,7 +121,10 @@ class HandlerFailure extends Error {
  */
 export type RunOutcome = "completed" | "failed" | "stopped" | "abandoned";
 
-/** Emitted as "build-ended" after each run (metrics, logs). */
+/**
+ * Emitted as "build-ended" after each run (metrics, logs): when the handler has ended and its log is
+ * shipped, before its result is recorded (the build is not yet finished in the queue).
+ */
 export interface BuildEndedEvent {
   build: ClaimedBuild;
   outcome: RunOutcome;

@@ -69,6 +69,14 @@ describe("pruning while builds run", () => {
       ids.push(...batch.map((r) => r.build.id));
     }
     await eventually(async () => outcomes.length === BUILDS, 60_000);
+    // "build-ended" fires when the handler returns, before the worker's result commits: the last
+    // prune must wait for every build to be finished in the record, or it misses the last ones.
+    await eventually(async () => {
+      const open = await queue.store.db.query<{ n: number }>(
+        "SELECT count(*)::integer AS n FROM builds WHERE status IN ('queued', 'running', 'stopping')",
+      );
+      return Number(open.rows[0]?.n) === 0;
+    }, 30_000);
     pruning = false;
     await prunes;
     pruned += (await pruner.prune({ olderThanMs: 0 })).builds;
