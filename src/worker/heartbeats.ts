@@ -44,6 +44,7 @@ const FIRST_ANSWER_WAIT_MS = 60_000;
 
 export class Heartbeats {
   private timer: NodeJS.Timeout | undefined;
+  private aliveTimer: NodeJS.Timeout | undefined;
   private thread: Thread | undefined;
   private answers: MessagePort | undefined;
   private lastAnswerAt: number | undefined;
@@ -57,6 +58,8 @@ export class Heartbeats {
     /** The builds to name (and so keep), read at each heartbeat on the event loop. */
     private readonly builds: () => BuildRef[],
     private readonly onAnswer: (answer: HeartbeatAnswer) => void,
+    /** The thread ends the process when the event loop stays blocked this long past a build's timeout (wedge.ts); undefined: never. */
+    private readonly wedgeGraceMs?: number,
   ) {}
 
   /** Since the last heartbeat PostgreSQL answered, in ms (undefined before the first). */
@@ -92,6 +95,14 @@ export class Heartbeats {
   }
 
   /**
+   * A build's timeout comes due at `at` (monotonicMs), or the build ended (undefined): the thread
+   * watches for an event loop blocked past it.
+   */
+  deadline(id: string, at: number | undefined): void {
+    this.thread?.postMessage({ type: "deadline", id, at } satisfies HeartbeatCommand);
+  }
+
+  /**
    * Handles, now, the answers the thread has posted that the event loop has not delivered yet. A
    * handler that kept the event loop busy can leave answers waiting behind a due timer: the fence
    * takes them first, so that it never stops a build for a silence that was only its own.
@@ -107,6 +118,8 @@ export class Heartbeats {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
+    clearInterval(this.aliveTimer);
+    this.aliveTimer = undefined;
     const thread = this.thread;
     this.thread = undefined;
     if (!thread) return;
@@ -134,6 +147,7 @@ export class Heartbeats {
       deadAfterMs: health.deadAfterMs,
       postgres: postgresSettingsOf(config),
       answers: channel.port2,
+      wedgeGraceMs: this.wedgeGraceMs,
     };
     const file = threadEntry();
     const transferList = [channel.port2];
@@ -148,6 +162,7 @@ export class Heartbeats {
     thread.on("error", (err) => {
       this.logger.warn({ err: err.message }, "heartbeat thread failed; heartbeating on the event loop");
       this.thread = undefined;
+      clearInterval(this.aliveTimer);
       channel.port1.close();
       this.answers = undefined;
       this.threadAnswered?.();
@@ -156,6 +171,13 @@ export class Heartbeats {
     this.thread = thread;
     this.answers = channel.port1;
     this.buildsChanged();
+    if (this.wedgeGraceMs !== undefined) {
+      // The event loop tells the thread it runs; a loop that stops telling it is blocked (wedge.ts).
+      const alive = () => thread.postMessage({ type: "alive", at: monotonicMs() } satisfies HeartbeatCommand);
+      alive();
+      this.aliveTimer = setInterval(alive, health.heartbeatMs);
+      this.aliveTimer.unref();
+    }
   }
 
   private handleMessage(message: HeartbeatMessage): void {

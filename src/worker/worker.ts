@@ -79,6 +79,16 @@ export interface WorkerOptions {
    * after its grace period) and the build fails, saying it timed out (retried like any failure).
    */
   buildTimeoutSeconds?: number;
+  /**
+   * A handler that computes without yielding keeps the worker's event loop blocked, and so its
+   * timeout from firing, while the heartbeat thread keeps its lease: the build would be held forever.
+   * When the loop has stayed blocked past a build's timeout by `abortWaitMs`, the heartbeat thread
+   * writes one fatal line to stderr and kills the process (SIGKILL): its builds' leases lapse and the
+   * reaper takes them back, as after a kill -9, so nothing runs twice. Default true; false keeps the
+   * process (the build keeps its lease until the loop frees, then fails as timed out). Builds without a
+   * timeout never cause it. Needs the heartbeat thread (a PostgreSQL server, not the embedded store).
+   */
+  exitWhenWedged?: boolean;
   logger?: Logger;
 }
 
@@ -242,6 +252,7 @@ export class Worker extends EventEmitter {
       this.logger,
       () => [...this.held.values()],
       (answer) => this.answered(answer),
+      this.options.exitWhenWedged === false ? undefined : (this.options.abortWaitMs ?? 15_000),
     );
     this.fence = new LeaseFence(fencePolicy(this.queue.workers.health.deadAfterMs), {
       takePendingAnswers: () => heartbeats.takePendingAnswers(),
@@ -332,6 +343,8 @@ export class Worker extends EventEmitter {
       timeoutSeconds === undefined
         ? undefined
         : setTimeout(() => this.timedOut(entry, timeoutSeconds), timeoutSeconds * 1000);
+    if (timeoutSeconds !== undefined)
+      this.heartbeats?.deadline(build.id, monotonicMs() + timeoutSeconds * 1000);
     try {
       const value = await this.options.handler({
         build,
@@ -362,6 +375,7 @@ export class Worker extends EventEmitter {
       throw new HandlerFailure(`${cause}${message}${tail}`, logText(entry), abandoned);
     } finally {
       clearTimeout(timer);
+      if (timeoutSeconds !== undefined) this.heartbeats?.deadline(build.id, undefined);
       // The log is complete before the result is reported (a log reader that sees the build end
       // has all of its output). A run that lost its build cannot write: no wait for it.
       const lost = abandonedFor(controller.signal);

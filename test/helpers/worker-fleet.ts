@@ -45,6 +45,10 @@ export interface WorkerProcessOptions {
   reaperMs?: number;
   /** The worker's labels (routing). */
   labels?: Record<string, string>;
+  /** WorkerOptions.abortWaitMs: also the grace of a wedged event loop past a build's timeout. */
+  abortWaitMs?: number;
+  /** WorkerOptions.exitWhenWedged false. */
+  keepWhenWedged?: boolean;
 }
 
 const all = new Set<WorkerProcess>();
@@ -104,6 +108,8 @@ export class WorkerProcess {
     if (options.drainMs !== undefined) argv.push("--drain-ms", String(options.drainMs));
     if (options.prefetch !== undefined) argv.push("--prefetch", String(options.prefetch));
     if (options.labels) argv.push("--labels", JSON.stringify(options.labels));
+    if (options.abortWaitMs !== undefined) argv.push("--abort-wait-ms", String(options.abortWaitMs));
+    if (options.keepWhenWedged) argv.push("--keep-when-wedged");
     const child = spawn(process.execPath, ["--import", "tsx", script, ...argv], {
       cwd: root,
       stdio: ["pipe", "pipe", "pipe"],
@@ -267,7 +273,10 @@ export async function openFleetQueue(
   expect(opened.queue.mode).toBe(mode);
   const start = (
     workerId: string,
-    extra: Pick<WorkerProcessOptions, "capacity" | "prefetch" | "drainMs" | "reaperMs" | "labels"> = {},
+    extra: Pick<
+      WorkerProcessOptions,
+      "capacity" | "prefetch" | "drainMs" | "reaperMs" | "labels" | "abortWaitMs" | "keepWhenWedged"
+    > = {},
   ) =>
     WorkerProcess.start({
       workerId,

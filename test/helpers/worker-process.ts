@@ -19,10 +19,12 @@
  * (throws) when its signal aborts or its progress is refused. With `params.ignoreAbort: true` it is an
  * uncooperative handler: it notes the abort and the refusals but runs to the end and returns a result
  * (so that the worker tries to complete the build with its stale lease); `"first-run"`: only on the
- * build's first run (retryCount 0).
+ * build's first run (retryCount 0). With `params.wedgeMs` (on the first run only) it first blocks the
+ * event loop that long without yielding (-1: forever), as a handler stuck in a computation.
  *
  * Arguments: --schema --prefix --database-url [--redis-url] --worker-id [--capacity 1] [--prefetch 0] [--drain-ms]
- * [--heartbeat-ms 200] [--dead-after-ms 1500] [--reaper-ms 200] [--labels '{"gpu":"true"}']. The schema must exist (migrated).
+ * [--heartbeat-ms 200] [--dead-after-ms 1500] [--reaper-ms 200] [--labels '{"gpu":"true"}'] [--abort-wait-ms]
+ * [--keep-when-wedged] (WorkerOptions.exitWhenWedged false). The schema must exist (migrated).
  * The process exits when its stdin closes (the parent died), so no orphan outlives a crashed test.
  */
 import { Writable } from "node:stream";
@@ -46,12 +48,14 @@ const { values: args } = parseArgs({
     "dead-after-ms": { type: "string", default: "1500" },
     "reaper-ms": { type: "string", default: "200" },
     labels: { type: "string", default: "{}" },
+    "abort-wait-ms": { type: "string" },
+    "keep-when-wedged": { type: "boolean", default: false },
   },
 });
 
 function required(name: keyof typeof args): string {
   const value = args[name];
-  if (!value) throw new Error(`--${name} is required`);
+  if (typeof value !== "string" || !value) throw new Error(`--${name} is required`);
   return value;
 }
 
@@ -99,6 +103,8 @@ const worker = new Worker(queue, {
   prefetch: args.prefetch === "auto" ? "auto" : Number(args.prefetch),
   labels: JSON.parse(args.labels ?? "{}") as Record<string, string>,
   drainMs: args["drain-ms"] ? Number(args["drain-ms"]) : undefined,
+  abortWaitMs: args["abort-wait-ms"] ? Number(args["abort-wait-ms"]) : undefined,
+  exitWhenWedged: !args["keep-when-wedged"],
   logger,
   handler: async (ctx) => {
     const { id, params, retryCount } = ctx.build;
@@ -108,6 +114,14 @@ const worker = new Worker(queue, {
       params.ignoreAbort === true || (params.ignoreAbort === "first-run" && retryCount === 0);
     running += 1;
     emit({ event: "started", id, lease: ctx.lease, retryCount, running });
+    const wedgeMs = retryCount === 0 && params.wedgeMs !== undefined ? Number(params.wedgeMs) : 0;
+    if (wedgeMs !== 0) {
+      emit({ event: "wedging", id });
+      const until = wedgeMs < 0 ? Number.POSITIVE_INFINITY : Date.now() + wedgeMs;
+      let x = 0;
+      while (Date.now() < until) x += Math.sqrt(x + 1); // no await: the event loop is stuck here
+      emit({ event: "unwedged", id, x: x > 0 });
+    }
     let sawAbort = false;
     const noteAbort = () => {
       if (sawAbort || !ctx.signal.aborted) return;

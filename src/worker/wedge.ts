@@ -1,0 +1,44 @@
+/**
+ * Whether the worker's main thread is wedged: its event loop has not run since a build's timeout
+ * came due, and `graceMs` more have passed. A handler that computes without yielding keeps the
+ * timeout's timer from firing, while the heartbeat thread goes on extending the build's lease: such
+ * a build would be held forever. A loop blocked for long but freed before that is no wedge (a
+ * CPU-bound step of a build with no timeout, or one that ends within its timeout, is never one).
+ * Runs in the heartbeat thread; every time is monotonicMs, the same clock in both threads.
+ */
+export interface Wedged {
+  id: string;
+  /** Since the main thread's event loop last ran. */
+  blockedMs: number;
+  /** Since the build's timeout came due. */
+  pastTimeoutMs: number;
+}
+
+export class WedgeWatch {
+  private readonly deadlines = new Map<string, number>();
+  private lastAliveAt = Number.NEGATIVE_INFINITY;
+
+  constructor(private readonly graceMs: number) {}
+
+  /** A build's timeout came due at `at` (undefined: the build ended, or has none). */
+  deadline(id: string, at: number | undefined): void {
+    if (at === undefined) this.deadlines.delete(id);
+    else this.deadlines.set(id, at);
+  }
+
+  /** The main thread's event loop ran at `at`. */
+  alive(at: number): void {
+    this.lastAliveAt = Math.max(this.lastAliveAt, at);
+  }
+
+  /** The build whose timeout the blocked loop missed by more than the grace, if any. */
+  wedged(now: number): Wedged | undefined {
+    for (const [id, at] of this.deadlines) {
+      // The loop ran after the timeout came due: its timer fired, the handler was told to stop.
+      if (this.lastAliveAt >= at) continue;
+      if (now - at < this.graceMs) continue;
+      return { id, blockedMs: now - this.lastAliveAt, pastTimeoutMs: now - at };
+    }
+    return undefined;
+  }
+}
