@@ -343,5 +343,8 @@ export async function requeuedWithin(
  * PostgreSQL heartbeat waits for CPU).
  */
 export const KILL_TEST_HEALTH = { heartbeatMs: 200, deadAfterMs: 4000 };
-/** Params of a build of 6 s: long enough to be killed mid-run, whatever the load. */
-export const LONG_BUILD = { steps: 60, stepMs: 100 };
+/**
+ * Params of a build of 6 s: long enough to be killed mid-run, whatever the load. Its rerun elsewhere
+ * (retryCount > 0) takes half a second: the tests wait for it to complete, not to be killed.
+ */
+export const LONG_BUILD = { steps: 60, stepMs: 100, retrySteps: 5 };
