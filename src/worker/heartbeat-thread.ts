@@ -75,7 +75,8 @@ async function main(data: HeartbeatThreadData): Promise<void> {
   const index = redis ? new RedisIndex(redis, data.prefix) : undefined;
 
   let running: Held = [];
-  const wedge = data.wedgeGraceMs === undefined ? undefined : new WedgeWatch(data.wedgeGraceMs);
+  const wedge =
+    data.wedgeGraceMs === undefined ? undefined : new WedgeWatch(data.wedgeGraceMs, data.heartbeatMs);
   let redisBeat: Promise<void> | undefined;
   const beat = async () => {
     if (wedge) endIfWedged(wedge, data.workerId);

@@ -18,7 +18,15 @@ export class WedgeWatch {
   private readonly deadlines = new Map<string, number>();
   private lastAliveAt = Number.NEGATIVE_INFINITY;
 
-  constructor(private readonly graceMs: number) {}
+  private readonly graceMs: number;
+
+  /**
+   * `aliveEveryMs`: how often the event loop says it runs. A grace shorter than a few of those could
+   * take a live loop, whose next word is simply not due yet, for a wedged one.
+   */
+  constructor(graceMs: number, aliveEveryMs: number) {
+    this.graceMs = Math.max(graceMs, 3 * aliveEveryMs);
+  }
 
   /** A build's timeout came due at `at` (undefined: the build ended, or has none). */
   deadline(id: string, at: number | undefined): void {

@@ -82,11 +82,12 @@ export interface WorkerOptions {
   /**
    * A handler that computes without yielding keeps the worker's event loop blocked, and so its
    * timeout from firing, while the heartbeat thread keeps its lease: the build would be held forever.
-   * When the loop has stayed blocked past a build's timeout by `abortWaitMs`, the heartbeat thread
-   * writes one fatal line to stderr and kills the process (SIGKILL): its builds' leases lapse and the
-   * reaper takes them back, as after a kill -9, so nothing runs twice. Default true; false keeps the
-   * process (the build keeps its lease until the loop frees, then fails as timed out). Builds without a
-   * timeout never cause it. Needs the heartbeat thread (a PostgreSQL server, not the embedded store).
+   * When the loop has stayed blocked past a build's timeout by `abortWaitMs` (at least three
+   * heartbeat intervals), the heartbeat thread writes one fatal line to stderr and kills the process
+   * (SIGKILL): its builds' leases lapse and the reaper takes them back, as after a kill -9, so nothing
+   * runs twice. Default true; false keeps the process (the build keeps its lease until the loop frees,
+   * then fails as timed out). Builds without a timeout never cause it. Needs the heartbeat thread (a
+   * PostgreSQL server, not the embedded store).
    */
   exitWhenWedged?: boolean;
   logger?: Logger;

@@ -3,7 +3,7 @@ import { WedgeWatch } from "../../src/worker/wedge.js";
 
 describe("WedgeWatch", () => {
   it("finds a build whose timeout the blocked loop missed by more than the grace", () => {
-    const watch = new WedgeWatch(1000);
+    const watch = new WedgeWatch(1000, 100);
     watch.alive(100);
     watch.deadline("a", 500);
     expect(watch.wedged(1400)).toBeUndefined(); // within the grace
@@ -11,7 +11,7 @@ describe("WedgeWatch", () => {
   });
 
   it("is no wedge when the loop ran after the deadline (the timeout fired), or the build ended", () => {
-    const watch = new WedgeWatch(1000);
+    const watch = new WedgeWatch(1000, 100);
     watch.deadline("a", 500);
     watch.alive(600);
     expect(watch.wedged(5000)).toBeUndefined();
@@ -21,15 +21,24 @@ describe("WedgeWatch", () => {
   });
 
   it("keeps the latest sign of life when messages arrive out of order", () => {
-    const watch = new WedgeWatch(1000);
+    const watch = new WedgeWatch(1000, 100);
     watch.deadline("a", 500);
     watch.alive(600);
     watch.alive(400);
     expect(watch.wedged(5000)).toBeUndefined();
   });
 
+  it("waits at least three of the loop's intervals: a live loop's next word may not be due yet", () => {
+    const watch = new WedgeWatch(0, 2000);
+    watch.alive(0);
+    watch.deadline("a", 100);
+    expect(watch.wedged(1999)).toBeUndefined(); // the loop's next word is due at 2000
+    expect(watch.wedged(6099)).toBeUndefined();
+    expect(watch.wedged(6100)?.id).toBe("a");
+  });
+
   it("counts a loop that never said it runs as blocked since the start", () => {
-    const watch = new WedgeWatch(200);
+    const watch = new WedgeWatch(200, 50);
     watch.deadline("a", 100);
     expect(watch.wedged(350)?.id).toBe("a");
   });
