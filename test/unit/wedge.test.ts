@@ -37,6 +37,18 @@ describe("WedgeWatch", () => {
     expect(watch.wedged(6100)?.id).toBe("a");
   });
 
+  it("gives the loop a whole grace after the watcher itself stood still (a frozen process resumed)", () => {
+    const watch = new WedgeWatch(1000, 100);
+    watch.alive(0);
+    watch.deadline("a", 500);
+    expect(watch.wedged(250)).toBeUndefined();
+    // SIGSTOP from 250 to 60,000: both threads stood still; on resume the watcher looks first.
+    expect(watch.wedged(60_000)).toBeUndefined();
+    // It goes on looking every 100 ms; the loop stays silent: wedged once a grace has passed.
+    for (let now = 60_100; now < 61_000; now += 100) expect(watch.wedged(now), String(now)).toBeUndefined();
+    expect(watch.wedged(61_000)).toMatchObject({ id: "a", pastTimeoutMs: 60_500 });
+  });
+
   it("counts a loop that never said it runs as blocked since the start", () => {
     const watch = new WedgeWatch(200, 50);
     watch.deadline("a", 100);
