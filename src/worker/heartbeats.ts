@@ -99,6 +99,7 @@ export class Heartbeats {
    * watches for an event loop blocked past it.
    */
   deadline(id: string, at: number | undefined): void {
+    if (this.wedgeGraceMs === undefined) return; // no watchdog: the thread has no use for it
     this.thread?.postMessage({ type: "deadline", id, at } satisfies HeartbeatCommand);
   }
 
